@@ -1,0 +1,1 @@
+"""The console adapter: an interactive terminal chat, used when no platform is configured."""

@@ -1,0 +1,110 @@
+"""An interactive terminal chat whose replies stream through the real engine.
+
+It is what ``chatrelay run`` starts when no platform has credentials, so a
+fresh checkout can be tried at once. Its conversation lives in this process
+only: a terminal session belongs to one person and ends with the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import TextIO
+
+from core.config import Settings
+from core.engine import Reply
+from core.llm.client import LLMClient
+from core.llm.messages import ChatMessage
+from core.pacing import Pacing
+from core.textsink import TextStreamSink
+
+CONSOLE_PACING = Pacing(min_interval=0.05, min_chars=0, max_wait=0.05)
+"""A terminal takes any rate; pacing still coalesces deltas, as on a platform."""
+
+HELP = "Type a message and press Enter. /reset forgets the conversation, /quit leaves."
+
+
+class ConsoleChat:
+    def __init__(
+        self,
+        settings: Settings,
+        model: LLMClient,
+        *,
+        lines: asyncio.StreamReader,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+    ) -> None:
+        self._settings = settings
+        self._model = model
+        self._lines = lines
+        self._out = out or sys.stdout
+        self._err = err or sys.stderr
+        self._history: list[ChatMessage] = []
+        self._reply: Reply | None = None
+
+    def interrupt(self) -> None:
+        """Ctrl-C: stop the reply that is streaming, if any."""
+        if self._reply is not None:
+            self._reply.stop()
+
+    async def run(self) -> None:
+        self._say(f"chatrelay console — {HELP}\n")
+        while True:
+            self._say("you> ")
+            raw = await self._lines.readline()
+            if not raw:
+                self._say("\n")
+                return
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                return
+            if line == "/reset":
+                self._history.clear()
+                self._say("(conversation forgotten)\n")
+                continue
+            await self._answer(line)
+
+    async def _answer(self, line: str) -> None:
+        self._history.append(ChatMessage("user", line))
+        messages = [ChatMessage("system", self._settings.system_prompt), *self._history]
+        self._reply = Reply(
+            TextStreamSink(self._out, self._err, prefix="bot> "), pacing=CONSOLE_PACING
+        )
+        try:
+            result = await self._reply.run(self._model.stream(messages))
+        finally:
+            self._reply = None
+        if result.text:
+            self._history.append(ChatMessage("assistant", result.text))
+        outcome = result.outcome
+        if outcome.state == "failed":
+            self._say(f"[reply failed: {outcome.reason}]\n")
+        elif outcome.state != "done":
+            self._say(f"[{outcome.state}]\n")
+        elif outcome.reason:
+            self._say(f"[note: {outcome.reason}]\n")
+
+    def _say(self, text: str) -> None:
+        self._out.write(text)
+        self._out.flush()
+
+
+async def stdin_reader() -> asyncio.StreamReader:
+    """Standard input as an asyncio stream, so reading a line never blocks replies."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def run_console(settings: Settings, model: LLMClient) -> None:
+    chat = ConsoleChat(settings, model, lines=await stdin_reader())
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, chat.interrupt)
+    try:
+        await chat.run()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)

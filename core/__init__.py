@@ -1,0 +1,1 @@
+"""chatrelay's platform-agnostic core: LLM streams, the reply engine, pacing and state."""

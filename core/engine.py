@@ -1,0 +1,379 @@
+"""A reply's life: from the model's event stream to a finished platform message.
+
+Two tasks cooperate. The *reader* drains the LLM stream into a buffer as fast
+as it arrives, so a slow platform never slows the model down. The *writer*
+wakes when there is something new, waits for the reply's pacing and for the
+platform budget, and only then takes the latest text: whatever arrived while
+it waited is coalesced into one call. When the stream ends, the writer
+delivers the final text of every message (waiting for budget as long as it
+takes: the final update is never dropped) and the outcome.
+
+The engine owns the text. Messages are pages of it (``core.markdown``), so
+their concatenation is exactly the model's text; the sink only renders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from core.budget import Budget, LocalBudget, acquire_all
+from core.clock import Clock, MonotonicClock
+from core.llm.events import (
+    Finish,
+    ReasoningDelta,
+    StreamError,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
+from core.markdown import Page, Paginator, heal
+from core.observe import ReplyObserver, ReplyStats
+from core.pacing import Pacing
+from core.sink import Frame, MessageGone, Outcome, RateLimited, Sink, SinkCall
+
+log = logging.getLogger(__name__)
+
+FINISH_NOTES = {
+    "length": "the model hit its length limit",
+    "content_filter": "the provider's content filter stopped the reply",
+}
+"""Finish reasons that complete a reply but deserve a word to the user."""
+
+MAX_FINAL_ATTEMPTS = 6
+"""Attempts at delivering a final frame through errors other than 429 (which
+are always retried after their Retry-After)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyResult:
+    outcome: Outcome
+    text: str
+    reasoning: str
+    usage: Usage | None
+    tool_calls: tuple[ToolCall, ...]
+    messages: int
+    """How many platform messages the reply used."""
+    pages: tuple[Page, ...]
+    """How the text was cut into those messages (``core.markdown.unsplit`` joins them back)."""
+    stats: ReplyStats
+    delivered: bool
+    """False when the final state could not be shown (message gone, sink errors)."""
+
+
+class Reply:
+    """One reply streaming into one sink. ``run`` it once; ``stop`` it from anywhere."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        budget: Budget | None = None,
+        pacing: Pacing | None = None,
+        clock: Clock | None = None,
+        observer: ReplyObserver | None = None,
+    ) -> None:
+        self._sink = sink
+        self._clock = clock or MonotonicClock()
+        self._budget = budget or LocalBudget(clock=self._clock)
+        self._pacing = pacing or Pacing()
+        self._observer = observer
+        self._append_only = sink.append_only
+        # Healing needs room on replace-style sinks; append-only ones need room to
+        # close a code fence after text they can no longer take back.
+        self._paginator = Paginator(sink.limit, reserve=16)
+        self.stats = ReplyStats()
+
+        # Filled by the reader.
+        self._parts: list[str] = []
+        self._length = 0
+        self._reasoning: list[str] = []
+        self._reasoning_length = 0
+        self._arrivals: deque[tuple[int, float]] = deque()  # (text length after a delta, when)
+        self._usage: Usage | None = None
+        self._finish: Finish | None = None
+        self._error: StreamError | None = None
+        self._stop: Outcome | None = None
+        self._wake = asyncio.Event()  # something new to show, or the end
+        self._ended = asyncio.Event()  # the stream is over (finished, failed or stopped)
+
+        # Owned by the writer.
+        self._shown = -1  # text + reasoning length last shown; -1: nothing shown yet
+        self._last_call_end = 0.0
+        self._pages_done = 0  # pages whose final text was delivered
+        self._created = 0  # messages created on the platform
+        self._sent = 0  # rendered characters of page ``_pages_done`` already delivered
+        self._covered = 0  # offset in the model's text up to which it is visible
+        self._started = 0.0
+        self._reader: asyncio.Task[None] | None = None
+
+    # -- control ---------------------------------------------------------------
+
+    def stop(self, state: str = "stopped", reason: str | None = None) -> None:
+        """End the reply early, keeping its text: a user's Stop (``stopped``) or a
+        shutdown (``interrupted``). Closes the model stream at once."""
+        if self._stop is None and not self._ended.is_set():
+            self._stop = Outcome("interrupted" if state == "interrupted" else "stopped", reason)
+            if self._reader is not None:
+                self._reader.cancel()
+            self._end()
+
+    # -- the reply -------------------------------------------------------------
+
+    async def run(self, events: AsyncIterator[object]) -> ReplyResult:
+        self._started = self._clock.now()
+        self._reader = asyncio.create_task(self._read(events))
+        delivered = True
+        try:
+            await self._call(SinkCall.OPEN, 0, self._sink.open)
+            await self._write_until_end()
+            await self._deliver(final=True)
+        except MessageGone as gone:
+            log.info("reply target is gone, stopping: %s", gone)
+            self.stop("stopped", "the message is no longer available")
+            delivered = False
+        except _Undeliverable as exc:
+            log.error("could not deliver the final state of a reply: %s", exc)
+            delivered = False
+        finally:
+            if not self._reader.done():
+                self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        return ReplyResult(
+            outcome=self._outcome(),
+            text=self._text(),
+            reasoning="".join(self._reasoning),
+            usage=self._usage,
+            tool_calls=self._finish.tool_calls if self._finish else (),
+            messages=self._created,
+            pages=tuple(self._pages(final=True)),
+            stats=self.stats,
+            delivered=delivered,
+        )
+
+    def _outcome(self) -> Outcome:
+        if self._stop is not None:
+            return self._stop
+        if self._error is not None:
+            return Outcome("failed", self._error.message)
+        if self._finish is not None:
+            return Outcome("done", FINISH_NOTES.get(self._finish.reason))
+        return Outcome("failed", "the model stream ended unexpectedly")
+
+    # -- reader ----------------------------------------------------------------
+
+    async def _read(self, events: AsyncIterator[object]) -> None:
+        clock = self._clock
+        parts = self._parts
+        arrivals = self._arrivals
+        wake = self._wake
+        try:
+            async for event in events:
+                if type(event) is TextDelta:
+                    text = event.text
+                    if not text:
+                        continue
+                    parts.append(text)
+                    self._length += len(text)
+                    now = clock.now()
+                    arrivals.append((self._length, now))
+                    if self.stats.first_token is None:
+                        self._first_token(now)
+                    if not wake.is_set():
+                        wake.set()
+                elif type(event) is ReasoningDelta:
+                    if event.text:
+                        self._reasoning.append(event.text)
+                        self._reasoning_length += len(event.text)
+                        if self.stats.first_token is None:
+                            self._first_token(clock.now())
+                        wake.set()
+                elif type(event) is Usage:
+                    self._usage = event
+                elif type(event) is Finish:
+                    self._finish = event
+                    break
+                elif type(event) is StreamError:
+                    self._error = event
+                    break
+            else:
+                self._error = StreamError("truncated", "the model stream ended without finishing")
+        except Exception as exc:  # a broken iterator must not leave the reply hanging
+            log.exception("model stream raised")
+            self._error = StreamError("provider", f"the model stream broke: {exc}")
+        finally:
+            self._end()  # before closing the stream: the writer may go on meanwhile
+            closer = getattr(events, "aclose", None)
+            if closer is not None:
+                await asyncio.shield(closer())
+
+    def _first_token(self, now: float) -> None:
+        self.stats.first_token = now - self._started
+        if self._observer:
+            self._observer.first_token(self.stats.first_token)
+
+    def _end(self) -> None:
+        self._ended.set()
+        self._wake.set()
+
+    # -- writer ----------------------------------------------------------------
+
+    async def _write_until_end(self) -> None:
+        clock = self._clock
+        while not self._ended.is_set():
+            new = self._length + self._reasoning_length - max(self._shown, 0)
+            if new <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._shown >= 0:  # the first frame goes out as soon as there is one
+                wait = self._pacing.due(clock.now(), self._last_call_end, new)
+                if wait > 0:
+                    if new < self._pacing.min_chars:
+                        self._wake.clear()  # more text may reach the threshold sooner
+                        await clock.wait(self._wake, wait)
+                    else:
+                        await clock.wait(self._ended, wait)
+                    continue
+            if not await self._deliver(final=False):
+                self._wake.clear()  # nothing deliverable yet: wait for more
+                await self._wake.wait()
+
+    async def _deliver(self, final: bool) -> bool:
+        """Send the current text: the final frames of any pages that are complete,
+        then the open page (or, when ``final``, the last page with the outcome).
+        Returns whether anything was sent."""
+        attempts = 0
+        sent = False
+        while True:
+            index = self._pages_done
+            if final and len(self._pages(final)) - 1 == index:
+                call = SinkCall.FINISH
+            else:
+                call = SinkCall.UPDATE if self._created > index else SinkCall.CREATE
+            waited = await acquire_all(self._budget, self._sink.scopes(call, index))
+            # Take the newest text only now: everything that came while we waited.
+            pages = self._pages(final)
+            page_final = final or index < len(pages) - 1
+            frame = self._frame(index, pages[index], page_final)
+            shown = pages[index].end + self._reasoning_length
+            if not page_final and shown <= self._shown:
+                return sent  # nothing new: never send unchanged text
+            started = self._clock.now()
+            try:
+                if call is SinkCall.FINISH:
+                    await self._sink.finish(frame, self._outcome())
+                else:
+                    await self._sink.render(frame)
+            except RateLimited as limited:
+                await self._rate_limited(call, index, limited)
+                continue
+            except MessageGone:
+                raise
+            except Exception as exc:
+                self.stats.sink_errors += 1
+                attempts += 1
+                log.warning("platform call %s failed: %s", call.value, exc)
+                if not page_final:
+                    self._last_call_end = self._clock.now()
+                    return True  # a later frame will carry this text
+                if attempts >= MAX_FINAL_ATTEMPTS:
+                    raise _Undeliverable(str(exc)) from exc
+                await self._clock.sleep(min(0.25 * 2.0**attempts, 8.0))
+                continue
+            self._after_call(call, started, waited)
+            self._after_text(pages[index].end, shown)
+            self._created = max(self._created, index + 1)
+            if call is SinkCall.FINISH or not page_final:
+                self._sent += len(frame.delta)
+                return True
+            sent = True
+            self._pages_done += 1
+            self._sent = 0
+            attempts = 0
+
+    def _pages(self, final: bool) -> list[Page]:
+        # An append-only sink can't take back text: its open page is never cut
+        # before what it already showed.
+        floor = self._covered if self._append_only else 0
+        return self._paginator.freeze(self._text(), final, floor)
+
+    def _frame(self, index: int, page: Page, final: bool) -> Frame:
+        rendered = page.render(self._text())
+        return Frame(
+            index=index,
+            text=rendered if final or self._append_only else heal(rendered),
+            delta=rendered[self._sent :],
+            final=final,
+            reasoning="".join(self._reasoning) if self._reasoning else "",
+        )
+
+    def _text(self) -> str:
+        parts = self._parts
+        if len(parts) > 1:
+            joined = "".join(parts)
+            parts.clear()
+            parts.append(joined)
+        return parts[0] if parts else ""
+
+    def _after_call(self, call: SinkCall, started: float, waited: float) -> None:
+        now = self._clock.now()
+        self._last_call_end = now
+        stats = self.stats
+        stats.calls[call.value] = stats.calls.get(call.value, 0) + 1
+        stats.budget_wait += waited
+        if self._observer:
+            self._observer.platform_call(call, now - started, waited)
+
+    def _after_text(self, covered: int, shown: int) -> None:
+        """Text up to offset ``covered`` is now visible: account staleness."""
+        self._shown = max(self._shown, shown)
+        self._covered = max(self._covered, covered)
+        now = self._last_call_end
+        stats = self.stats
+        observer = self._observer
+        if stats.first_visible is None:
+            stats.first_visible = now - self._started
+            if observer:
+                observer.first_visible(stats.first_visible)
+        arrivals = self._arrivals
+        while arrivals and arrivals[0][0] <= covered:
+            _, arrived = arrivals.popleft()
+            stale = now - arrived
+            stats.staleness.append(stale)
+            if observer:
+                observer.visible(stale)
+
+    async def _rate_limited(self, call: SinkCall, index: int, limited: RateLimited) -> None:
+        self.stats.rate_limited += 1
+        scopes = [limited.scope] if limited.scope else list(self._sink.scopes(call, index))
+        for scope in scopes:
+            await self._budget.block(scope, limited.retry_after)
+            if self._observer:
+                self._observer.rate_limited(scope, limited.retry_after)
+
+    async def _call(self, call: SinkCall, index: int, fn: Callable[[], Awaitable[None]]) -> None:
+        """A call without text (``open``): budgeted, retried on 429, never fatal."""
+        while True:
+            waited = await acquire_all(self._budget, self._sink.scopes(call, index))
+            started = self._clock.now()
+            try:
+                await fn()
+            except RateLimited as limited:
+                await self._rate_limited(call, index, limited)
+                continue
+            except MessageGone:
+                raise
+            except Exception as exc:
+                self.stats.sink_errors += 1
+                log.warning("platform call %s failed: %s", call.value, exc)
+                return
+            self._after_call(call, started, waited)
+            return
+
+
+class _Undeliverable(Exception):
+    """The final frame could not be delivered after every retry."""

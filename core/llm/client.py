@@ -1,0 +1,253 @@
+"""Streams a model reply over HTTP: retries, timeouts and fallbacks, for any dialect.
+
+What users feel most is a reply that never starts or dies silently, so the
+rules are:
+
+- Before the first token, a failure is cheap to hide: connect errors, 429
+  (after its ``Retry-After``) and 5xx are retried with exponential backoff and
+  jitter, then the next provider of the fallback chain is tried.
+- After the first token nothing is retried (the user already sees text); the
+  failure becomes a ``StreamError`` event and the engine keeps the partial text.
+- Timeouts: ``connect``; ``idle`` (no byte at all for that long, also while
+  waiting for the response to start); ``first_token`` (no content yet, even if
+  keep-alive comments keep arriving).
+- Closing the iterator (a user's Stop) closes the HTTP response at once.
+
+Every stream this client yields ends with exactly one ``Finish`` or ``StreamError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from core.llm.anthropic import AnthropicMessages
+from core.llm.chat import ChatCompletions
+from core.llm.dialect import Dialect
+from core.llm.events import CONTENT_EVENTS, Event, Finish, StreamError
+from core.llm.messages import ChatMessage
+from core.llm.provider import Provider
+from core.llm.responses import OpenAIResponses
+from core.sse import SSEDecoder
+
+log = logging.getLogger(__name__)
+
+DIALECTS: dict[str, Dialect] = {
+    "chat": ChatCompletions(),
+    "anthropic": AnthropicMessages(),
+    "responses": OpenAIResponses(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 10.0
+    first_token: float = 90.0
+    idle: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 2
+    """Retries per provider, before moving on to the next one."""
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    max_retry_after: float = 30.0
+    """A ``Retry-After`` longer than this moves on to the next provider instead."""
+
+    def backoff(self, attempt: int, jitter: float) -> float:
+        """Exponential, with "equal jitter" so synchronized clients spread out."""
+        delay = min(self.max_delay, self.base_delay * 2.0**attempt)
+        return delay / 2 + delay / 2 * jitter
+
+
+class LLMClient:
+    """One client per process; ``stream`` may be called concurrently."""
+
+    def __init__(
+        self,
+        providers: Sequence[Provider],
+        *,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        http: httpx.AsyncClient | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if not providers:
+            raise ValueError("at least one provider is needed")
+        for provider in providers:
+            if provider.api not in DIALECTS:
+                raise ValueError(
+                    f"unknown LLM API {provider.api!r}: use chat, anthropic or responses"
+                )
+        self.providers = list(providers)
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryPolicy()
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=self.timeouts.connect,
+                read=self.timeouts.idle,
+                write=self.timeouts.idle,
+                pool=self.timeouts.connect,
+            ),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        )
+        self._sleep = sleep
+        self._jitter = jitter
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, extra: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Event]:
+        """The reply's events, from the first provider that starts answering."""
+        failures: list[str] = []
+        last: StreamError | None = None
+        for provider in self.providers:
+            for attempt in range(self.retry.max_retries + 1):
+                started = False
+                error: StreamError | None = None
+                async with aclosing(self._attempt(provider, messages, extra)) as events:
+                    async for event in events:
+                        if not started:
+                            if type(event) is StreamError:
+                                error = event
+                                break
+                            started = type(event) in CONTENT_EVENTS or type(event) is Finish
+                        yield event
+                if error is None:
+                    return
+                last = error
+                log.warning(
+                    "model %s failed before its first token: %s", provider.label, error.message
+                )
+                delay = self._retry_delay(error, attempt)
+                if delay is None:
+                    break
+                await self._sleep(delay)
+            if last is not None:
+                failures.append(f"{provider.label}: {last.message}")
+        assert last is not None
+        if len(failures) > 1:
+            message = "every model failed — " + "; ".join(failures)
+        else:
+            message = last.message
+        yield StreamError(last.kind, message, False, last.status, last.retry_after)
+
+    def _retry_delay(self, error: StreamError, attempt: int) -> float | None:
+        """Seconds to wait before retrying the same provider, or None to move on."""
+        if not error.retryable or attempt >= self.retry.max_retries:
+            return None
+        delay = self.retry.backoff(attempt, self._jitter())
+        if error.retry_after is not None:
+            if error.retry_after > self.retry.max_retry_after:
+                return None
+            delay = max(delay, error.retry_after)
+        return delay
+
+    async def _attempt(
+        self,
+        provider: Provider,
+        messages: Sequence[ChatMessage],
+        extra: Mapping[str, Any] | None,
+    ) -> AsyncGenerator[Event, None]:
+        dialect = DIALECTS[provider.api]
+        body = dialect.body(provider.model, messages, {**provider.extra_body, **(extra or {})})
+        headers = {
+            "accept": "text/event-stream",
+            **dialect.headers(provider.api_key),
+            **provider.headers,
+        }
+        request = self._http.build_request(
+            "POST", provider.base_url + dialect.path, json=body, headers=headers
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeouts.first_token
+        response: httpx.Response | None = None
+        got_content = False
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._http.send(request, stream=True)
+            if response.status_code >= 300:
+                yield dialect.error(response.status_code, await response.aread(), response.headers)
+                return
+            content_type = response.headers.get("content-type", "")
+            if "event-stream" not in content_type:
+                yield _not_a_stream(dialect, response.status_code, await response.aread())
+                return
+            decoder = SSEDecoder()
+            parser = dialect.parser()
+            chunks = response.aiter_bytes()
+            while not got_content:
+                # Until the first token, every read is bounded by the first-token deadline.
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                for sse in decoder.feed(chunk):
+                    for event in parser.feed(sse):
+                        got_content = got_content or type(event) in CONTENT_EVENTS
+                        yield event
+                    if parser.done:
+                        return
+            if got_content:
+                async for chunk in chunks:
+                    for sse in decoder.feed(chunk):
+                        for event in parser.feed(sse):
+                            yield event
+                        if parser.done:
+                            return
+            decoder.close()
+            for event in parser.end():
+                yield event
+        except TimeoutError:
+            yield StreamError(
+                "timeout",
+                f"no answer from the model within {self.timeouts.first_token:g}s",
+                retryable=True,
+            )
+        except httpx.TimeoutException as exc:
+            yield StreamError("timeout", _timeout_message(exc, self.timeouts), retryable=True)
+        except httpx.ConnectError as exc:
+            yield StreamError(
+                "connect", f"could not connect to {provider.label}: {exc}", retryable=True
+            )
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            message = (
+                "the connection to the model broke mid-reply"
+                if got_content
+                else f"the connection to {provider.label} broke: {exc or type(exc).__name__}"
+            )
+            yield StreamError("truncated", message, retryable=True)
+        finally:
+            if response is not None:
+                await response.aclose()
+
+
+def _timeout_message(exc: httpx.TimeoutException, timeouts: Timeouts) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"connecting to the model timed out after {timeouts.connect:g}s"
+    return f"the model sent nothing for {timeouts.idle:g}s"
+
+
+def _not_a_stream(dialect: Dialect, status: int, body: bytes) -> StreamError:
+    """A 2xx that is not an event stream: usually a JSON error from a gateway."""
+    error = dialect.error(status, body, {})
+    return StreamError(
+        "malformed",
+        f"the model answered without an event stream ({error.message})",
+        retryable=True,
+        status=status,
+    )

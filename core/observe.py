@@ -1,0 +1,65 @@
+"""Instrumentation of one reply: the figures users feel, kept cheap enough to
+record for every token.
+
+``ReplyStats`` is always collected (the CLI, tests and benchmarks read it);
+a ``ReplyObserver`` additionally receives each figure as it happens, which is
+where metrics exporters plug in.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.sink import SinkCall
+
+
+class ReplyObserver(Protocol):
+    def first_token(self, seconds: float) -> None:
+        """Seconds from the reply's start to the model's first token."""
+        ...
+
+    def first_visible(self, seconds: float) -> None:
+        """Seconds from the reply's start to the first completed platform call
+        showing model output."""
+        ...
+
+    def visible(self, staleness: float) -> None:
+        """One text delta became visible ``staleness`` seconds after it arrived."""
+        ...
+
+    def platform_call(self, call: SinkCall, seconds: float, budget_wait: float) -> None:
+        """A platform call completed; it waited ``budget_wait`` for the budget."""
+        ...
+
+    def rate_limited(self, scope: str, retry_after: float) -> None:
+        """The platform answered 429 despite the budget."""
+        ...
+
+
+@dataclass(slots=True)
+class ReplyStats:
+    """Figures of one reply, in seconds; ``None`` where it never happened."""
+
+    first_token: float | None = None
+    first_visible: float | None = None
+    staleness: array[float] = field(default_factory=lambda: array("d"))
+    calls: dict[str, int] = field(default_factory=dict)
+    budget_wait: float = 0.0
+    rate_limited: int = 0
+    sink_errors: int = 0
+
+    @property
+    def updates(self) -> int:
+        """Platform calls that showed text (creates, updates and the finish)."""
+        return sum(n for call, n in self.calls.items() if call != SinkCall.OPEN.value)
+
+
+def percentile(values: array[float] | list[float], q: float) -> float:
+    """The ``q``-quantile (0..1) by nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[rank]

@@ -1,0 +1,101 @@
+"""The seam between the engine and a platform: what a reply looks like there.
+
+The engine decides *when* and *how much* (pacing, splitting, healing, never
+losing text); a sink decides *how it looks and which API call it takes*
+(payload shape, mrkdwn or embeds, buttons, the "streaming" indicator). One
+reply gets one sink instance, which may own several platform messages: the
+engine numbers them with ``Frame.index`` and moves to the next one only after
+the previous one got its final text.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+OutcomeState = Literal["done", "stopped", "failed", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a reply ended. ``reason`` is short and human-readable, for the sink to show
+    (e.g. "the model provider returned an error: overloaded"); it may also be set
+    on ``done`` for a note such as "the model hit its length limit"."""
+
+    state: OutcomeState
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What message ``index`` of a reply should show now.
+
+    ``text`` is the whole message, healed on intermediate frames so half-written
+    markdown renders sanely; sinks that replace a message's content use it.
+    ``delta`` is what arrived since the previous frame of this message, never
+    healed; append-only sinks (native streaming, a terminal) use it instead.
+    ``final`` means this message will not change again.
+    """
+
+    index: int
+    text: str
+    delta: str
+    final: bool
+    reasoning: str = ""
+
+
+class SinkCall(enum.Enum):
+    """The kinds of platform call a sink makes, so it can name their rate scopes."""
+
+    OPEN = "open"  # show that a reply is coming (placeholder, status, defer)
+    CREATE = "create"  # the first frame of a message: posts it
+    UPDATE = "update"  # a later frame of the same message: edits or appends
+    FINISH = "finish"  # the last frame of the reply, with its outcome
+
+
+class RateLimited(Exception):
+    """The platform answered 429. The engine blocks the scope and retries the call."""
+
+    def __init__(self, retry_after: float, scope: str | None = None) -> None:
+        super().__init__(f"rate limited for {retry_after:.2f}s" + (f" on {scope}" if scope else ""))
+        self.retry_after = retry_after
+        self.scope = scope
+
+
+class MessageGone(Exception):
+    """The message or interaction can no longer be written (deleted, 404, expired).
+
+    The engine stops writing to the reply and stops the model stream."""
+
+
+class Sink(Protocol):
+    @property
+    def limit(self) -> int:
+        """The longest text one message may show, in the platform's measure, after
+        the sink's own decorations are accounted for."""
+        ...
+
+    @property
+    def append_only(self) -> bool:
+        """True when the platform appends deltas natively (Slack's streaming API, a
+        terminal): the engine then never heals, since appended text can't be undone."""
+        ...
+
+    def scopes(self, call: SinkCall, index: int) -> Sequence[str]:
+        """The budget scopes a call consumes, e.g. ``("slack:T1:chat.update",)``."""
+        ...
+
+    async def open(self) -> None:
+        """Show that a reply is coming before the model's first token."""
+        ...
+
+    async def render(self, frame: Frame) -> None:
+        """Create (new ``index``) or update a message."""
+        ...
+
+    async def finish(self, frame: Frame, outcome: Outcome) -> None:
+        """Give the last message its final text and the reply its final state
+        (remove the stop button, show "stopped" or the error)."""
+        ...

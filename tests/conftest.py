@@ -1,0 +1,16 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.fakes.llm_server import FakeLLMServer
+
+
+@pytest.fixture
+async def llm_server() -> AsyncIterator[FakeLLMServer]:
+    """A fake OpenAI-compatible provider on 127.0.0.1 (real HTTP)."""
+    async with FakeLLMServer() as server:
+        yield server
