@@ -1,0 +1,144 @@
+"""Per-channel rules: where the bot answers every message, with which prompt and
+model, and who counts as a human agent it steps back for.
+
+One TOML file serves every platform (``CHANNELS_FILE``, default
+``channels.toml``), read through pydantic-settings so a mistake in it stops the
+service at start with one line, like any other setting::
+
+    [defaults]
+    mode = "mention"            # answer only when mentioned (DMs always)
+
+    [[channels]]
+    platform = "slack"
+    id = "C0123SUPPORT"
+    mode = "auto"               # every top-level message gets a threaded reply
+    system_prompt = "You are ACME's support assistant."
+    model = "gpt-4o-mini"
+    agents = ["U0AGENT1"]       # a reply from one of these hands the thread over
+    agent_groups = ["S0AGENTS"] # Slack user groups / Discord role ids
+    handoff_quiet_minutes = 120 # the bot speaks again after this (0: only when told)
+    thread_per_message = true   # Discord: one thread per customer message
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from core.config import ConfigError
+
+Mode = Literal["mention", "auto"]
+
+RESUME_COMMAND = "resume"
+"""Said to the bot (a mention plus this word) by an agent in a handed-over
+thread, it makes the bot answer there again."""
+
+
+class ChannelRule(BaseModel):
+    platform: Literal["slack", "discord"]
+    id: str
+    mode: Mode | None = None
+    system_prompt: str | None = None
+    model: str | None = None
+    agents: list[str] = Field(default_factory=list)
+    agent_groups: list[str] = Field(default_factory=list)
+    handoff_quiet_minutes: float | None = Field(None, ge=0)
+    thread_per_message: bool | None = None
+
+
+class Defaults(BaseModel):
+    mode: Mode = "mention"
+    handoff_quiet_minutes: float = Field(120.0, ge=0)
+    thread_per_message: bool = False
+
+
+class ChannelPolicy(BaseModel):
+    """The rule in force for one channel, defaults filled in."""
+
+    mode: Mode
+    system_prompt: str | None
+    model: str | None
+    agents: frozenset[str]
+    agent_groups: frozenset[str]
+    handoff_quiet_minutes: float
+    thread_per_message: bool
+
+    def is_agent(self, user_id: str, groups: frozenset[str] | set[str] = frozenset()) -> bool:
+        """Whether this person is a human agent here (by id, or by group/role)."""
+        return user_id in self.agents or bool(self.agent_groups & set(groups))
+
+
+class ChannelRules(BaseSettings):
+    """The whole rules file."""
+
+    model_config = SettingsConfigDict(extra="forbid")
+
+    defaults: Defaults = Field(default_factory=Defaults)
+    channels: list[ChannelRule] = Field(default_factory=list)
+
+    def policy(self, platform: str, channel_id: str) -> ChannelPolicy:
+        rule = next(
+            (r for r in self.channels if r.platform == platform and r.id == channel_id), None
+        )
+        d = self.defaults
+        return ChannelPolicy(
+            mode=(rule.mode if rule and rule.mode else d.mode),
+            system_prompt=rule.system_prompt if rule else None,
+            model=rule.model if rule else None,
+            agents=frozenset(rule.agents if rule else ()),
+            agent_groups=frozenset(rule.agent_groups if rule else ()),
+            handoff_quiet_minutes=(
+                rule.handoff_quiet_minutes
+                if rule and rule.handoff_quiet_minutes is not None
+                else d.handoff_quiet_minutes
+            ),
+            thread_per_message=(
+                rule.thread_per_message
+                if rule and rule.thread_per_message is not None
+                else d.thread_per_message
+            ),
+        )
+
+    def auto_channels(self, platform: str) -> list[str]:
+        return [
+            r.id
+            for r in self.channels
+            if r.platform == platform and self.policy(platform, r.id).mode == "auto"
+        ]
+
+
+def load_rules(path: str | Path | None) -> ChannelRules:
+    """Read the rules file; a missing file means defaults only, a bad one a ``ConfigError``."""
+    if path is None or not Path(path).exists():
+        return ChannelRules()
+    toml_path = Path(path)
+
+    class _FromFile(ChannelRules):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (TomlConfigSettingsSource(settings_cls, toml_file=toml_path),)
+
+    try:
+        loaded = _FromFile()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        raise ConfigError(f"invalid channels file {toml_path}: {where}: {error['msg']}") from None
+    except ValueError as exc:  # TOML syntax
+        raise ConfigError(f"invalid channels file {toml_path}: {exc}") from None
+    return ChannelRules(defaults=loaded.defaults, channels=loaded.channels)
