@@ -86,7 +86,11 @@ class SSEDecoder:
         events: list[SSEEvent] = []
         for line in lines:
             if line:
-                self._field(line)
+                if line[:6] == "data: ":  # nearly every line: skip the general parse
+                    self._data.append(line[6:])
+                    self._has_data = True
+                else:
+                    self._field(line)
             elif self._has_data:
                 events.append(self._dispatch())
             else:

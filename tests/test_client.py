@@ -4,6 +4,7 @@ bytes, retries before the first token only, timeouts, fallbacks, cancel."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Sequence
 
 import pytest
@@ -234,3 +235,12 @@ async def test_non_stream_200_is_an_error(llm_server: FakeLLMServer) -> None:
     )
     events = await collect(client_for(llm_server, retries=0))
     assert isinstance(events[-1], StreamError) and "bad key" in events[-1].message
+
+
+async def test_compressed_stream_is_decoded(llm_server: FakeLLMServer) -> None:
+    body = gzip.compress(chat_stream(PIECES))
+    llm_server.enqueue(
+        FakeResponse(chunks=split_bytes(body, 25), headers={"Content-Encoding": "gzip"})
+    )
+    events = await collect(client_for(llm_server))
+    assert text_of(events) == "".join(PIECES)

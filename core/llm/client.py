@@ -188,7 +188,9 @@ class LLMClient:
                 return
             decoder = SSEDecoder()
             parser = dialect.parser()
-            chunks = response.aiter_bytes()
+            # Undecoded bytes skip a layer of httpx per chunk; only compression needs it.
+            encoded = "content-encoding" in response.headers
+            chunks = response.aiter_bytes() if encoded else response.aiter_raw()
             while not got_content:
                 # Until the first token, every read is bounded by the first-token deadline.
                 try:
