@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fakes.llm_server import FakeLLMServer, sse_response
+from tests.fakes.streams import chat_stream
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,3 +79,49 @@ def test_run_without_platforms_is_a_console_chat(tmp_path: Path) -> None:
 def test_help(tmp_path: Path, argv: list[str]) -> None:
     done = chatrelay(*argv, cwd=tmp_path)
     assert done.returncode == 0 and "usage: chatrelay" in done.stdout
+
+
+async def run_ask_against(server: FakeLLMServer, tmp_path: Path) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "SYSTEM_PROMPT"))}
+    env.update(
+        PYTHONPATH=str(REPO),
+        LLM_BASE_URL=server.base_url,
+        LLM_MODEL="m",
+        LLM_MAX_RETRIES="0",
+        LOG_LEVEL="ERROR",
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        "ask",
+        "hi",
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_ask_prints_reasoning_apart_and_exits_0(
+    llm_server: FakeLLMServer, tmp_path: Path
+) -> None:
+    llm_server.enqueue(sse_response(chat_stream(["The ", "answer."], reasoning=["Thinking."])))
+    code, out, err = await run_ask_against(llm_server, tmp_path)
+    assert code == 0
+    assert out == "The answer.\n"
+    assert "[reasoning] Thinking." in err
+
+
+async def test_ask_failing_mid_reply_keeps_text_and_says_why(
+    llm_server: FakeLLMServer, tmp_path: Path
+) -> None:
+    body = chat_stream(["Partial ", "answer"], error_after=2, error_message="upstream exploded")
+    llm_server.enqueue(sse_response(body))
+    code, out, err = await run_ask_against(llm_server, tmp_path)
+    assert code == 1
+    assert out.startswith("Partial answer")
+    assert err.strip().splitlines()[-1] == "chatrelay: error: upstream exploded"
