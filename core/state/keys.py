@@ -1,0 +1,82 @@
+"""Every Redis key and channel name chatrelay uses, in one place.
+
+All names start with one prefix (``REDIS_PREFIX``, default ``chatrelay:``) so
+several bots, or a test run, can share a Redis without touching each other's
+data; cleaning up means deleting ``prefix*`` and nothing else. Parts that come
+from outside (platform ids, scopes) are escaped so that a ``:`` inside an id
+can't make two different things share a key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "chatrelay:"
+
+
+def escape(part: str) -> str:
+    """Make ``part`` safe as one ``:``-separated component (reversibly)."""
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationKey:
+    """Where a conversation happens: one thread (Slack), or one reply chain or
+    thread channel (Discord). ``thread`` is empty for a DM or channel without threads."""
+
+    platform: str
+    workspace: str
+    channel: str
+    thread: str = ""
+
+    @property
+    def id(self) -> str:
+        parts = (self.platform, self.workspace, self.channel, self.thread)
+        return ":".join(escape(part) for part in parts)
+
+
+class Keys:
+    def __init__(self, prefix: str = DEFAULT_PREFIX) -> None:
+        if not prefix:
+            raise ValueError("the key prefix must not be empty")
+        self.prefix = prefix
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def conversation(self, conversation: ConversationKey) -> str:
+        return self._key("conv", conversation.id)
+
+    def bucket(self, scope: str) -> str:
+        # Scopes are our own names (``slack:T1:chat.update``), readable as they are.
+        return self._key("bucket", scope)
+
+    def dedupe(self, event_id: str) -> str:
+        return self._key("seen", escape(event_id))
+
+    def lock(self, conversation: ConversationKey) -> str:
+        return self._key("lock", conversation.id)
+
+    def lock_queue(self, conversation: ConversationKey) -> str:
+        return self._key("lockq", conversation.id)
+
+    def lock_waiters(self, conversation: ConversationKey) -> str:
+        return self._key("lockw", conversation.id)
+
+    def cancel_channel(self) -> str:
+        return self._key("cancel")
+
+    def cancel_marker(self, reply_id: str) -> str:
+        return self._key("cancelled", escape(reply_id))
+
+    def inflight_beats(self, platform: str) -> str:
+        return self._key("inflight", escape(platform), "beats")
+
+    def inflight_records(self, platform: str) -> str:
+        return self._key("inflight", escape(platform), "records")
+
+    def inflight_tries(self, platform: str) -> str:
+        return self._key("inflight", escape(platform), "tries")
+
+    def usage(self, kind: str, who: str, day: str) -> str:
+        return self._key("usage", kind, escape(who), day)

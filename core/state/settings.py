@@ -1,0 +1,137 @@
+"""Settings for shared state, read once at start like ``core.config``'s.
+
+They live apart from ``core.config.Settings`` so a process that never touches
+Redis (``chatrelay ask``) neither reads nor validates them. A bad value stops
+the service with the same one line naming the variable (``ConfigError``).
+
+Rate limits are defaults learnt from the platforms' documentation and observed
+behaviour (``shared/platform-facts.md``); ``RATE_LIMITS`` overrides them per
+scope pattern, because Discord says not to hard-code its limits and Slack's
+tiers are "N+ per minute". Sinks name their scopes to match these patterns.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.budget import Limit, LimitTable
+from core.config import ConfigError, _describe
+
+DEFAULT_LIMITS: dict[str, Limit] = {
+    # Slack: per method, per workspace, per app (Tier 3 is shared by every reply).
+    "slack:*:chat.update": Limit(50, 60, burst=3),
+    "slack:*:chat.postMessage:*": Limit(1, 1, burst=3),  # per channel: 1/s, short bursts
+    "slack:*:chat.startStream": Limit(20, 60, burst=2),  # Tier 2
+    "slack:*:chat.appendStream": Limit(100, 60, burst=5),  # Tier 4
+    "slack:*:chat.stopStream": Limit(20, 60, burst=2),  # Tier 2
+    # Discord: observed 5 per 5 s per channel (sends and edits), 50/s per bot token.
+    "discord:channel:*": Limit(5, 5, burst=5),
+    "discord:interaction:*": Limit(5, 2, burst=5),
+    "discord:global": Limit(50, 1, burst=10),
+}
+"""Scope pattern -> limit, first match wins; ``RATE_LIMITS`` entries come first."""
+
+_LIMIT_SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+)\s*)?$")
+
+
+def parse_limit(spec: str) -> Limit:
+    """``"50/60"`` (50 calls per 60 s) or ``"5/5/5"`` (with a burst of 5)."""
+    match = _LIMIT_SPEC.match(spec)
+    if match is None:
+        raise ValueError(f"{spec!r} is not COUNT/SECONDS or COUNT/SECONDS/BURST")
+    count, per, burst = match.groups()
+    return Limit(float(count), float(per), int(burst) if burst else 1)
+
+
+class StateSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    redis_url: str | None = None
+    """``redis://``, ``rediss://`` (TLS) or ``unix://``; unset: an embedded redis-server."""
+    redis_prefix: str = Field("chatrelay:", min_length=1)
+    """Prepended to every key and channel, so several bots can share one Redis."""
+    state_dir: Path = Path(".chatrelay")
+    """Where the embedded redis-server keeps its socket, data and log."""
+    conversation_ttl: int = Field(7 * 86400, gt=0)
+    """Seconds a conversation is kept after its last use."""
+    conversation_max_turns: int = Field(200, ge=2)
+    """Turns kept per conversation; older ones are trimmed on append."""
+    context_tokens: int = Field(8000, ge=64)
+    """Estimated tokens of history (system prompt included) sent to the model."""
+    turn_max_chars: int = Field(16_000, ge=100)
+    """Longer messages are stored truncated, with a marker saying so."""
+    dedupe_ttl: int = Field(86_400, gt=0)
+    """Seconds an event id is remembered (Slack retries for about 5 minutes)."""
+    lock_ttl: float = Field(30.0, gt=0)
+    """Seconds a conversation lock outlives its holder's last extension."""
+    lock_wait: float = Field(300.0, ge=0)
+    """Seconds a newer message waits for the reply ahead of it."""
+    inflight_heartbeat: float = Field(5.0, gt=0)
+    inflight_timeout: float = Field(30.0, gt=0)
+    """Seconds without a heartbeat after which a streaming reply counts as orphaned."""
+    quota_user_daily_tokens: int = Field(0, ge=0)
+    """Tokens one user may spend per UTC day; 0: no quota."""
+    quota_channel_daily_tokens: int = Field(0, ge=0)
+    """Tokens one channel may spend per UTC day; 0: no quota."""
+    rate_limits: dict[str, str] = Field(default_factory=dict)
+    """JSON object, scope pattern -> ``COUNT/SECONDS[/BURST]``, tried before the defaults."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value.strip()
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _limits(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern, spec in value.items():
+            try:
+                parse_limit(spec)
+            except ValueError as exc:
+                raise ValueError(f"{pattern}: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _heartbeat_below_timeout(self) -> StateSettings:
+        if self.inflight_heartbeat * 2 > self.inflight_timeout:
+            raise ValueError(
+                "INFLIGHT_TIMEOUT must be at least twice INFLIGHT_HEARTBEAT, or a live "
+                "reply whose heartbeat is a little late would be finalised"
+            )
+        return self
+
+    def limit_table(self) -> LimitTable:
+        """``RATE_LIMITS`` first, then ``DEFAULT_LIMITS``."""
+        rules = {pattern: parse_limit(spec) for pattern, spec in self.rate_limits.items()}
+        for pattern, limit in DEFAULT_LIMITS.items():
+            rules.setdefault(pattern, limit)
+        return LimitTable(rules)
+
+
+def load_state_settings(**overrides: Any) -> StateSettings:
+    """Read and check the state settings; raise ``ConfigError`` naming the first bad one."""
+    try:
+        return StateSettings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if not error.get("loc"):  # a model-level check: its message names the variables
+            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+            raise ConfigError(f"invalid settings: {message}") from None
+        raise ConfigError(_describe(exc)) from None
+    except ValueError as exc:  # pydantic-settings: a JSON setting that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1).upper() if field else "?"
+        raise ConfigError(f"invalid setting {name}: not valid JSON") from None

@@ -1,0 +1,89 @@
+"""All shared state behind one ``async with``, configured from the settings.
+
+A service opens this once at start and hands the pieces to its handlers;
+closing it stops the cancel listener, the budget's probe and, in embedded
+mode, the redis-server. The in-flight sweeper is not started here because
+only the adapters know how to finalise their platform's messages:
+``asyncio.create_task(state.inflight.run_sweeper({"slack": finalise}))``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from core.state.buckets import RedisBudget
+from core.state.cancel import CancelBus
+from core.state.connection import open_redis
+from core.state.conversations import Conversations
+from core.state.dedupe import Dedupe
+from core.state.inflight import InflightRegistry
+from core.state.keys import Keys
+from core.state.locks import ConversationLocks
+from core.state.settings import StateSettings, load_state_settings
+from core.state.usage import UsageLedger
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    settings: StateSettings
+    redis: Redis
+    keys: Keys
+    conversations: Conversations
+    budget: RedisBudget
+    dedupe: Dedupe
+    locks: ConversationLocks
+    cancel: CancelBus
+    inflight: InflightRegistry
+    usage: UsageLedger
+
+
+@contextlib.asynccontextmanager
+async def open_state(settings: StateSettings | None = None) -> AsyncIterator[State]:
+    """Connect (or embed), build every piece, and tear it all down on exit.
+
+    Raises ``core.config.ConfigError`` for bad settings and
+    ``RedisUnavailable`` / ``EmbeddedRedisError`` when there is no Redis to use.
+    """
+    settings = settings or load_state_settings()
+    async with open_redis(settings.redis_url, settings.state_dir) as redis:
+        keys = Keys(settings.redis_prefix)
+        budget = RedisBudget(redis, keys, settings.limit_table())
+        try:
+            async with CancelBus(redis, keys) as cancel:
+                yield State(
+                    settings=settings,
+                    redis=redis,
+                    keys=keys,
+                    conversations=Conversations(
+                        redis,
+                        keys,
+                        ttl=settings.conversation_ttl,
+                        max_turns=settings.conversation_max_turns,
+                        max_chars=settings.turn_max_chars,
+                        context_tokens=settings.context_tokens,
+                    ),
+                    budget=budget,
+                    dedupe=Dedupe(redis, keys, ttl=settings.dedupe_ttl),
+                    locks=ConversationLocks(
+                        redis, keys, ttl=settings.lock_ttl, wait=settings.lock_wait
+                    ),
+                    cancel=cancel,
+                    inflight=InflightRegistry(
+                        redis,
+                        keys,
+                        heartbeat=settings.inflight_heartbeat,
+                        timeout=settings.inflight_timeout,
+                    ),
+                    usage=UsageLedger(
+                        redis,
+                        keys,
+                        user_quota=settings.quota_user_daily_tokens,
+                        channel_quota=settings.quota_channel_daily_tokens,
+                    ),
+                )
+        finally:
+            await budget.aclose()

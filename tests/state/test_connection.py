@@ -1,0 +1,150 @@
+"""Connecting: a URL, or an embedded redis-server that starts, keeps its data,
+refuses to be shared by two owners, and cleans up after a crashed owner."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.state.connection import (
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    RedisUnavailable,
+    open_redis,
+    redact,
+)
+
+
+async def test_open_redis_without_url_embeds_a_server_and_stops_it(tmp_path: Path) -> None:
+    async with open_redis(None, tmp_path) as client:
+        assert await client.ping() is True
+        info = await client.info("server")
+        pid = int(info["process_id"])
+        assert info["tcp_port"] == 0  # only the unix socket
+        await client.set("k", "v")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not (tmp_path / "redis.sock").exists()
+
+
+async def test_embedded_data_survives_a_restart(tmp_path: Path) -> None:
+    async with open_redis(None, tmp_path) as client:
+        await client.rpush("conv", "turn 1", "turn 2")
+    async with open_redis(None, tmp_path) as client:
+        assert await client.lrange("conv", 0, -1) == [b"turn 1", b"turn 2"]
+
+
+async def test_open_redis_with_url_uses_it(redis_url: str, tmp_path: Path) -> None:
+    unused = tmp_path / "unused"
+    async with open_redis(redis_url, unused) as client:
+        assert await client.ping() is True
+    assert not await asyncio.to_thread(unused.exists)  # nothing embedded
+
+
+async def test_unreachable_url_fails_at_start_with_one_line_and_no_password(
+    tmp_path: Path,
+) -> None:
+    url = f"unix://:hunter2@{tmp_path / 'nobody.sock'}"
+    with pytest.raises(RedisUnavailable) as caught:
+        async with open_redis(url, tmp_path):
+            pass
+    message = str(caught.value)
+    assert message.startswith("cannot reach Redis at unix://:***@")
+    assert "hunter2" not in message
+    assert "\n" not in message
+
+
+def test_redact() -> None:
+    assert redact("redis://u:secret@h:6379/0") == "redis://u:***@h:6379/0"
+    assert redact("rediss://h:6380") == "rediss://h:6380"
+
+
+def test_second_owner_of_a_state_dir_is_refused(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path) as first:
+        assert first.running()
+        with pytest.raises(EmbeddedRedisError, match="another chatrelay is using"):
+            EmbeddedRedis(tmp_path).start()
+        assert first.running()
+    # Once the owner has stopped, the directory is free again.
+    with EmbeddedRedis(tmp_path) as again:
+        assert again.running()
+
+
+def test_server_orphaned_by_a_killed_owner_is_replaced(tmp_path: Path) -> None:
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
+    assert owner.stdout is not None
+    orphan = int(owner.stdout.readline())
+    owner.kill()  # SIGKILL: no chance to stop its redis-server
+    owner.wait()
+    owner.stdout.close()
+    assert _alive(orphan)
+    with EmbeddedRedis(tmp_path) as successor:
+        assert successor.running()
+        assert successor.pid != orphan
+        assert _gone_within(orphan, 5.0)
+
+
+OWNER = """
+import sys, time
+from pathlib import Path
+from core.state.connection import EmbeddedRedis
+server = EmbeddedRedis(Path(sys.argv[1]))
+server.start()
+print(server.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a parent that may never reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_redis_server_dying_at_start_is_reported(tmp_path: Path) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'Fatal: bad config' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(EmbeddedRedisError, match=r"exited with 3: Fatal: bad config"):
+        EmbeddedRedis(tmp_path / "state", executable=str(fake)).start()
+
+
+def test_too_deep_state_dir_is_refused_with_advice(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    with pytest.raises(EmbeddedRedisError, match="STATE_DIR is too deep"):
+        EmbeddedRedis(deep).start()
+
+
+def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path)
+    server.start()
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # a stopped process can't act on SIGTERM
+    server.stop(timeout=0.2)
+    assert not server.running()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

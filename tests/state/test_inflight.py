@@ -1,0 +1,174 @@
+"""The in-flight registry: a replica killed mid-reply has its reply finalised
+by another, exactly once; live and finished replies are left alone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Awaitable, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from core.state.inflight import MAX_TRIES, InflightRecord, InflightRegistry
+from core.state.keys import Keys
+from tests.state import replicas
+
+
+class Finaliser:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.records: list[InflightRecord] = []
+        self.fail_first = fail_first
+        self.calls = 0
+
+    async def __call__(self, record: InflightRecord) -> None:
+        self.calls += 1
+        if self.calls <= self.fail_first:
+            raise RuntimeError("platform said no")
+        self.records.append(record)
+
+
+def registry(redis: Redis, keys: Keys, timeout: float = 0.3) -> InflightRegistry:
+    return InflightRegistry(redis, keys, heartbeat=0.05, timeout=timeout)
+
+
+async def eventually(sweep: Callable[[], Awaitable[int]], seconds: float = 5.0) -> int:
+    """Sweep until something is finalised (bounded); returns how many."""
+    for _ in range(int(seconds / 0.05)):
+        done = await sweep()
+        if done:
+            return done
+        await asyncio.sleep(0.05)
+    raise AssertionError("nothing was finalised in time")
+
+
+async def orphan(redis: Redis, keys: Keys, record: InflightRecord) -> None:
+    """A record whose owner's heartbeat expired long ago."""
+    await redis.zadd(keys.inflight_beats(record.platform), {record.reply_id: 0})
+    await redis.hset(keys.inflight_records(record.platform), record.reply_id, record.to_json())
+
+
+async def test_a_killed_replicas_reply_is_finalised_by_another(
+    redis: Redis, redis_url: str, keys: Keys
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    doomed = context.Process(
+        target=replicas.stream_until_killed, args=(redis_url, keys.prefix, "slack:C1:1700.1", ready)
+    )
+    doomed.start()
+    try:
+        assert await asyncio.to_thread(ready.wait, 30), "the replica never streamed"
+        survivor = registry(redis, keys, timeout=0.5)
+        finalise = Finaliser()
+        assert await survivor.sweep({"slack": finalise}) == 0  # alive: hands off
+        doomed.kill()  # SIGKILL, mid-reply: no cleanup of any kind
+        await asyncio.to_thread(doomed.join, 10)
+    finally:
+        if doomed.is_alive():
+            doomed.kill()
+    shown = (await redis.get(keys.prefix + "shown") or b"").decode()
+    assert await eventually(lambda: survivor.sweep({"slack": finalise})) == 1
+    [record] = finalise.records
+    assert record.reply_id == "slack:C1:1700.1"
+    assert record.owner == "doomed"
+    assert record.target == {"ts": "1700.1"}
+    assert record.text.startswith("word1 word2 ")
+    assert record.text.startswith(shown)  # at least what the user saw
+    assert await survivor.sweep({"slack": finalise}) == 0  # exactly once
+    assert await redis.exists(keys.inflight_records("slack")) == 0
+
+
+async def test_a_live_reply_is_never_finalised(redis: Redis, keys: Keys) -> None:
+    owner, sweeper = registry(redis, keys), registry(redis, keys)
+    finalise = Finaliser()
+    async with owner.track(InflightRecord("r1", "slack", {"ts": "1"})) as tracker:
+        for n in range(12):  # 0.6 s: two timeouts
+            await tracker.update(text=f"text {n}")
+            assert await sweeper.sweep({"slack": finalise}) == 0
+            await asyncio.sleep(0.05)
+        stored = await redis.hget(keys.inflight_records("slack"), "r1")
+        assert stored is not None
+        assert InflightRecord.from_json(stored).text == "text 11"
+    assert finalise.calls == 0
+    # Finished: its entry is gone, and a late update does not bring it back.
+    await tracker.update(text="too late")
+    assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
+
+
+async def test_two_sweepers_finalise_an_orphan_once(
+    redis: Redis, second_client: Redis, keys: Keys
+) -> None:
+    await orphan(redis, keys, InflightRecord("r1", "slack", {"ts": "1"}, text="half"))
+    finalise = Finaliser()
+    done = await asyncio.gather(
+        registry(redis, keys).sweep({"slack": finalise}),
+        registry(second_client, keys).sweep({"slack": finalise}),
+    )
+    assert sorted(done) == [0, 1]
+    assert [r.text for r in finalise.records] == ["half"]
+
+
+async def test_a_failed_finalisation_is_retried_later(redis: Redis, keys: Keys) -> None:
+    await orphan(redis, keys, InflightRecord("r1", "discord", {"token": "x"}))
+    sweeper = registry(redis, keys, timeout=0.2)
+    finalise = Finaliser(fail_first=1)
+    assert await sweeper.sweep({"discord": finalise}) == 0
+    assert await sweeper.sweep({"discord": finalise}) == 0  # claimed: not yet again
+    assert await eventually(lambda: sweeper.sweep({"discord": finalise})) == 1
+    assert finalise.calls == 2
+
+
+async def test_an_orphan_that_keeps_failing_is_dropped(
+    redis: Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    await orphan(redis, keys, InflightRecord("r1", "slack"))
+    await redis.hset(keys.inflight_tries("slack"), "r1", MAX_TRIES - 1)
+    finalise = Finaliser(fail_first=99)
+    assert await registry(redis, keys).sweep({"slack": finalise}) == 0
+    assert finalise.calls == 1
+    assert await redis.exists(keys.inflight_beats("slack")) == 0
+    assert any("giving up" in r.getMessage() for r in caplog.records)
+
+
+async def test_sweeps_touch_only_their_platforms_and_skip_garbage(
+    redis: Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    await orphan(redis, keys, InflightRecord("d1", "discord"))
+    await redis.zadd(keys.inflight_beats("slack"), {"bad": 0})
+    await redis.hset(keys.inflight_records("slack"), "bad", b"\xff{not json")
+    finalise = Finaliser()
+    with caplog.at_level(logging.WARNING, logger="core.state.inflight"):
+        assert await registry(redis, keys).sweep({"slack": finalise}) == 0
+    assert finalise.calls == 0
+    assert any("undecodable in-flight record bad" in r.getMessage() for r in caplog.records)
+    assert await redis.zscore(keys.inflight_beats("discord"), "d1") == 0  # untouched
+
+
+async def test_the_sweeper_runs_at_start_up(redis: Redis, keys: Keys) -> None:
+    await orphan(redis, keys, InflightRecord("r1", "slack", text="left behind"))
+    finalise = Finaliser()
+    sweeper = asyncio.create_task(registry(redis, keys).run_sweeper({"slack": finalise}, 60))
+    try:
+        for _ in range(500):
+            if finalise.records:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
+    assert [r.text for r in finalise.records] == ["left behind"]
+
+
+def test_records_round_trip_and_reject_garbage() -> None:
+    record = InflightRecord("r", "slack", {"ts": "1"}, "text é", 2, "me", 1700.5)
+    assert InflightRecord.from_json(record.to_json()) == record
+    for bad in ("[]", '{"platform": "x"}', '{"reply_id": "r", "platform": "p", "target": [1]}'):
+        with pytest.raises(ValueError):
+            InflightRecord.from_json(bad)
+
+
+async def test_timeout_must_allow_for_a_late_heartbeat(redis: Redis, keys: Keys) -> None:
+    with pytest.raises(ValueError, match="twice"):
+        InflightRegistry(redis, keys, heartbeat=1.0, timeout=1.5)

@@ -1,0 +1,44 @@
+"""``open_state`` wires every piece from the settings, on the same Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from core.state.conversations import Turn
+from core.state.keys import ConversationKey, Keys
+from core.state.settings import StateSettings
+from core.state.store import open_state
+
+
+class Stops:
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+
+    def stop(self, state: str = "stopped", reason: str | None = None) -> None:
+        self.stopped.set()
+
+
+async def test_open_state_builds_everything_from_settings(
+    redis: Redis, redis_url: str, keys: Keys
+) -> None:
+    settings = StateSettings(
+        redis_url=redis_url, redis_prefix=keys.prefix, context_tokens=500, rate_limits={}
+    )
+    conversation = ConversationKey("slack", "T1", "C1")
+    async with open_state(settings) as state:
+        assert state.keys.prefix == keys.prefix
+        assert state.conversations.context_tokens == 500
+        await state.conversations.append(conversation, Turn("user", "U1", "hi"))
+        assert await state.dedupe.claim("slack:Ev1")
+        assert await state.budget.acquire("slack:T1:chat.update") >= 0
+        lease = await state.locks.acquire(conversation, wait=0)
+        assert lease is not None and await lease.release()
+        target = Stops()
+        async with state.cancel.watching("r1", target):
+            await state.cancel.cancel("r1")
+            await asyncio.wait_for(target.stopped.wait(), 1.0)
+    # Everything went to the configured Redis, under the configured prefix.
+    assert await redis.exists(keys.conversation(conversation)) == 1
+    assert await redis.exists(keys.dedupe("slack:Ev1")) == 1
