@@ -1,0 +1,260 @@
+"""Slack listeners: which events get a reply, and where it goes.
+
+- ``app_mention`` → a reply in the mention's thread (a thread is started on the
+  mention when it was top-level).
+- Direct messages (``message.im``) → a reply in the DM (in the thread when the
+  message is in one, which is how assistant threads arrive).
+- Auto-reply channels (``channels.toml``) → every top-level customer message
+  gets a threaded reply with the channel's prompt and model; once a human agent
+  writes in the thread the bot stays quiet there until an agent mentions it
+  with ``resume`` or the quiet time passes.
+- Stop and feedback buttons.
+
+Events are filtered before any work: our own messages, other bots (unless
+allowed) and edit/delete subtypes. A retried delivery (same ``event_id``)
+never produces a second reply: the first replica to claim it in Redis wins.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
+from bots.slack.settings import SlackSettings
+from bots.slack.sink import SlackReplySink, SlackTarget
+from core.config import Settings
+from core.responder import ReplyHooks, ReplyRequest, Responder
+from core.rules import RESUME_COMMAND, ChannelRules
+from core.sink import Sink
+from core.state.handoff import Handoffs
+from core.state.keys import ConversationKey
+from core.state.store import State
+
+log = logging.getLogger(__name__)
+
+IGNORED_SUBTYPES = frozenset(
+    {
+        "message_changed",
+        "message_deleted",
+        "message_replied",
+        "channel_join",
+        "channel_leave",
+        "channel_topic",
+        "channel_purpose",
+        "channel_name",
+        "bot_add",
+        "bot_remove",
+        "thread_broadcast",
+        "assistant_app_thread",
+    }
+)
+"""Message subtypes that are never a question for the bot."""
+
+SUGGESTED_PROMPTS = [
+    {"title": "Summarise", "message": "Summarise this conversation for me."},
+    {"title": "Explain", "message": "Explain this in simple terms."},
+    {"title": "Draft a reply", "message": "Help me draft a reply."},
+]
+
+NATIVE_UNSUPPORTED_TTL = 24 * 3600
+"""How long a workspace without native streaming is remembered (it may gain it)."""
+
+
+class SlackBot:
+    def __init__(
+        self,
+        *,
+        settings: SlackSettings,
+        core: Settings,
+        state: State,
+        responder: Responder,
+        rules: ChannelRules,
+        client: AsyncWebClient,
+        bot_user_id: str,
+        bot_id: str,
+    ) -> None:
+        self.settings = settings
+        self.core = core
+        self.state = state
+        self.responder = responder
+        self.rules = rules
+        self.client = client
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.handoffs = Handoffs(state.redis, state.keys)
+
+    def register(self, app: AsyncApp) -> None:
+        app.event("app_mention")(self.on_mention)
+        app.event("message")(self.on_message)
+        app.event("assistant_thread_started")(self.on_assistant_thread_started)
+        app.action(STOP_ACTION)(self.on_stop)
+        for action in FEEDBACK_ACTIONS:
+            app.action(action)(self.on_feedback)
+
+    # -- events ----------------------------------------------------------------
+
+    async def on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if self._ignored(event) or not await self._first_delivery(body):
+            return
+        team = _team(body, event)
+        channel = event["channel"]
+        thread = event.get("thread_ts") or event["ts"]
+        policy = self.rules.policy("slack", channel)
+        conversation = ConversationKey("slack", team, channel, thread)
+        text = strip_mention(event.get("text", ""), self.bot_user_id)
+        if policy.mode == "auto" and event.get("thread_ts"):
+            if policy.is_agent(event.get("user", "")) and text.lower() == RESUME_COMMAND:
+                await self.handoffs.resume(conversation)
+                await self.client.chat_postMessage(
+                    channel=channel, thread_ts=thread, text="I'm back in this thread."
+                )
+                return
+            if await self.handoffs.is_handed_over(conversation):
+                return
+        await self._reply(event, team, channel, thread, text, conversation)
+
+    async def on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        if self._ignored(event):
+            return
+        channel = event.get("channel", "")
+        team = _team(body, event)
+        thread_ts = event.get("thread_ts")
+        if event.get("channel_type") == "im":
+            if not await self._first_delivery(body):
+                return
+            conversation = ConversationKey("slack", team, channel, thread_ts or "")
+            await self._reply(event, team, channel, thread_ts, event.get("text", ""), conversation)
+            return
+        policy = self.rules.policy("slack", channel)
+        if policy.mode != "auto" or f"<@{self.bot_user_id}" in event.get("text", ""):
+            return  # mentions are answered by on_mention
+        thread = thread_ts or event["ts"]
+        conversation = ConversationKey("slack", team, channel, thread)
+        if policy.is_agent(event.get("user", "")):
+            if thread_ts:
+                await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
+            return
+        if await self.handoffs.is_handed_over(conversation):
+            return
+        if not await self._first_delivery(body):
+            return
+        await self._reply(event, team, channel, thread, event.get("text", ""), conversation)
+
+    async def on_assistant_thread_started(
+        self, event: dict[str, Any], body: dict[str, Any]
+    ) -> None:
+        thread = event.get("assistant_thread", {})
+        channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
+        if not channel or not thread_ts or not await self._first_delivery(body):
+            return
+        await self.client.assistant_threads_setSuggestedPrompts(
+            channel_id=channel, thread_ts=thread_ts, prompts=SUGGESTED_PROMPTS
+        )
+
+    async def on_stop(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        reply_id = body["actions"][0].get("value", "")
+        if reply_id:
+            user = body.get("user", {}).get("id", "someone")
+            await self.state.cancel.cancel(reply_id, f"stopped by <@{user}>")
+
+    async def on_feedback(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        action = body["actions"][0]
+        log.info(
+            "feedback %s on reply %s from %s",
+            "good" if action["action_id"] == FEEDBACK_ACTIONS[0] else "bad",
+            action.get("value"),
+            body.get("user", {}).get("id"),
+        )
+        channel = body.get("channel", {}).get("id")
+        user = body.get("user", {}).get("id")
+        if channel and user:
+            await self.client.chat_postEphemeral(
+                channel=channel, user=user, text="Thanks for the feedback!"
+            )
+
+    # -- the reply ---------------------------------------------------------------
+
+    async def _reply(
+        self,
+        event: dict[str, Any],
+        team: str,
+        channel: str,
+        thread_ts: str | None,
+        text: str,
+        conversation: ConversationKey,
+    ) -> None:
+        user = event.get("user", "")
+        policy = self.rules.policy("slack", channel)
+        target = SlackTarget(
+            team=team,
+            channel=channel,
+            thread_ts=thread_ts,
+            recipient_user=user or None,
+            assistant_thread=event.get("channel_type") == "im" and thread_ts is not None,
+        )
+        native = self.settings.slack_native_streaming == "auto" and await self._native_ok(team)
+
+        def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
+            async def shown(index: int, ts: str, text: str) -> None:
+                await hooks.shown(index, {"team": team, "channel": channel, "ts": ts}, text)
+
+            async def unsupported() -> None:
+                await self._remember_no_native(team)
+
+            return SlackReplySink(
+                client=self.client,
+                target=target,
+                reply_id=reply_id,
+                budget=self.state.budget,
+                native=native,
+                on_user_stop=hooks.stop,
+                on_native_unsupported=unsupported,
+                on_shown=shown,
+            )
+
+        request = ReplyRequest(
+            platform="slack",
+            conversation=conversation,
+            author=user,
+            text=text or "(empty message)",
+            channel=channel,
+            system_prompt=policy.system_prompt or self.core.system_prompt,
+            model=policy.model,
+            target={"team": team, "channel": channel},
+        )
+        await self.responder.respond(request, make_sink)
+
+    # -- filters -----------------------------------------------------------------
+
+    def _ignored(self, event: dict[str, Any]) -> bool:
+        if event.get("subtype") in IGNORED_SUBTYPES or event.get("hidden"):
+            return True
+        if event.get("user") == self.bot_user_id or event.get("bot_id") == self.bot_id:
+            return True
+        is_bot = event.get("bot_id") is not None or event.get("subtype") == "bot_message"
+        return is_bot and not self.settings.slack_allow_bots
+
+    async def _first_delivery(self, body: dict[str, Any]) -> bool:
+        """False for a retry or a second replica's copy of an event already handled."""
+        event_id = body.get("event_id")
+        if not event_id:
+            return True
+        return await self.state.dedupe.claim(f"slack:{event_id}")
+
+    async def _native_ok(self, team: str) -> bool:
+        key = f"{self.state.keys.prefix}slack:no-native:{team}"
+        return not await self.state.redis.exists(key)
+
+    async def _remember_no_native(self, team: str) -> None:
+        key = f"{self.state.keys.prefix}slack:no-native:{team}"
+        await self.state.redis.set(key, "1", ex=NATIVE_UNSUPPORTED_TTL)
+
+
+def _team(body: dict[str, Any], event: dict[str, Any]) -> str:
+    return str(body.get("team_id") or event.get("team") or "")

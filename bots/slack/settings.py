@@ -1,0 +1,56 @@
+"""Slack settings. Their presence (``SLACK_BOT_TOKEN``) is what makes
+``chatrelay run`` start the Slack adapter."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.config import ConfigError, _describe
+
+
+class SlackSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    slack_bot_token: SecretStr | None = None
+    """``xoxb-…``; without it the Slack adapter does not start."""
+    slack_app_token: SecretStr | None = None
+    """``xapp-…``: Socket Mode. Without it, HTTP mode on ``PORT``."""
+    slack_signing_secret: SecretStr | None = None
+    """Verifies requests in HTTP mode (required there)."""
+    slack_api_url: str = "https://slack.com/api/"
+    """Web API base in slack_sdk's form, trailing slash (GovSlack, tests)."""
+    port: int = Field(3000, ge=1, le=65535)
+    slack_native_streaming: Literal["auto", "off"] = "auto"
+    """``auto``: use chat.startStream where the workspace has it; ``off``: post and edit."""
+    slack_allow_bots: bool = False
+    """Answer messages from other bots (never our own)."""
+    slack_edit_interval: float = Field(1.0, ge=0.2)
+    """Seconds between two updates of one reply (the workspace budget may slow it more)."""
+    channels_file: str = "channels.toml"
+
+    @property
+    def configured(self) -> bool:
+        return self.slack_bot_token is not None
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+
+def load_slack_settings(**overrides: Any) -> SlackSettings:
+    try:
+        settings = SlackSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    if settings.configured and not settings.socket_mode and settings.slack_signing_secret is None:
+        raise ConfigError(
+            "invalid setting SLACK_SIGNING_SECRET: required in HTTP mode (no SLACK_APP_TOKEN)"
+        )
+    if not settings.slack_api_url.endswith("/"):
+        settings.slack_api_url += "/"
+    return settings

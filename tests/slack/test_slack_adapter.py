@@ -1,0 +1,248 @@
+"""The Slack adapter end to end: real slack_bolt/slack_sdk against the fake Slack,
+a fake model over HTTP and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bots.slack.service import EVENTS_PATH, http_routes
+from core.state.keys import ConversationKey
+from tests.fakes.llm_server import FakeLLMServer, FakeResponse
+from tests.fakes.slack_server import FakeSlack, Message
+from tests.fakes.streams import chat_stream, split_events
+from tests.slack.conftest import SECRET, RunningBot
+
+PIECES = ["Hello", " there", ", this", " is", " the", " answer", "."]
+ANSWER = "".join(PIECES)
+
+StartBot = Callable[..., AbstractAsyncContextManager[RunningBot]]
+
+
+def answer_of(message: Message) -> str:
+    """The model text a message shows: streamed markdown, or its markdown blocks."""
+    if message.source == "stream":
+        return message.markdown
+    return "".join(b["text"] for b in message.blocks or [] if b.get("type") == "markdown")
+
+
+def stream(pieces: list[str], delay: float = 0.02, **kwargs: Any) -> FakeResponse:
+    return FakeResponse(chunks=split_events(chat_stream(pieces, **kwargs)), chunk_delay=delay)
+
+
+@asynccontextmanager
+async def socket_mode(running: RunningBot, slack: FakeSlack) -> AsyncIterator[None]:
+    handler = AsyncSocketModeHandler(running.app, "xapp-test")  # type: ignore[arg-type]
+    await handler.connect_async()  # type: ignore[no-untyped-call]
+    await slack.wait_connected(timeout=5)
+    try:
+        yield
+    finally:
+        await handler.close_async()  # type: ignore[no-untyped-call]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Poll an async condition (the handler runs after Slack's ack) within a bound."""
+    async with asyncio.timeout(within):
+        while not await check():  # noqa: ASYNC110 - the condition lives in Redis
+            await asyncio.sleep(0.02)
+
+
+async def finished(slack: FakeSlack, method: str, count: int = 1) -> None:
+    await slack.wait_calls(method, count=count, timeout=15)
+
+
+async def test_mention_over_socket_mode_streams_natively_in_the_thread(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    llm_server.enqueue(stream(PIECES))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        event = slack.user_message("C1", "what is up?", user="U1", mention=True)
+        await slack.deliver_socket(event)
+        await finished(slack, "chat.stopStream")
+    [reply] = slack.bot_messages("C1")
+    assert reply.thread_ts == event["ts"]
+    assert answer_of(reply) == ANSWER
+    assert len(slack.calls_to("chat.appendStream", ok=True)) >= 1
+    start = slack.calls_to("chat.startStream")[0]
+    assert start.params["recipient_user_id"] == "U1"
+    assert start.params["recipient_team_id"] == "T1"
+    sent = llm_server.requests[0].json
+    assert sent is not None
+    assert sent["messages"][-1]["content"] == "what is up?"  # the mention is stripped
+    assert sum(slack.rate_limited.values()) == 0
+
+
+async def test_signed_http_mention_with_retries_gives_one_reply(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    from aiohttp.test_utils import TestServer
+
+    llm_server.enqueue(stream(PIECES))
+    async with make_bot() as running:
+        server = TestServer(http_routes(running.app), host="127.0.0.1")  # type: ignore[arg-type]
+        await server.start_server()
+        try:
+            url = str(server.make_url(EVENTS_PATH))
+            event = slack.user_message("C1", "hi", user="U1", mention=True)
+            statuses = [
+                await slack.deliver_http(url, event, signing_secret=SECRET, event_id="Ev1"),
+                await slack.deliver_http(
+                    url,
+                    event,
+                    signing_secret=SECRET,
+                    event_id="Ev1",
+                    retry_num=1,
+                    retry_reason="http_timeout",
+                ),
+                await slack.deliver_http(
+                    url,
+                    event,
+                    signing_secret=SECRET,
+                    event_id="Ev1",
+                    retry_num=2,
+                    retry_reason="http_timeout",
+                ),
+            ]
+            forged = await slack.deliver_http(url, event, signing_secret="wrong", event_id="Ev2")
+            await finished(slack, "chat.stopStream")
+            await asyncio.sleep(0.3)  # a duplicate reply would have started by now
+        finally:
+            await server.close()
+    assert statuses == [200, 200, 200]
+    assert forged == 401
+    assert len(slack.bot_messages("C1")) == 1
+    assert len(llm_server.requests) == 1
+    assert answer_of(slack.bot_messages("C1")[0]) == ANSWER
+
+
+async def test_workspace_without_native_streaming_falls_back_to_edits(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    slack.native_streaming = False
+    llm_server.enqueue(stream(PIECES, delay=0.1))
+    llm_server.enqueue(stream(["Second", " reply."]))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        await slack.deliver_socket(slack.user_message("C1", "one", mention=True))
+        await slack.wait_for(lambda: len(llm_server.requests) == 1, timeout=5)
+        await slack.wait_for(
+            lambda: any(answer_of(m) == ANSWER for m in slack.bot_messages("C1")), timeout=15
+        )
+        await slack.deliver_socket(slack.user_message("C1", "two", mention=True))
+        await slack.wait_for(
+            lambda: any(answer_of(m) == "Second reply." for m in slack.bot_messages("C1")),
+            timeout=15,
+        )
+    # the workspace was remembered: the second reply did not try streaming again
+    assert len(slack.calls_to("chat.startStream")) == 1
+    assert all(m.source != "stream" for m in slack.bot_messages("C1"))
+    assert slack.calls_to("chat.update", ok=True)
+    final = slack.bot_messages("C1")[0].blocks or []
+    assert not any(b.get("block_id") == "chatrelay_controls" for b in final)  # Stop removed
+
+
+async def test_model_error_mid_reply_keeps_text_and_says_what_went_wrong(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    llm_server.enqueue(stream(PIECES, error_after=3, error_message="upstream overloaded"))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        await slack.deliver_socket(slack.user_message("C1", "go", mention=True))
+        await finished(slack, "chat.stopStream")
+    [reply] = slack.bot_messages("C1")
+    assert answer_of(reply) == "".join(PIECES[:3])
+    assert "upstream overloaded" in slack.rendered("C1", reply.ts)
+    assert "failed" in slack.rendered("C1", reply.ts)
+
+
+async def test_stop_button_stops_the_reply(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    slack.native_streaming = False
+    llm_server.enqueue(stream(["word "] * 200, delay=0.05))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        await slack.deliver_socket(slack.user_message("C1", "talk a lot", mention=True))
+        await slack.wait_for(lambda: slack.calls_to("chat.update", ok=True), timeout=10)
+        [reply] = slack.bot_messages("C1")
+        button = next(b for b in reply.blocks or [] if b.get("block_id") == "chatrelay_controls")
+        reply_id = button["elements"][0]["value"]
+        await slack.deliver_interaction(
+            slack.block_actions("C1", reply.ts, "chatrelay_stop", user="U1", value=reply_id)
+        )
+        await llm_server.wait_disconnect(timeout=3)
+        await slack.wait_for(lambda: "Stopped" in slack.rendered("C1", reply.ts), timeout=5)
+    text = answer_of(slack.bot_messages("C1")[0])
+    assert text and ("word " * 200).startswith(text)
+    assert len(text) < len("word " * 200)
+
+
+async def test_human_agent_takes_over_an_auto_reply_thread(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    rules = '[[channels]]\nplatform = "slack"\nid = "CSUP"\nmode = "auto"\nagents = ["UAGENT"]\n'
+    llm_server.enqueue(stream(["How can I help?"]))
+    llm_server.enqueue(stream(["Welcome back."]))
+    async with make_bot(rules, slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        question = slack.user_message("CSUP", "my order is late", user="UCUST")
+        await slack.deliver_socket(question)
+        await finished(slack, "chat.stopStream")
+        agent = slack.user_message("CSUP", "I'll take it", user="UAGENT", thread_ts=question["ts"])
+        await slack.deliver_socket(agent)
+        conversation = ConversationKey("slack", "T1", "CSUP", question["ts"])
+        await eventually(lambda: running.bot.handoffs.is_handed_over(conversation))
+        follow_up = slack.user_message("CSUP", "thanks!", user="UCUST", thread_ts=question["ts"])
+        await slack.deliver_socket(follow_up)
+        await asyncio.sleep(0.5)
+        assert len(llm_server.requests) == 1  # quiet while the agent has the thread
+        resume = slack.user_message(
+            "CSUP", "resume", user="UAGENT", thread_ts=question["ts"], mention=True
+        )
+        await slack.deliver_socket(resume)
+        await slack.wait_for(
+            lambda: any("back" in m.rendered for m in slack.bot_messages("CSUP")), timeout=5
+        )
+        again = slack.user_message("CSUP", "one more thing", user="UCUST", thread_ts=question["ts"])
+        await slack.deliver_socket(again)
+        await finished(slack, "chat.stopStream", count=2)
+    assert len(llm_server.requests) == 2
+    assert [answer_of(m) for m in slack.thread("CSUP", question["ts"]) if m.is_bot][-1] == (
+        "Welcome back."
+    )
+
+
+async def test_own_messages_bots_and_edits_are_ignored(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    rules = '[[channels]]\nplatform = "slack"\nid = "CSUP"\nmode = "auto"\n'
+    async with make_bot(rules, slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        ours = slack.user_message("CSUP", "from us", user="UBOT")
+        other_bot = slack.user_message("CSUP", "beep", user="UOTHER")
+        other_bot["bot_id"] = "BOTHER"
+        edit = slack.user_message("CSUP", "edited", user="UCUST")
+        edit["subtype"] = "message_changed"
+        for event in (ours, other_bot, edit):
+            await slack.deliver_socket(event)
+        await asyncio.sleep(0.3)
+    assert llm_server.requests == []
+    assert slack.bot_messages("CSUP") == []
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_model_mentions_never_ping(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot, native: bool
+) -> None:
+    slack.native_streaming = native
+    llm_server.enqueue(stream(["Hey <!chan", "nel> and <!here> and <@U999> @everyone"]))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        await slack.deliver_socket(slack.user_message("C1", "ping them", mention=True))
+        await finished(slack, "chat.stopStream" if native else "chat.update")
+        await slack.wait_for(lambda: "everyone" in answer_of(slack.bot_messages("C1")[0]), 10)
+        await asyncio.sleep(0.3)
+    text = answer_of(slack.bot_messages("C1")[0])
+    for mention in ("<!channel>", "<!here>", "<@U999>", " @everyone"):
+        assert mention not in text
+    assert text.replace("\u200b", "") == "Hey <!channel> and <!here> and <@U999> @everyone"
