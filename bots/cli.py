@@ -39,7 +39,7 @@ async def _run(settings: Settings, slack: SlackSettings) -> int:
             return 0
         from bots.slack.service import run_slack
 
-        rules = load_rules(slack.channels_file)
+        rules = load_rules(settings.channels_file)
         async with open_state() as state:
             await run_slack(slack, settings, state, model, rules)
     return 0
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         slack = load_slack_settings()
         if args.command == "run":
-            load_rules(slack.channels_file)  # a bad rules file stops us here, not later
+            load_rules(settings.channels_file)  # a bad rules file stops us here, not later
     except ConfigError as exc:
         print(f"chatrelay: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     llm_idle_timeout: float = Field(60.0, gt=0)
     llm_max_retries: int = Field(2, ge=0, le=10)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    channels_file: str = "channels.toml"
+    """The per-channel rules file (``core.rules``), shared by every platform."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("llm_base_url")

@@ -21,6 +21,7 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
@@ -30,6 +31,7 @@ from core.config import Settings
 from core.responder import ReplyHooks, ReplyRequest, Responder
 from core.rules import RESUME_COMMAND, ChannelRules
 from core.sink import Sink
+from core.state.conversations import Turn
 from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey
 from core.state.store import State
@@ -218,6 +220,8 @@ class SlackBot:
                 on_shown=shown,
             )
 
+        if thread_ts and thread_ts != event.get("ts"):
+            await self._rebuild_if_lost(conversation, channel, thread_ts, event.get("ts", ""))
         request = ReplyRequest(
             platform="slack",
             conversation=conversation,
@@ -229,6 +233,37 @@ class SlackBot:
             target={"team": team, "channel": channel},
         )
         await self.responder.respond(request, make_sink)
+
+    async def _rebuild_if_lost(
+        self, conversation: ConversationKey, channel: str, thread_ts: str, current_ts: str
+    ) -> None:
+        """A thread we have no memory of (expired, or Redis lost it): read it back
+        from Slack once. ``conversations.replies`` is heavily rate-limited for
+        many apps, which is why Redis, not Slack, is the memory."""
+        if await self.state.conversations.history(conversation):
+            return
+        try:
+            response = await self.client.conversations_replies(
+                channel=channel, ts=thread_ts, limit=100
+            )
+        except SlackApiError as exc:
+            log.warning("could not rebuild thread %s from Slack: %s", thread_ts, exc)
+            return
+        turns: list[Turn] = []
+        messages: list[dict[str, Any]] = response.get("messages", [])
+        for message in messages:
+            if message.get("ts") == current_ts or message.get("subtype") in IGNORED_SUBTYPES:
+                continue
+            text = message.get("text", "")
+            if message.get("bot_id") == self.bot_id or message.get("user") == self.bot_user_id:
+                turns.append(Turn("assistant", None, text))
+            elif text:
+                turns.append(
+                    Turn("user", message.get("user"), strip_mention(text, self.bot_user_id))
+                )
+        if turns:
+            await self.state.conversations.append(conversation, *turns)
+            log.info("rebuilt %d turns of thread %s from Slack", len(turns), thread_ts)
 
     # -- filters -----------------------------------------------------------------
 

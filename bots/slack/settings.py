@@ -31,7 +31,6 @@ class SlackSettings(BaseSettings):
     """Answer messages from other bots (never our own)."""
     slack_edit_interval: float = Field(1.0, ge=0.2)
     """Seconds between two updates of one reply (the workspace budget may slow it more)."""
-    channels_file: str = "channels.toml"
 
     @property
     def configured(self) -> bool:

@@ -214,6 +214,8 @@ class SlackReplySink:
             except _Unsupported:
                 await self._switch_to_edits()
                 self._carry = ""
+                # The engine budgeted a stream start; the post it becomes needs its own.
+                await acquire_all(self.budget, [self._scope("chat.postMessage")])
             else:
                 self._messages.append(_Message(str(response["ts"]), True, self.clock.now(), text))
                 return

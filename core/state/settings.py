@@ -24,16 +24,22 @@ from core.budget import Limit, LimitTable
 from core.config import ConfigError, _describe
 
 DEFAULT_LIMITS: dict[str, Limit] = {
-    # Slack: per method, per workspace, per app (Tier 3 is shared by every reply).
-    "slack:*:chat.update": Limit(50, 60, burst=3),
-    "slack:*:chat.postMessage:*": Limit(1, 1, burst=3),  # per channel: 1/s, short bursts
-    "slack:*:chat.startStream": Limit(20, 60, burst=2),  # Tier 2
-    "slack:*:chat.appendStream": Limit(100, 60, burst=5),  # Tier 4
-    "slack:*:chat.stopStream": Limit(20, 60, burst=2),  # Tier 2
-    # Discord: observed 5 per 5 s per channel (sends and edits), 50/s per bot token.
-    "discord:channel:*": Limit(5, 5, burst=5),
-    "discord:interaction:*": Limit(5, 2, burst=5),
-    "discord:global": Limit(50, 1, burst=10),
+    # GCRA admits burst - 1 + count calls into any window of ``per`` seconds, so
+    # each default keeps that within the platform's N. Slack's get one call to
+    # spare, because a call can reach Slack later than its slot and bunch up with
+    # the next one (slack_sdk has no limiter of its own to catch that); Discord's
+    # don't need it: discord.py waits on the bucket headers itself.
+    "slack:*:chat.update": Limit(45, 60, burst=5),  # Tier 3: 50/min
+    "slack:*:chat.postMessage:*": Limit(2, 3),  # per channel: 1/s with short bursts
+    "slack:*:chat.startStream": Limit(15, 60, burst=5),  # Tier 2: 20/min
+    "slack:*:chat.appendStream": Limit(90, 60, burst=10),  # Tier 4: 100/min
+    "slack:*:chat.stopStream": Limit(15, 60, burst=5),  # Tier 2: 20/min
+    "slack:*:assistant.threads.*": Limit(15, 60, burst=5),  # "special": treated as Tier 2
+    # Discord: observed 5 per 5 s per channel (sends and edits), 50/s per bot token,
+    # about 5 edits per 2 s per interaction token.
+    "discord:channel:*": Limit(4, 5, burst=2),
+    "discord:interaction:*": Limit(4, 2, burst=2),
+    "discord:global": Limit(41, 1, burst=10),
 }
 """Scope pattern -> limit, first match wins; ``RATE_LIMITS`` entries come first."""
 

@@ -12,9 +12,12 @@ import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from bots.slack.service import EVENTS_PATH, http_routes
+from core.budget import Limit
 from core.state.keys import ConversationKey
+from core.state.settings import DEFAULT_LIMITS
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse
-from tests.fakes.slack_server import FakeSlack, Message
+from tests.fakes.slack_server import FakeSlack, Message, assistant_thread_started
+from tests.fakes.slack_server import Limit as FakeLimit
 from tests.fakes.streams import chat_stream, split_events
 from tests.slack.conftest import SECRET, RunningBot
 
@@ -29,6 +32,15 @@ def answer_of(message: Message) -> str:
     if message.source == "stream":
         return message.markdown
     return "".join(b["text"] for b in message.blocks or [] if b.get("type") == "markdown")
+
+
+def finals(slack: FakeSlack, channel: str) -> list[str]:
+    """The text of every finished (feedback buttons shown) post+edit reply."""
+    return [
+        answer_of(m)
+        for m in slack.bot_messages(channel)
+        if any(b.get("block_id") == "chatrelay_feedback" for b in m.blocks or [])
+    ]
 
 
 def stream(pieces: list[str], delay: float = 0.02, **kwargs: Any) -> FakeResponse:
@@ -130,14 +142,9 @@ async def test_workspace_without_native_streaming_falls_back_to_edits(
     async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
         await slack.deliver_socket(slack.user_message("C1", "one", mention=True))
         await slack.wait_for(lambda: len(llm_server.requests) == 1, timeout=5)
-        await slack.wait_for(
-            lambda: any(answer_of(m) == ANSWER for m in slack.bot_messages("C1")), timeout=15
-        )
+        await slack.wait_for(lambda: finals(slack, "C1") == [ANSWER], timeout=15)
         await slack.deliver_socket(slack.user_message("C1", "two", mention=True))
-        await slack.wait_for(
-            lambda: any(answer_of(m) == "Second reply." for m in slack.bot_messages("C1")),
-            timeout=15,
-        )
+        await slack.wait_for(lambda: finals(slack, "C1") == [ANSWER, "Second reply."], 15)
     # the workspace was remembered: the second reply did not try streaming again
     assert len(slack.calls_to("chat.startStream")) == 1
     assert all(m.source != "stream" for m in slack.bot_messages("C1"))
@@ -246,3 +253,114 @@ async def test_model_mentions_never_ping(
     for mention in ("<!channel>", "<!here>", "<@U999>", " @everyone"):
         assert mention not in text
     assert text.replace("\u200b", "") == "Hey <!channel> and <!here> and <@U999> @everyone"
+
+
+def scale_limits(slack: FakeSlack, running: RunningBot, seconds: float) -> None:
+    """Slack's per-minute tiers and our budgets for them, both squeezed into
+    ``seconds``, so a test sees a minute's worth of limits in a few seconds."""
+    tiers = {
+        "chat.startStream": 20,
+        "chat.appendStream": 100,
+        "chat.stopStream": 20,
+        "chat.update": 50,
+    }
+    budget = running.bot.state.budget
+    for method, count in tiers.items():
+        slack.limits[method] = FakeLimit(count, seconds)
+        default = DEFAULT_LIMITS[f"slack:*:{method}"]
+        budget.limits.set(f"slack:*:{method}", Limit(default.count, seconds, burst=default.burst))
+
+
+@pytest.mark.parametrize("native", [True, False])
+async def test_twenty_concurrent_mentions_never_see_a_429(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot, native: bool
+) -> None:
+    slack.native_streaming = native
+    answers = [[f"Reply {i}:"] + [f" token{j}" for j in range(25)] for i in range(20)]
+    for pieces in answers:
+        llm_server.enqueue(stream(pieces, delay=0.04))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        scale_limits(slack, running, seconds=6.0)
+        channels = [f"C{i % 4}" for i in range(20)]
+        events = [
+            slack.user_message(ch, f"question {i}", mention=True) for i, ch in enumerate(channels)
+        ]
+        await asyncio.gather(*(slack.deliver_socket(event) for event in events))
+
+        def all_done() -> bool:
+            texts = {answer_of(m) for m in slack.bot_messages()}
+            return all("".join(p) in texts for p in answers)
+
+        await slack.wait_for(all_done, timeout=60)
+    assert sum(slack.rate_limited.values()) == 0
+    assert len(slack.bot_messages()) == 20
+
+
+async def test_long_reply_continues_in_new_thread_messages(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    paragraph = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 20 + "\n\n"
+    pieces = [paragraph[i : i + 200] for i in range(0, len(paragraph), 200)] * 25  # ~29 KB
+    llm_server.enqueue(stream(pieces, delay=0.0))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        event = slack.user_message("C1", "write a lot", mention=True)
+        await slack.deliver_socket(event)
+        await slack.wait_for(lambda: slack.calls_to("chat.stopStream", ok=True), timeout=30)
+    replies = slack.bot_messages("C1")
+    assert len(replies) >= 3
+    assert all(m.thread_ts == event["ts"] for m in replies)
+    assert "".join(answer_of(m) for m in replies) == "".join(pieces)
+    assert all(len(answer_of(m)) <= 12_000 for m in replies)
+
+
+async def test_direct_message_gets_a_reply_in_the_dm(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    llm_server.enqueue(stream(PIECES))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        await slack.deliver_socket(slack.user_message("D1", "hello bot", user="U1"))
+        await slack.wait_for(
+            lambda: any(answer_of(m) == ANSWER for m in slack.bot_messages("D1")), 10
+        )
+    [reply] = slack.bot_messages("D1")
+    assert reply.thread_ts is None  # top-level in the DM: posted and edited
+    sent = llm_server.requests[0].json
+    assert sent is not None and sent["messages"][-1]["content"] == "hello bot"
+
+
+async def test_assistant_thread_shows_status_and_prompts(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    llm_server.enqueue(stream(PIECES))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        thread = slack.next_ts()
+        started = assistant_thread_started("U1", "D1", thread)
+        await slack.deliver_socket(started)
+        await slack.wait_calls("assistant.threads.setSuggestedPrompts", timeout=5)
+        await slack.deliver_socket(slack.user_message("D1", "help me", thread_ts=thread))
+        await slack.wait_calls("chat.stopStream", timeout=10)
+    status = slack.calls_to("assistant.threads.setStatus")
+    assert status and status[0].params["status"] == "is thinking…"
+    [reply] = slack.bot_messages("D1")
+    assert reply.thread_ts == thread and answer_of(reply) == ANSWER
+
+
+async def test_thread_memory_lost_is_rebuilt_from_slack_once(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    llm_server.enqueue(stream(PIECES))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        root = slack.user_message("C1", "first question from before", user="U1")
+        slack.add_message(
+            "C1", "an earlier answer", user="UBOT", thread_ts=root["ts"], bot_id="BBOT"
+        )
+        later = slack.user_message(
+            "C1", "and a follow-up", user="U1", thread_ts=root["ts"], mention=True
+        )
+        await slack.deliver_socket(later)
+        await slack.wait_calls("chat.stopStream", timeout=10)
+    sent = llm_server.requests[0].json
+    assert sent is not None
+    contents = [m["content"] for m in sent["messages"]]
+    assert contents[-3:] == ["first question from before", "an earlier answer", "and a follow-up"]
+    assert len(slack.calls_to("conversations.replies")) == 1

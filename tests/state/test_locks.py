@@ -137,12 +137,13 @@ async def test_a_dead_waiter_does_not_block_the_line(redis: Redis, keys: Keys) -
 async def test_a_held_lease_outlives_its_ttl_and_frees_on_exit(
     redis: Redis, second_client: Redis, keys: Keys
 ) -> None:
-    lease = await locks(redis, keys, ttl=0.15).acquire(CONV, wait=0)
+    # A TTL long enough that a loaded CI machine's scheduling hiccups don't expire it.
+    lease = await locks(redis, keys, ttl=0.5).acquire(CONV, wait=0)
     assert lease is not None
     other = locks(second_client, keys)
     async with lease:
-        for _ in range(10):  # 0.5 s: more than three TTLs
-            await asyncio.sleep(0.05)
+        for _ in range(16):  # 1.6 s: more than three TTLs
+            await asyncio.sleep(0.1)
             assert await other.acquire(CONV, wait=0) is None
         assert not lease.lost.is_set()
     assert await other.acquire(CONV, wait=0) is not None
