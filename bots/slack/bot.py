@@ -218,6 +218,7 @@ class SlackBot:
                 on_user_stop=hooks.stop,
                 on_native_unsupported=unsupported,
                 on_shown=shown,
+                rollover_after=self.settings.slack_stream_rollover,
             )
 
         if thread_ts and thread_ts != event.get("ts"):

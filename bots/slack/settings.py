@@ -31,6 +31,9 @@ class SlackSettings(BaseSettings):
     """Answer messages from other bots (never our own)."""
     slack_edit_interval: float = Field(1.0, ge=0.2)
     """Seconds between two updates of one reply (the workspace budget may slow it more)."""
+    slack_stream_rollover: float = Field(270.0, gt=0)
+    """Seconds after which a native stream continues in a new message: Slack closes
+    streams about five minutes after they start."""
 
     @property
     def configured(self) -> bool:

@@ -48,9 +48,6 @@ MESSAGE_LIMIT = 11_000
 """Characters of model text per Slack message: under the 12,000 of a markdown
 block or a ``markdown_text`` call, with room for the engine's fence closers."""
 
-ROLLOVER_AFTER = 270.0
-"""Seconds after which a native stream is closed and the message continues in a
-new one: Slack closes streams about 300 s after they start."""
 
 UNSUPPORTED = frozenset(
     {
@@ -109,6 +106,9 @@ class SlackReplySink:
     on_shown: Callable[[int, str, str], Awaitable[None]] | None = None
     """Called with (index, ts, text) after a message changed: the in-flight record."""
     limit: int = MESSAGE_LIMIT
+    rollover_after: float = 270.0
+    """Seconds after which a native stream is closed and the message continues in
+    a new one: Slack closes streams about 300 s after they start."""
     _messages: list[_Message] = field(default_factory=list)
     _carry: str = ""
     _user_stopped: bool = False
@@ -231,7 +231,7 @@ class SlackReplySink:
 
     async def _append(self, message: _Message, delta: str, final: bool) -> None:
         message.shown += delta
-        if self.clock.now() - message.started > ROLLOVER_AFTER:
+        if self.clock.now() - message.started > self.rollover_after:
             await self._roll_over(message, delta, final)
             return
         safe = self._safe_append(delta, final)
@@ -249,7 +249,7 @@ class SlackReplySink:
 
     async def _stop_stream(self, message: _Message, delta: str, outcome: Outcome) -> None:
         message.shown += delta
-        if self.clock.now() - message.started > ROLLOVER_AFTER:
+        if self.clock.now() - message.started > self.rollover_after:
             await self._roll_over(message, delta, True)
             delta = ""
         safe = self._safe_append(delta, final=True)

@@ -34,13 +34,14 @@ def answer_of(message: Message) -> str:
     return "".join(b["text"] for b in message.blocks or [] if b.get("type") == "markdown")
 
 
+def feedback_shown(message: Message) -> bool:
+    """Feedback buttons mean the reply finished."""
+    return any(b.get("block_id") == "chatrelay_feedback" for b in message.blocks or [])
+
+
 def finals(slack: FakeSlack, channel: str) -> list[str]:
-    """The text of every finished (feedback buttons shown) post+edit reply."""
-    return [
-        answer_of(m)
-        for m in slack.bot_messages(channel)
-        if any(b.get("block_id") == "chatrelay_feedback" for b in m.blocks or [])
-    ]
+    """The text of every finished post+edit reply."""
+    return [answer_of(m) for m in slack.bot_messages(channel) if feedback_shown(m)]
 
 
 def stream(pieces: list[str], delay: float = 0.02, **kwargs: Any) -> FakeResponse:
@@ -364,3 +365,72 @@ async def test_thread_memory_lost_is_rebuilt_from_slack_once(
     contents = [m["content"] for m in sent["messages"]]
     assert contents[-3:] == ["first question from before", "an earlier answer", "and a follow-up"]
     assert len(slack.calls_to("conversations.replies")) == 1
+
+
+async def test_native_stream_rolls_over_before_slack_closes_it(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    slack.stream_ttl = 1.2  # Slack's ~300 s, squeezed
+    pieces = [f"part{i} " for i in range(40)]
+    llm_server.enqueue(stream(pieces, delay=0.06))  # ~2.4 s of streaming
+    async with (
+        make_bot(slack_app_token="xapp-test", slack_stream_rollover=0.8) as running,
+        socket_mode(running, slack),
+    ):
+        event = slack.user_message("C1", "go on", mention=True)
+        await slack.deliver_socket(event)
+        await slack.wait_for(
+            lambda: any(feedback_shown(m) for m in slack.bot_messages("C1")), timeout=15
+        )
+    replies = slack.bot_messages("C1")
+    assert len(replies) >= 2  # continued in a fresh stream
+    assert all(m.stream_end != "expired" for m in replies)
+    assert "".join(answer_of(m) for m in replies) == "".join(pieces)
+    assert not slack.calls_to("chat.appendStream", ok=False)
+
+
+async def test_a_stream_slack_closed_early_is_recovered_with_chat_update(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    slack.stream_ttl = 0.5  # Slack closes it well before our roll-over
+    pieces = [f"part{i} " for i in range(30)]
+    llm_server.enqueue(stream(pieces, delay=0.05))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        await slack.deliver_socket(slack.user_message("C1", "go on", mention=True))
+        await slack.wait_for(
+            lambda: any(feedback_shown(m) for m in slack.bot_messages("C1")), timeout=15
+        )
+    [reply] = slack.bot_messages("C1")
+    assert slack.calls_to("chat.appendStream", ok=False)  # Slack said it was closed
+    assert slack.calls_to("chat.update", ok=True)  # and we rewrote the message
+    assert "".join(pieces) in slack.rendered("C1", reply.ts)
+
+
+async def test_user_pressing_slacks_own_stop_stops_the_reply(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    llm_server.enqueue(stream(["word "] * 200, delay=0.05))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        await slack.deliver_socket(slack.user_message("C1", "talk", mention=True))
+        await slack.wait_for(lambda: slack.calls_to("chat.appendStream", ok=True), timeout=10)
+        [reply] = slack.bot_messages("C1")
+        slack.user_stops_stream(reply.ts)
+        await llm_server.wait_disconnect(timeout=5)
+        await slack.wait_for(lambda: "Stopped" in slack.rendered("C1", reply.ts), timeout=5)
+    assert len(slack.calls_to("chat.appendStream", ok=False)) == 1  # no writes after the stop
+
+
+async def test_socket_mode_redelivery_gives_one_reply(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    llm_server.enqueue(stream(PIECES))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        event = slack.user_message("C1", "once", mention=True)
+        await slack.deliver_socket(event, event_id="EvSame")
+        await slack.deliver_socket(
+            event, event_id="EvSame", retry_attempt=1, retry_reason="timeout"
+        )
+        await slack.wait_calls("chat.stopStream", timeout=10)
+        await asyncio.sleep(0.3)
+    assert len(slack.bot_messages("C1")) == 1
+    assert len(llm_server.requests) == 1
