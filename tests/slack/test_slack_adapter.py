@@ -10,9 +10,12 @@ from typing import Any
 
 import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.service import EVENTS_PATH, http_routes
+from bots.slack.sink import finalise_orphan
 from core.budget import Limit
+from core.state.inflight import INTERRUPTED_REASON
 from core.state.keys import ConversationKey
 from core.state.settings import DEFAULT_LIMITS
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse
@@ -434,3 +437,20 @@ async def test_socket_mode_redelivery_gives_one_reply(
         await asyncio.sleep(0.3)
     assert len(slack.bot_messages("C1")) == 1
     assert len(llm_server.requests) == 1
+
+
+async def test_orphaned_stream_is_finalised_with_its_text_and_a_note(slack: FakeSlack) -> None:
+    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+    started = await client.chat_startStream(
+        channel="C1",
+        thread_ts="1700000000.000001",
+        markdown_text="half an ans",
+        recipient_user_id="U1",
+        recipient_team_id="T1",
+    )
+    ts = str(started["ts"])
+    await finalise_orphan(client, "C1", ts, "half an answer", INTERRUPTED_REASON)
+    message = slack.message("C1", ts)
+    assert not message.streaming
+    shown = slack.rendered("C1", ts)
+    assert "half an answer" in shown and "interrupted" in shown
