@@ -18,6 +18,7 @@ never produces a second reply: the first replica to claim it in Redis wins.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -29,7 +30,7 @@ from bots.slack.settings import SlackSettings
 from bots.slack.sink import SlackReplySink, SlackTarget
 from core.config import Settings
 from core.responder import ReplyHooks, ReplyRequest, Responder
-from core.rules import RESUME_COMMAND, ChannelRules
+from core.rules import RESUME_COMMAND, ChannelPolicy, ChannelRules
 from core.sink import Sink
 from core.state.conversations import Turn
 from core.state.handoff import Handoffs
@@ -62,6 +63,9 @@ SUGGESTED_PROMPTS = [
     {"title": "Draft a reply", "message": "Help me draft a reply."},
 ]
 
+GROUP_CACHE_SECONDS = 300.0
+"""How long a user group's members are trusted before asking Slack again."""
+
 NATIVE_UNSUPPORTED_TTL = 24 * 3600
 """How long a workspace without native streaming is remembered (it may gain it)."""
 
@@ -88,6 +92,7 @@ class SlackBot:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.handoffs = Handoffs(state.redis, state.keys)
+        self._group_members: dict[str, tuple[float, frozenset[str]]] = {}
 
     def register(self, app: AsyncApp) -> None:
         app.event("app_mention")(self.on_mention)
@@ -109,7 +114,10 @@ class SlackBot:
         conversation = ConversationKey("slack", team, channel, thread)
         text = strip_mention(event.get("text", ""), self.bot_user_id)
         if policy.mode == "auto" and event.get("thread_ts"):
-            if policy.is_agent(event.get("user", "")) and text.lower() == RESUME_COMMAND:
+            if (
+                await self._is_agent(policy, event.get("user", ""))
+                and text.lower() == RESUME_COMMAND
+            ):
                 await self.handoffs.resume(conversation)
                 await self.client.chat_postMessage(
                     channel=channel, thread_ts=thread, text="I'm back in this thread."
@@ -136,7 +144,7 @@ class SlackBot:
             return  # mentions are answered by on_mention
         thread = thread_ts or event["ts"]
         conversation = ConversationKey("slack", team, channel, thread)
-        if policy.is_agent(event.get("user", "")):
+        if await self._is_agent(policy, event.get("user", "")):
             if thread_ts:
                 await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
             return
@@ -201,6 +209,14 @@ class SlackBot:
             assistant_thread=event.get("channel_type") == "im" and thread_ts is not None,
         )
         native = self.settings.slack_native_streaming == "auto" and await self._native_ok(team)
+        if (
+            target.assistant_thread
+            and thread_ts
+            and not await self.state.conversations.history(conversation)
+        ):
+            await self.client.assistant_threads_setTitle(
+                channel_id=channel, thread_ts=thread_ts, title=_title(text)
+            )
 
         def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
             async def shown(index: int, ts: str, text: str) -> None:
@@ -266,6 +282,25 @@ class SlackBot:
             await self.state.conversations.append(conversation, *turns)
             log.info("rebuilt %d turns of thread %s from Slack", len(turns), thread_ts)
 
+    async def _is_agent(self, policy: ChannelPolicy, user: str) -> bool:
+        """A configured agent, by user id or by membership of a configured user group."""
+        if policy.is_agent(user):
+            return True
+        now = time.monotonic()
+        for group in policy.agent_groups:
+            cached = self._group_members.get(group)
+            if cached is None or now - cached[0] > GROUP_CACHE_SECONDS:
+                try:
+                    response = await self.client.usergroups_users_list(usergroup=group)
+                except SlackApiError as exc:
+                    log.warning("could not list user group %s: %s", group, exc)
+                    continue
+                cached = (now, frozenset(response.get("users", [])))
+                self._group_members[group] = cached
+            if user in cached[1]:
+                return True
+        return False
+
     # -- filters -----------------------------------------------------------------
 
     def _ignored(self, event: dict[str, Any]) -> bool:
@@ -290,6 +325,12 @@ class SlackBot:
     async def _remember_no_native(self, team: str) -> None:
         key = f"{self.state.keys.prefix}slack:no-native:{team}"
         await self.state.redis.set(key, "1", ex=NATIVE_UNSUPPORTED_TTL)
+
+
+def _title(text: str) -> str:
+    """An assistant thread's title: the start of its first question."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= 60 else flat[:59] + "…"
 
 
 def _team(body: dict[str, Any], event: dict[str, Any]) -> str:

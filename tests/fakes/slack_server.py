@@ -119,6 +119,7 @@ DEFAULT_LIMITS: Mapping[str, Limit | None] = {
     "conversations.replies": TIER_3,
     "conversations.history": TIER_3,
     "users.info": TIER_4,
+    "usergroups.users.list": TIER_2,
     "reactions.add": TIER_3,
     "reactions.remove": TIER_2,
 }
@@ -666,6 +667,8 @@ class FakeSlack:
         self.replies_page_limit = replies_page_limit
         """Cap on conversations.replies/history page size (Slack gives 15 to
         non-Marketplace commercial apps); None means the caller's ``limit``."""
+        self.usergroups: dict[str, list[str]] = {}
+        """User group id -> member ids, for ``usergroups.users.list``."""
         self.max_socket_connections = max_socket_connections
         self.retry_delays = retry_delays
         """Seconds before each Slack retry (real Slack: about 0, 60, 300)."""
@@ -725,6 +728,7 @@ class FakeSlack:
             "conversations.replies": self._conversations_replies,
             "conversations.history": self._conversations_history,
             "users.info": self._users_info,
+            "usergroups.users.list": self._usergroups_users_list,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
         }
@@ -1293,6 +1297,12 @@ class FakeSlack:
             "has_more": more,
             "response_metadata": {"next_cursor": next_cursor},
         }
+
+    def _usergroups_users_list(self, p: JSON) -> JSON:
+        group = _need(p, "usergroup", "no_such_subteam")
+        if group not in self.usergroups:
+            raise SlackError("no_such_subteam")
+        return {"users": list(self.usergroups[group])}
 
     def _users_info(self, p: JSON) -> JSON:
         user_id = _need(p, "user", "user_not_found")

@@ -345,6 +345,7 @@ async def test_assistant_thread_shows_status_and_prompts(
         await slack.wait_calls("chat.stopStream", timeout=10)
     status = slack.calls_to("assistant.threads.setStatus")
     assert status and status[0].params["status"] == "is thinking…"
+    assert [c.params["title"] for c in slack.calls_to("assistant.threads.setTitle")] == ["help me"]
     [reply] = slack.bot_messages("D1")
     assert reply.thread_ts == thread and answer_of(reply) == ANSWER
 
@@ -454,3 +455,24 @@ async def test_orphaned_stream_is_finalised_with_its_text_and_a_note(slack: Fake
     assert not message.streaming
     shown = slack.rendered("C1", ts)
     assert "half an answer" in shown and "interrupted" in shown
+
+
+async def test_an_agent_from_a_user_group_takes_over_too(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    slack.usergroups["SAGENTS"] = ["UGROUPAGENT"]
+    rules = (
+        '[[channels]]\nplatform = "slack"\nid = "CSUP"\nmode = "auto"\n'
+        'agent_groups = ["SAGENTS"]\nhandoff_quiet_minutes = 0\n'
+    )
+    llm_server.enqueue(stream(["How can I help?"]))
+    async with make_bot(rules, slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        question = slack.user_message("CSUP", "help", user="UCUST")
+        await slack.deliver_socket(question)
+        await finished(slack, "chat.stopStream")
+        agent = slack.user_message("CSUP", "on it", user="UGROUPAGENT", thread_ts=question["ts"])
+        await slack.deliver_socket(agent)
+        conversation = ConversationKey("slack", "T1", "CSUP", question["ts"])
+        await eventually(lambda: running.bot.handoffs.is_handed_over(conversation))
+    assert len(llm_server.requests) == 1
+    assert slack.calls_to("usergroups.users.list")
