@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
+from aiohttp import web
+
+from bots.ops import Check, add_ops_routes
 from bots.slack.settings import SlackSettings, load_slack_settings
 from core.ask import ask
 from core.config import ConfigError, Settings, load_settings
+from core.lifecycle import ActiveReplies
 from core.llm.model import open_model
-from core.rules import load_rules
+from core.logs import setup_logging
+from core.metrics import ChatrelayMetrics
+from core.rules import LiveRules, load_rules
 from core.state.store import open_state
 
+log = logging.getLogger("chatrelay")
+
 EXIT_BAD_CONFIG = 2
+EXIT_FORCED = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,18 +43,79 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _run(settings: Settings, slack: SlackSettings) -> int:
     """Every platform with credentials; the console chat when there are none."""
-    async with open_model(settings) as model:
-        if not slack.configured:
-            from bots.console.chat import run_console
+    if not slack.configured:
+        from bots.console.chat import run_console
 
+        async with open_model(settings) as model:
             await run_console(settings, model)
-            return 0
-        from bots.slack.service import run_slack
+        return 0
+    return await _serve(settings, slack)
 
-        rules = load_rules(settings.channels_file)
-        async with open_state() as state:
-            await run_slack(slack, settings, state, model, rules)
+
+async def _serve(settings: Settings, slack: SlackSettings) -> int:
+    """Serve the platforms until SIGTERM/SIGINT, then drain gracefully.
+
+    The first signal stops intake and gives replies in flight
+    ``SHUTDOWN_GRACE_S`` to finish before the rest are finalised as
+    interrupted; a second signal exits at once."""
+    from bots.slack.service import running_slack
+
+    stop = _stop_on_signals()
+    metrics = ChatrelayMetrics()
+    active = ActiveReplies()
+    rules = LiveRules(settings.channels_file)
+    web_app = web.Application()
+    async with (
+        open_model(settings) as model,
+        open_state() as state,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        checks: dict[str, Check] = {"redis": state.redis.ping}
+        services = []
+        if slack.configured:
+            service = await stack.enter_async_context(
+                running_slack(
+                    slack, settings, state, model, rules, web_app, metrics=metrics, active=active
+                )
+            )
+            checks["slack"] = service.connected
+            services.append(service)
+        add_ops_routes(web_app, metrics, checks, draining=lambda: not active.accepting)
+        runner = web.AppRunner(web_app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, port=settings.port).start()
+        log.info("serving on port %d (/healthz, /readyz, /metrics)", settings.port)
+        watcher = asyncio.create_task(rules.watch())
+        try:
+            await stop.wait()
+            log.info(
+                "shutting down: no new events, %.0fs for replies in flight",
+                settings.shutdown_grace_s,
+            )
+            for service in services:
+                await service.stop_intake()
+            await active.drain(settings.shutdown_grace_s)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await runner.cleanup()
+    log.info("stopped")
     return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM/SIGINT; the second one exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(EXIT_FORCED)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    return stop
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,10 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chatrelay: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    logging.basicConfig(
-        level=settings.log_level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    setup_logging(settings.log_level, settings.log_format)
     if args.command == "ask":
         return asyncio.run(ask(settings, args.prompt))
     try:

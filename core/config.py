@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     channels_file: str = "channels.toml"
     """The per-channel rules file (``core.rules``), shared by every platform."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    port: int = Field(3000, ge=1, le=65535)
+    """The HTTP server: /healthz, /readyz, /metrics, and Slack's events in HTTP mode."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line, with the reply id (for log pipelines)."""
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    """On SIGTERM, seconds replies in flight get to finish before they are
+    finalised as interrupted."""
 
     @field_validator("llm_base_url")
     @classmethod

@@ -18,9 +18,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 
+from core import logs
 from core.engine import Reply, ReplyResult
+from core.lifecycle import ActiveReplies, ShuttingDown
 from core.llm.client import LLMClient
 from core.llm.events import Event, Finish, TextDelta
+from core.metrics import ChatrelayMetrics
 from core.pacing import Pacing
 from core.sink import Sink
 from core.state.conversations import Turn
@@ -75,55 +78,106 @@ class ReplyHooks:
 
 
 class Responder:
-    def __init__(self, state: State, llm: LLMClient, *, pacing: Pacing | None = None) -> None:
+    def __init__(
+        self,
+        state: State,
+        llm: LLMClient,
+        *,
+        pacing: Pacing | None = None,
+        metrics: ChatrelayMetrics | None = None,
+        active: ActiveReplies | None = None,
+    ) -> None:
         self.state = state
         self.llm = llm
         self.pacing = pacing or Pacing()
+        self.metrics = metrics
+        self.active = active if active is not None else ActiveReplies()
 
     async def respond(self, request: ReplyRequest, make_sink: SinkFactory) -> ReplyResult:
+        """Answer ``request``; raises ``ShuttingDown`` once the process is draining."""
+        if not self.active.accepting:
+            raise ShuttingDown()
         state = self.state
         reply_id = uuid.uuid4().hex
+        token = logs.reply_id.set(reply_id)
         hooks = ReplyHooks()
-        quota = await state.usage.check(user=request.author, channel=request.channel)
-        if not quota.allowed:
-            return await self._say(make_sink(reply_id, hooks), quota.message or "Quota reached.")
-        lease = await state.locks.acquire(request.conversation)
-        if lease is None:
-            return await self._say(make_sink(reply_id, hooks), BUSY_TEXT)
-        async with lease:
-            messages = await state.conversations.context(
-                request.conversation,
-                request.system_prompt,
-                Turn("user", request.author, request.text),
-            )
-            sink = make_sink(reply_id, hooks)
-            reply = Reply(sink, budget=state.budget, pacing=self.pacing)
-            hooks.reply = reply
-            record = InflightRecord(reply_id, request.platform, dict(request.target))
-            extra = {"model": request.model} if request.model else None
+        try:
+            quota = await state.usage.check(user=request.author, channel=request.channel)
+            if not quota.allowed:
+                return await self._say(
+                    make_sink(reply_id, hooks), quota.message or "Quota reached."
+                )
+            lease = await state.locks.acquire(request.conversation)
+            if lease is None:
+                return await self._say(make_sink(reply_id, hooks), BUSY_TEXT)
+            async with lease:
+                result = await self._stream(request, reply_id, hooks, make_sink)
+        finally:
+            logs.reply_id.reset(token)
+        return result
+
+    async def _stream(
+        self, request: ReplyRequest, reply_id: str, hooks: ReplyHooks, make_sink: SinkFactory
+    ) -> ReplyResult:
+        state = self.state
+        messages = await state.conversations.context(
+            request.conversation,
+            request.system_prompt,
+            Turn("user", request.author, request.text),
+        )
+        observer = self.metrics.observer(request.platform) if self.metrics else None
+        reply = Reply(
+            make_sink(reply_id, hooks), budget=state.budget, pacing=self.pacing, observer=observer
+        )
+        hooks.reply = reply
+        record = InflightRecord(reply_id, request.platform, dict(request.target))
+        extra = {"model": request.model} if request.model else None
+        self.active.add(reply)
+        self._started(request.platform)
+        try:
             async with (
                 state.cancel.watching(reply_id, reply),
                 state.inflight.track(record) as tracker,
             ):
                 hooks.tracker = tracker
                 result = await reply.run(self.llm.stream(messages, extra=extra))
-            if result.text:
-                await state.conversations.append(
-                    request.conversation, Turn("assistant", None, result.text)
-                )
-            if result.usage is not None:
-                await state.usage.record(
-                    user=request.author, channel=request.channel, usage=result.usage
-                )
+        finally:
+            self.active.discard(reply)
+        self._ended(request, result)
+        if result.text:
+            await state.conversations.append(
+                request.conversation, Turn("assistant", None, result.text)
+            )
+        if result.usage is not None:
+            await state.usage.record(
+                user=request.author, channel=request.channel, usage=result.usage
+            )
         log.info(
-            "reply %s %s: %d chars, %d messages, %d platform calls",
-            reply_id,
+            "reply %s: %d chars, %d messages, %d platform calls",
             result.outcome.state,
             len(result.text),
             result.messages,
             result.stats.updates,
         )
         return result
+
+    def _started(self, platform: str) -> None:
+        if self.metrics:
+            self.metrics.replies_started.inc(platform)
+            self.metrics.active.inc(platform)
+
+    def _ended(self, request: ReplyRequest, result: ReplyResult) -> None:
+        metrics = self.metrics
+        if not metrics:
+            return
+        platform = request.platform
+        metrics.active.dec(platform)
+        metrics.replies_ended.inc(platform, result.outcome.state)
+        metrics.edits.observe(result.stats.updates, platform)
+        if result.usage is not None:
+            model = request.model or self.llm.providers[0].model
+            metrics.tokens.inc(model, "in", amount=result.usage.input_tokens)
+            metrics.tokens.inc(model, "out", amount=result.usage.output_tokens)
 
     async def _say(self, sink: Sink, text: str) -> ReplyResult:
         """Show a fixed text through the sink, as a reply that is not stored."""

@@ -22,8 +22,10 @@ service at start with one line, like any other setting::
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import (
@@ -34,6 +36,8 @@ from pydantic_settings import (
 )
 
 from core.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["mention", "auto"]
 
@@ -74,6 +78,12 @@ class ChannelPolicy(BaseModel):
     def is_agent(self, user_id: str, groups: frozenset[str] | set[str] = frozenset()) -> bool:
         """Whether this person is a human agent here (by id, or by group/role)."""
         return user_id in self.agents or bool(self.agent_groups & set(groups))
+
+
+class RulesSource(Protocol):
+    """What adapters ask: ``ChannelRules`` (fixed) or ``LiveRules`` (reloaded)."""
+
+    def policy(self, platform: str, channel_id: str) -> ChannelPolicy: ...
 
 
 class ChannelRules(BaseSettings):
@@ -142,3 +152,50 @@ def load_rules(path: str | Path | None) -> ChannelRules:
     except ValueError as exc:  # TOML syntax
         raise ConfigError(f"invalid channels file {toml_path}: {exc}") from None
     return ChannelRules(defaults=loaded.defaults, channels=loaded.channels)
+
+
+class LiveRules:
+    """The rules file, reloaded when it changes, without a restart.
+
+    Adapters ask it for a channel's policy on every event, so an edit to the
+    file takes effect on the next message. A file that becomes invalid is
+    logged and ignored: the last good rules stay in force.
+    """
+
+    def __init__(self, path: str | Path, *, interval: float = 2.0) -> None:
+        self.path = Path(path)
+        self.interval = interval
+        self.current = load_rules(self.path)
+        self._stamp = self._mtime()
+
+    def policy(self, platform: str, channel_id: str) -> ChannelPolicy:
+        return self.current.policy(platform, channel_id)
+
+    def auto_channels(self, platform: str) -> list[str]:
+        return self.current.auto_channels(platform)
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime_ns / 1e9
+        except FileNotFoundError:
+            return None
+
+    def reload_if_changed(self) -> bool:
+        """Reload if the file changed since last time; True if new rules apply."""
+        stamp = self._mtime()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            self.current = load_rules(self.path)
+        except ConfigError as exc:
+            log.error("keeping the previous channel rules: %s", exc)
+            return False
+        log.info("channel rules reloaded from %s", self.path)
+        return True
+
+    async def watch(self) -> None:
+        """Poll the file until cancelled (a poll is one ``stat``: cheap, portable)."""
+        while True:
+            await asyncio.sleep(self.interval)
+            self.reload_if_changed()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from core.config import ConfigError
-from core.rules import load_rules
+from core.rules import LiveRules, load_rules
 
 EXAMPLE = """
 [defaults]
@@ -78,3 +79,18 @@ def test_bad_file_is_one_clear_line(tmp_path: Path, text: str, expected: str) ->
         load_rules(write(tmp_path, text))
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_live_rules_reload_on_change_and_keep_the_last_good(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[channels]]\nplatform = "slack"\nid = "C1"\nmode = "auto"\n')
+    live = LiveRules(path, interval=0.01)
+    assert live.policy("slack", "C1").mode == "auto"
+    assert not live.reload_if_changed()  # unchanged
+    path.write_text('[[channels]]\nplatform = "slack"\nid = "C1"\nmode = "mention"\n')
+    os.utime(path, (1, 1))  # a different mtime even on coarse clocks
+    assert live.reload_if_changed()
+    assert live.policy("slack", "C1").mode == "mention"
+    path.write_text("[broken\n")
+    os.utime(path, (2, 2))
+    assert not live.reload_if_changed()  # logged, ignored
+    assert live.policy("slack", "C1").mode == "mention"

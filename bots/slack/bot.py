@@ -17,8 +17,10 @@ never produces a second reply: the first replica to claim it in Redis wins.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -29,8 +31,9 @@ from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
 from bots.slack.settings import SlackSettings
 from bots.slack.sink import SlackReplySink, SlackTarget
 from core.config import Settings
+from core.lifecycle import ShuttingDown
 from core.responder import ReplyHooks, ReplyRequest, Responder
-from core.rules import RESUME_COMMAND, ChannelPolicy, ChannelRules
+from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
 from core.sink import Sink
 from core.state.conversations import Turn
 from core.state.handoff import Handoffs
@@ -78,7 +81,7 @@ class SlackBot:
         core: Settings,
         state: State,
         responder: Responder,
-        rules: ChannelRules,
+        rules: RulesSource,
         client: AsyncWebClient,
         bot_user_id: str,
         bot_id: str,
@@ -93,6 +96,7 @@ class SlackBot:
         self.bot_id = bot_id
         self.handoffs = Handoffs(state.redis, state.keys)
         self._group_members: dict[str, tuple[float, frozenset[str]]] = {}
+        self._replies: set[asyncio.Task[None]] = set()
 
     def register(self, app: AsyncApp) -> None:
         app.event("app_mention")(self.on_mention)
@@ -249,7 +253,22 @@ class SlackBot:
             model=policy.model,
             target={"team": team, "channel": channel},
         )
-        await self.responder.respond(request, make_sink)
+        # The reply runs in a task of its own: Bolt's listener task may be cancelled
+        # when intake stops (shutdown), and a reply must still finish or be finalised.
+        task = asyncio.create_task(self._respond(request, make_sink))
+        self._replies.add(task)
+        task.add_done_callback(self._replies.discard)
+        await asyncio.shield(task)
+
+    async def _respond(
+        self, request: ReplyRequest, make_sink: Callable[[str, ReplyHooks], Sink]
+    ) -> None:
+        try:
+            await self.responder.respond(request, make_sink)
+        except ShuttingDown:
+            log.info("not answering: shutting down (Slack redelivers to another replica)")
+        except Exception:
+            log.exception("reply failed")
 
     async def _rebuild_if_lost(
         self, conversation: ConversationKey, channel: str, thread_ts: str, current_ts: str

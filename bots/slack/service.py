@@ -1,17 +1,20 @@
 """Starts the Slack adapter: Socket Mode with an app token, else HTTP mode.
 
-HTTP mode serves ``POST /slack/events`` on ``PORT``; Bolt verifies every
-request's signature with ``SLACK_SIGNING_SECRET`` and acks at once, and the
-reply runs after the ack, so Slack's 3-second deadline is never at risk.
-Several HTTP-mode replicas behind a load balancer share state through Redis.
+HTTP mode serves ``POST /slack/events`` on the shared HTTP server (``PORT``);
+Bolt verifies every request's signature with ``SLACK_SIGNING_SECRET`` and acks
+at once, and the reply runs after the ack, so Slack's 3-second deadline is
+never at risk. Several HTTP-mode replicas behind a load balancer share state
+through Redis. While the process drains, events get 503 so Slack retries them
+on another replica; in Socket Mode the connection is closed for the same end.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -23,10 +26,12 @@ from bots.slack.bot import SlackBot
 from bots.slack.settings import SlackSettings
 from bots.slack.sink import finalise_orphan
 from core.config import Settings
+from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
+from core.metrics import ChatrelayMetrics
 from core.pacing import Pacing
 from core.responder import Responder
-from core.rules import ChannelRules
+from core.rules import RulesSource
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord
 from core.state.store import State
 
@@ -35,9 +40,35 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 
 
+@dataclass
+class SlackService:
+    app: AsyncApp
+    bot: SlackBot
+    socket: AsyncSocketModeHandler | None = None
+
+    async def connected(self) -> bool:
+        """Readiness: the Socket Mode connection is up (HTTP mode needs none)."""
+        if self.socket is None:
+            return True
+        return bool(await self.socket.client.is_connected())
+
+    async def stop_intake(self) -> None:
+        """Take no more events (Slack redelivers them to other connections)."""
+        if self.socket is not None:
+            await self.socket.close_async()  # type: ignore[no-untyped-call]
+            self.socket = None
+
+
 @asynccontextmanager
 async def slack_app(
-    settings: SlackSettings, core: Settings, state: State, llm: LLMClient, rules: ChannelRules
+    settings: SlackSettings,
+    core: Settings,
+    state: State,
+    llm: LLMClient,
+    rules: RulesSource,
+    *,
+    metrics: ChatrelayMetrics | None = None,
+    active: ActiveReplies | None = None,
 ) -> AsyncIterator[tuple[AsyncApp, SlackBot]]:
     """The Bolt app with chatrelay's listeners, and the orphan sweeper running."""
     assert settings.slack_bot_token is not None
@@ -50,11 +81,18 @@ async def slack_app(
         signing_secret=secret.get_secret_value() if secret else "unused-in-socket-mode",
         request_verification_enabled=not settings.socket_mode,
     )
+    responder = Responder(
+        state,
+        llm,
+        pacing=Pacing(min_interval=settings.slack_edit_interval),
+        metrics=metrics,
+        active=active,
+    )
     bot = SlackBot(
         settings=settings,
         core=core,
         state=state,
-        responder=Responder(state, llm, pacing=Pacing(min_interval=settings.slack_edit_interval)),
+        responder=responder,
         rules=rules,
         client=client,
         bot_user_id=str(auth["user_id"]),
@@ -77,39 +115,57 @@ async def slack_app(
         await asyncio.gather(sweeper, return_exceptions=True)
 
 
-def http_routes(app: AsyncApp) -> web.Application:
-    """An aiohttp application serving Slack's Events API and interactivity."""
+def add_event_routes(
+    web_app: web.Application, app: AsyncApp, draining: Callable[[], bool] = lambda: False
+) -> None:
+    """Serve Slack's Events API and interactivity on ``web_app``."""
 
     async def events(request: web.Request) -> web.Response:
+        if draining():
+            return web.Response(status=503, text="shutting down")
         response = await app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 
-    web_app = web.Application()
     web_app.router.add_post(EVENTS_PATH, events)
+
+
+def http_routes(app: AsyncApp) -> web.Application:
+    """An aiohttp application serving only Slack's events (tests, embedding)."""
+    web_app = web.Application()
+    add_event_routes(web_app, app)
     return web_app
 
 
-async def run_slack(
-    settings: SlackSettings, core: Settings, state: State, llm: LLMClient, rules: ChannelRules
-) -> None:
-    """Serve Slack until cancelled."""
-    async with slack_app(settings, core, state, llm, rules) as (app, _):
+@asynccontextmanager
+async def running_slack(
+    settings: SlackSettings,
+    core: Settings,
+    state: State,
+    llm: LLMClient,
+    rules: RulesSource,
+    web_app: web.Application,
+    *,
+    metrics: ChatrelayMetrics | None = None,
+    active: ActiveReplies | None = None,
+) -> AsyncIterator[SlackService]:
+    """Slack connected and taking events until the block ends."""
+    async with slack_app(settings, core, state, llm, rules, metrics=metrics, active=active) as (
+        app,
+        bot,
+    ):
+        service = SlackService(app, bot)
         if settings.socket_mode:
             assert settings.slack_app_token is not None
-            handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
-            log.info("Slack: Socket Mode")
-            await handler.connect_async()  # type: ignore[no-untyped-call]
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await handler.close_async()  # type: ignore[no-untyped-call]
-            return
-        runner = web.AppRunner(http_routes(app))
-        await runner.setup()
-        site = web.TCPSite(runner, port=settings.port)
-        await site.start()
-        log.info("Slack: HTTP mode on port %d%s", settings.port, EVENTS_PATH)
+            service.socket = AsyncSocketModeHandler(
+                app, settings.slack_app_token.get_secret_value()
+            )
+            await service.socket.connect_async()  # type: ignore[no-untyped-call]
+            log.info("Slack: Socket Mode connected")
+        else:
+            draining = (lambda: not active.accepting) if active else (lambda: False)
+            add_event_routes(web_app, app, draining)
+            log.info("Slack: HTTP mode, events at %s", EVENTS_PATH)
         try:
-            await asyncio.Event().wait()
+            yield service
         finally:
-            await runner.cleanup()
+            await service.stop_intake()

@@ -24,7 +24,6 @@ class SlackSettings(BaseSettings):
     """Verifies requests in HTTP mode (required there)."""
     slack_api_url: str = "https://slack.com/api/"
     """Web API base in slack_sdk's form, trailing slash (GovSlack, tests)."""
-    port: int = Field(3000, ge=1, le=65535)
     slack_native_streaming: Literal["auto", "off"] = "auto"
     """``auto``: use chat.startStream where the workspace has it; ``off``: post and edit."""
     slack_allow_bots: bool = False
