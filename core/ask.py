@@ -41,12 +41,12 @@ async def ask(
     async with open_model(settings) as model:
         reply = Reply(TextStreamSink(out, err), pacing=IMMEDIATE)
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here
+        with contextlib.suppress(RuntimeError):  # not the main thread: no signals
             loop.add_signal_handler(signal.SIGINT, reply.stop)
         try:
             result = await reply.run(model.stream(messages))
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+            with contextlib.suppress(RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
     outcome = result.outcome
     if outcome.state == "done":

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.llm.errors import http_error, malformed, provider_error, truncated
+from core.llm.errors import decode_object, http_error, malformed, provider_error, truncated
 from core.llm.events import (
     Event,
     Finish,
@@ -103,12 +103,9 @@ class ChatParser:
             return []
         if data == "[DONE]":
             return self._complete()
-        try:
-            chunk = _loads(data)
-        except ValueError:
-            return [self._end(malformed("unparseable JSON", data))]
-        if type(chunk) is not dict:
-            return [self._end(malformed("JSON that is not an object", data))]
+        chunk = decode_object(data)
+        if isinstance(chunk, StreamError):
+            return [self._end(chunk)]
         # Fast path: a delta holding only text, no finish, usage or error.
         choices = chunk.get("choices")
         if choices and type(choices) is list:

@@ -133,6 +133,18 @@ def provider_error(error: Any, fallback: str) -> StreamError:
     )
 
 
+def decode_object(data: str) -> dict[str, Any] | StreamError:
+    """One SSE event's JSON object, or the ``malformed`` error that ends the stream.
+    Every dialect's data is a JSON object; anything else means a broken stream."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return malformed("unparseable JSON", data)
+    if type(payload) is not dict:
+        return malformed("JSON that is not an object", data)
+    return payload
+
+
 def malformed(problem: str, data: str) -> StreamError:
     """The stream carried something we cannot read; quoting its start helps whoever debugs."""
     return StreamError("malformed", f"the model sent {problem}: {shorten(data[:80])!r}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from core.llm.anthropic import named_text
 from core.llm.chat import ToolCallBuffer
-from core.llm.errors import http_error, malformed, provider_error, truncated
+from core.llm.errors import decode_object, http_error, malformed, provider_error, truncated
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
 from core.llm.messages import ChatMessage
 from core.sse import SSEEvent
@@ -76,12 +76,9 @@ class ResponsesParser:
         data = event.data
         if self._done or not data:
             return []
-        try:
-            payload = _loads(data)
-        except ValueError:
-            return [self._end(malformed("unparseable JSON", data))]
-        if type(payload) is not dict:
-            return [self._end(malformed("JSON that is not an object", data))]
+        payload = decode_object(data)
+        if isinstance(payload, StreamError):
+            return [self._end(payload)]
         kind = payload.get("type") or event.event
         if kind in _TEXT:
             delta = payload.get("delta")
