@@ -5,5 +5,6 @@ all under one prefix), ``conversations`` (turns and the model's context),
 ``buckets`` (the shared rate budget), ``dedupe`` (one reply per event),
 ``locks`` (one reply per conversation), ``cancel`` (Stop from any replica),
 ``inflight`` (finishing a dead replica's replies), ``usage`` (tokens and
-quotas), ``settings``; ``store`` opens them all together.
+quotas), ``handoff`` (a human agent took a thread over), ``settings``;
+``store`` opens them all together.
 """

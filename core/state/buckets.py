@@ -27,16 +27,14 @@ import asyncio
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core.budget import LimitTable, LocalBudget
 from core.clock import Clock, MonotonicClock
+from core.state.connection import COMMAND_TIMEOUT
+from core.state.connection import REDIS_FAILURES as REDIS_FAILURES  # re-exported
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)
-
-REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
-"""What "Redis is unavailable" looks like: refused, reset, timed out, loading, OOM."""
 
 # State per scope, a hash in microseconds: t = theoretical arrival time of the
 # next call (GCRA's TAT), b = blocked until (a 429's Retry-After).
@@ -160,10 +158,11 @@ class RedisBudget:
         interval = _micros(limit.interval) if limit else 0
         tolerance = interval * (limit.burst - 1) if limit else 0
         now = "" if self._server_time else str(_micros(self._clock.now()))
-        wait = await self._script(
-            keys=[self._keys.bucket(scope)],
-            args=[mode, interval, tolerance, now, _micros(block)],
-        )
+        async with asyncio.timeout(COMMAND_TIMEOUT):  # a hung Redis must not hold replies
+            wait = await self._script(
+                keys=[self._keys.bucket(scope)],
+                args=[mode, interval, tolerance, now, _micros(block)],
+            )
         return int(wait) / MICROS
 
     def _lost(self, exc: BaseException) -> None:
@@ -180,7 +179,8 @@ class RedisBudget:
         while True:
             await self._clock.sleep(self._retry_interval)
             try:
-                await self._redis.ping()
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    await self._redis.ping()
                 await self._replay_blocks()
             except REDIS_FAILURES:
                 continue

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.state.buckets import REDIS_FAILURES
+from core.state.connection import REDIS_FAILURES
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)

@@ -25,17 +25,20 @@ import importlib.util
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry as SyncRetry
 
 log = logging.getLogger(__name__)
@@ -43,9 +46,17 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 2.0
 """Seconds to connect: short, so a dead Redis turns into a fallback quickly."""
 COMMAND_TIMEOUT = 5.0
+"""Seconds callers on the reply path (the budget) give one command before
+treating Redis as unavailable."""
 HEALTH_CHECK_INTERVAL = 10
 """Seconds of idleness after which a pooled or pub/sub connection is PINGed
 before use, so a silently dropped connection is found rather than waited on."""
+KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
+"""A peer that vanished without closing (a partition) is declared dead in ~25 s."""
+
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+"""What "Redis is unavailable" looks like: refused, reset, timed out (``TimeoutError``
+is an ``OSError``), loading, out of memory."""
 
 MAX_SOCKET_PATH = 100
 """``sun_path`` holds 104 (macOS) to 108 (Linux) bytes, terminator included."""
@@ -72,16 +83,31 @@ def redact(url: str) -> str:
 def connect(url: str) -> Redis:
     """A client for ``url`` with chatrelay's timeouts.
 
+    No ``socket_timeout``: with one, redis-py wraps every write in
+    ``asyncio.wait_for``, which on Python 3.11 swallows a cancellation that
+    lands as the write completes, so a cancelled task would carry on (see
+    ``tests/state/test_connection.py``). Dead peers are found by TCP keepalive
+    instead, and the budget bounds its own calls with ``asyncio.timeout``.
+
     One immediate retry replaces a pooled connection that died with a restarted
     server; more retries with backoff (redis-py's default) would hold a reply
     for seconds before its budget can fall back to the local one.
     """
+    tcp: dict[str, Any] = {}
+    if urlsplit(url).scheme != "unix":  # a local socket has no peer to lose
+        tcp["socket_keepalive"] = True
+        tcp["socket_keepalive_options"] = {
+            getattr(socket, name): value
+            for name, value in KEEPALIVE.items()
+            if hasattr(socket, name)
+        }
     return Redis.from_url(
         url,
         socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=COMMAND_TIMEOUT,
+        socket_timeout=None,
         health_check_interval=HEALTH_CHECK_INTERVAL,
         retry=Retry(NoBackoff(), 1),
+        **tcp,
     )
 
 
@@ -96,8 +122,9 @@ async def open_redis(url: str | None, state_dir: Path) -> AsyncIterator[Redis]:
     client = connect(url)
     try:
         try:
-            await client.ping()
-        except (redis.RedisError, OSError) as exc:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await client.ping()
+        except REDIS_FAILURES as exc:
             raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {exc}") from None
         yield client
     finally:

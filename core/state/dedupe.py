@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 from redis.asyncio import Redis
 
-from core.state.buckets import REDIS_FAILURES
+from core.state.connection import REDIS_FAILURES
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ class Handoffs:
         self._keys = keys
 
     def _key(self, conversation: ConversationKey) -> str:
-        return f"{self._keys.prefix}handoff:{conversation.id}"
+        return self._keys.handoff(conversation)
 
     async def hand_over(self, conversation: ConversationKey, quiet_minutes: float) -> None:
         """An agent spoke: keep quiet for ``quiet_minutes`` after this (0: until resumed).

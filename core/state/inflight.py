@@ -13,9 +13,11 @@ Claiming is atomic and moves the deadline forward instead of deleting the
 record, so exactly one replica finalises an orphan, and if that replica dies
 too, the orphan is claimed again later. Deadlines use Redis's clock, the one
 clock every replica shares. The record's text is written with every platform
-update (``Tracker.update``), so the finaliser never shows less than the user
-already saw. A replica cut off from Redis for longer than the timeout is
-indistinguishable from a dead one and will find its replies finalised.
+update (``Tracker.update``), so the finaliser shows what the user saw, give or
+take the one update in flight when the replica died; recording *before* the
+platform call (possible once the message's ids are known) makes it "at least".
+A replica cut off from Redis for longer than the timeout is indistinguishable
+from a dead one and will find its replies finalised.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from core.clock import Clock, MonotonicClock
-from core.state.buckets import REDIS_FAILURES
+from core.state.connection import REDIS_FAILURES
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -168,8 +170,8 @@ class Tracker:
         index: int | None = None,
         target: Mapping[str, str] | None = None,
     ) -> None:
-        """Record what the reply's message is about to show; call *before* each
-        platform update, so a finaliser shows at least what the user saw.
+        """Record what the reply's message shows (best: what it is about to show,
+        before the platform call), so a finaliser can end it with that text.
 
         Never raises: a reply must not fail because its safety net did.
         """

@@ -63,6 +63,9 @@ class Keys:
     def lock_waiters(self, conversation: ConversationKey) -> str:
         return self._key("lockw", conversation.id)
 
+    def handoff(self, conversation: ConversationKey) -> str:
+        return self._key("handoff", conversation.id)
+
     def cancel_channel(self) -> str:
         return self._key("cancel")
 

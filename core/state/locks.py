@@ -30,7 +30,7 @@ from types import TracebackType
 from redis.asyncio import Redis
 
 from core.clock import Clock, MonotonicClock
-from core.state.buckets import REDIS_FAILURES
+from core.state.connection import REDIS_FAILURES
 from core.state.keys import ConversationKey, Keys
 
 log = logging.getLogger(__name__)

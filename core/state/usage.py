@@ -27,7 +27,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from core.llm.events import Usage
-from core.state.buckets import REDIS_FAILURES
+from core.state.connection import REDIS_FAILURES
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,7 @@ from core.state.connection import (
     EmbeddedRedis,
     EmbeddedRedisError,
     RedisUnavailable,
+    connect,
     open_redis,
     redact,
 )
@@ -148,3 +149,24 @@ def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path) -> None:
     assert not server.running()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_cancelling_a_task_waiting_on_redis_always_cancels_it(redis_url: str) -> None:
+    """With a ``socket_timeout``, redis-py wraps writes in ``asyncio.wait_for``,
+    which on Python 3.11 swallowed about one cancellation in five here."""
+    client = connect(redis_url)
+
+    async def busy() -> None:
+        while True:
+            await client.get("chatrelay-test:nothing")
+
+    try:
+        for n in range(100):
+            task = asyncio.create_task(busy())
+            for _ in range(n % 7):  # land the cancel at varying points of a command
+                await asyncio.sleep(0)
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=2.0)
+            assert done, f"cancellation {n} was swallowed"
+    finally:
+        await client.aclose()
