@@ -36,6 +36,7 @@ test: lint typecheck
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.chunk_cost
+	$(BIN)/python -m bench.bucket
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

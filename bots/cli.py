@@ -37,7 +37,19 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ask_cmd = sub.add_parser("ask", help="stream one answer to stdout")
     ask_cmd.add_argument("prompt", help="what to ask")
-    sub.add_parser("run", help="run every configured platform (a console chat if none)")
+    run_cmd = sub.add_parser("run", help="run every configured platform (a console chat if none)")
+    run_cmd.add_argument(
+        "--platform",
+        choices=("all", "slack", "discord"),
+        default="all",
+        help="serve only this platform (one process per platform, as in the Procfile)",
+    )
+    run_cmd.add_argument(
+        "--slack-mode",
+        choices=("auto", "http", "socket"),
+        default="auto",
+        help="auto: Socket Mode when SLACK_APP_TOKEN is set; http: always HTTP mode",
+    )
     return parser
 
 
@@ -118,11 +130,26 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _select(args: argparse.Namespace, slack: SlackSettings) -> SlackSettings:
+    """Apply ``--platform`` and ``--slack-mode`` to the settings read."""
+    if args.platform not in ("all", "slack"):
+        slack = slack.model_copy(update={"slack_bot_token": None})
+    if args.slack_mode == "http":
+        slack = slack.model_copy(update={"slack_app_token": None})
+        if slack.configured and slack.slack_signing_secret is None:
+            raise ConfigError("invalid setting SLACK_SIGNING_SECRET: required in HTTP mode")
+    elif args.slack_mode == "socket" and slack.configured and not slack.socket_mode:
+        raise ConfigError("invalid setting SLACK_APP_TOKEN: required for --slack-mode socket")
+    return slack
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
         slack = load_slack_settings()
+        if args.command == "run":
+            slack = _select(args, slack)
         if args.command == "run":
             load_rules(settings.channels_file)  # a bad rules file stops us here, not later
     except ConfigError as exc:

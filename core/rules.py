@@ -94,6 +94,19 @@ class ChannelRules(BaseSettings):
     defaults: Defaults = Field(default_factory=Defaults)
     channels: list[ChannelRule] = Field(default_factory=list)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Rules come from the file only: an environment variable that happens to
+        be called ``CHANNELS`` must not leak in."""
+        return (init_settings,)
+
     def policy(self, platform: str, channel_id: str) -> ChannelPolicy:
         rule = next(
             (r for r in self.channels if r.platform == platform and r.id == channel_id), None

@@ -94,3 +94,13 @@ def test_live_rules_reload_on_change_and_keep_the_last_good(tmp_path: Path) -> N
     os.utime(path, (2, 2))
     assert not live.reload_if_changed()  # logged, ignored
     assert live.policy("slack", "C1").mode == "mention"
+
+
+def test_environment_never_leaks_into_the_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHANNELS", "x")
+    monkeypatch.setenv("DEFAULTS", '{"mode": "auto"}')
+    assert load_rules(tmp_path / "missing.toml").policy("slack", "C1").mode == "mention"
+    path = write(tmp_path, '[[channels]]\nplatform = "slack"\nid = "C1"\n')
+    assert load_rules(path).policy("slack", "C2").mode == "mention"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.config import ConfigError, _describe
@@ -33,6 +33,12 @@ class SlackSettings(BaseSettings):
     slack_stream_rollover: float = Field(270.0, gt=0)
     """Seconds after which a native stream continues in a new message: Slack closes
     streams about five minutes after they start."""
+
+    @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``SLACK_APP_TOKEN=`` (empty) means "not set", e.g. to force HTTP mode."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def configured(self) -> bool:
