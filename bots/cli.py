@@ -10,9 +10,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from bots.discord.settings import DiscordSettings, load_discord_settings
 from bots.ops import Check, add_ops_routes
 from bots.slack.settings import SlackSettings, load_slack_settings
 from core.ask import ask
@@ -23,6 +25,10 @@ from core.logs import setup_logging
 from core.metrics import ChatrelayMetrics
 from core.rules import LiveRules, load_rules
 from core.state.store import open_state
+
+if TYPE_CHECKING:
+    from bots.discord.service import DiscordService
+    from bots.slack.service import SlackService
 
 log = logging.getLogger("chatrelay")
 
@@ -53,18 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(settings: Settings, slack: SlackSettings) -> int:
+async def _run(settings: Settings, slack: SlackSettings, discord: DiscordSettings) -> int:
     """Every platform with credentials; the console chat when there are none."""
-    if not slack.configured:
+    if not slack.configured and not discord.configured:
         from bots.console.chat import run_console
 
         async with open_model(settings) as model:
             await run_console(settings, model)
         return 0
-    return await _serve(settings, slack)
+    return await _serve(settings, slack, discord)
 
 
-async def _serve(settings: Settings, slack: SlackSettings) -> int:
+async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSettings) -> int:
     """Serve the platforms until SIGTERM/SIGINT, then drain gracefully.
 
     The first signal stops intake and gives replies in flight
@@ -83,7 +89,7 @@ async def _serve(settings: Settings, slack: SlackSettings) -> int:
         contextlib.AsyncExitStack() as stack,
     ):
         checks: dict[str, Check] = {"redis": state.redis.ping}
-        services = []
+        services: list[SlackService | DiscordService] = []
         if slack.configured:
             service = await stack.enter_async_context(
                 running_slack(
@@ -99,13 +105,24 @@ async def _serve(settings: Settings, slack: SlackSettings) -> int:
         log.info("serving on port %d (/healthz, /readyz, /metrics)", settings.port)
         watcher = asyncio.create_task(rules.watch())
         try:
+            if discord.configured:  # after the server: /healthz answers while it connects
+                from bots.discord.service import discord_app
+
+                checks["discord"] = _not_yet
+                discord_service = await stack.enter_async_context(
+                    discord_app(
+                        discord, settings, state, model, rules, metrics=metrics, active=active
+                    )
+                )
+                checks["discord"] = discord_service.connected
+                services.append(discord_service)
             await stop.wait()
             log.info(
                 "shutting down: no new events, %.0fs for replies in flight",
                 settings.shutdown_grace_s,
             )
-            for service in services:
-                await service.stop_intake()
+            for running in services:
+                await running.stop_intake()
             await active.drain(settings.shutdown_grace_s)
         finally:
             watcher.cancel()
@@ -113,6 +130,11 @@ async def _serve(settings: Settings, slack: SlackSettings) -> int:
             await runner.cleanup()
     log.info("stopped")
     return 0
+
+
+async def _not_yet() -> bool:
+    """Readiness of a platform still connecting."""
+    return False
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -130,17 +152,21 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def _select(args: argparse.Namespace, slack: SlackSettings) -> SlackSettings:
+def _select(
+    args: argparse.Namespace, slack: SlackSettings, discord: DiscordSettings
+) -> tuple[SlackSettings, DiscordSettings]:
     """Apply ``--platform`` and ``--slack-mode`` to the settings read."""
     if args.platform not in ("all", "slack"):
         slack = slack.model_copy(update={"slack_bot_token": None})
+    if args.platform not in ("all", "discord"):
+        discord = discord.model_copy(update={"discord_bot_token": None})
     if args.slack_mode == "http":
         slack = slack.model_copy(update={"slack_app_token": None})
         if slack.configured and slack.slack_signing_secret is None:
             raise ConfigError("invalid setting SLACK_SIGNING_SECRET: required in HTTP mode")
     elif args.slack_mode == "socket" and slack.configured and not slack.socket_mode:
         raise ConfigError("invalid setting SLACK_APP_TOKEN: required for --slack-mode socket")
-    return slack
+    return slack, discord
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,8 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         slack = load_slack_settings()
+        discord = load_discord_settings()
         if args.command == "run":
-            slack = _select(args, slack)
+            slack, discord = _select(args, slack, discord)
         if args.command == "run":
             load_rules(settings.channels_file)  # a bad rules file stops us here, not later
     except ConfigError as exc:
@@ -159,7 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "ask":
         return asyncio.run(ask(settings, args.prompt))
     try:
-        return asyncio.run(_run(settings, slack))
+        return asyncio.run(_run(settings, slack, discord))
+    except ConfigError as exc:  # e.g. a token or an intent the platform refused
+        print(f"chatrelay: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     except KeyboardInterrupt:
         return 130
 

@@ -85,6 +85,8 @@ class RulesSource(Protocol):
 
     def policy(self, platform: str, channel_id: str) -> ChannelPolicy: ...
 
+    def auto_channels(self, platform: str) -> list[str]: ...
+
 
 class ChannelRules(BaseSettings):
     """The whole rules file."""

@@ -1119,6 +1119,7 @@ def procfile() -> dict[str, str]:
 def test_procfile_runs_one_platform_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each process, given every credential there is, serves only its own platform."""
     from bots.cli import _parser, _select
+    from bots.discord.settings import load_discord_settings
     from bots.slack.settings import load_slack_settings
 
     processes = procfile()
@@ -1135,13 +1136,13 @@ def test_procfile_runs_one_platform_per_process(monkeypatch: pytest.MonkeyPatch)
         argv = shlex.split(command)
         assert argv[:2] == ["chatrelay", "run"], f"{name}: runs {command!r}"
         args = _parser().parse_args(argv[1:])
-        chosen[name] = (args.platform, _select(args, load_slack_settings()))
-    slack_platform, slack = chosen["slack"]
-    assert slack_platform == "slack" and slack.configured and slack.socket_mode
-    web_platform, web = chosen["web"]
-    assert web_platform == "slack" and web.configured and not web.socket_mode  # HTTP
-    discord_platform, discord_slack = chosen["discord"]
-    assert discord_platform == "discord" and not discord_slack.configured
+        chosen[name] = _select(args, load_slack_settings(), load_discord_settings())
+    slack, slack_discord = chosen["slack"]
+    assert slack.configured and slack.socket_mode and not slack_discord.configured
+    web, web_discord = chosen["web"]
+    assert web.configured and not web.socket_mode and not web_discord.configured  # HTTP
+    discord_slack, discord = chosen["discord"]
+    assert discord.configured and not discord_slack.configured
 
 
 def test_deploy_readme_covers_every_file() -> None:

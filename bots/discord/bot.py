@@ -1,0 +1,455 @@
+"""Discord events: which messages get a reply, in which conversation, and where.
+
+- A **mention** of the bot, or a **reply** to one of its messages → a reply that
+  streams under the message, in the conversation of the reply chain (in a
+  thread: the thread's conversation).
+- **DMs** (when ``DISCORD_DMS`` is on) → every message is answered, one
+  conversation per DM.
+- **Auto-reply channels** (the rules file, shared with Slack) → every customer
+  message is answered with the channel's prompt and model, optionally in a
+  new thread per message (its own conversation, and its own rate bucket).
+  When a human agent (by user id or role) writes in a conversation, the bot
+  stays quiet there until an agent mentions it with ``resume`` or the quiet
+  time passes.
+- ``/ask``, ``/reset``, ``/model`` (``bots.discord.commands``) and the Stop button.
+
+Before any work: our own and other bots' messages are dropped, the allow and
+block lists are applied, the event is claimed in Redis (a second process that
+gets the same event, e.g. during a gateway resume or a rolling deploy, drops
+it), and the bot's permissions where it would write are checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import discord
+
+from bots.discord.access import Access, lineage, role_ids
+from bots.discord.controls import parse_stop
+from bots.discord.conversations import (
+    ChainIndex,
+    ResetMarks,
+    ask_conversation,
+    chain_conversation,
+    chain_turns,
+    channel_conversation,
+    channel_turns,
+)
+from bots.discord.format import neutralise, strip_mention
+from bots.discord.models import ModelChoices
+from bots.discord.outlets import NO_MENTIONS, ChannelOutlet, InteractionOutlet, Outlet
+from bots.discord.permissions import PermissionLog, missing_permissions
+from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope
+from bots.discord.settings import DiscordSettings
+from bots.discord.sink import DiscordReplySink
+from core.budget import acquire_all
+from core.clock import Clock, MonotonicClock
+from core.config import Settings
+from core.lifecycle import ShuttingDown
+from core.responder import ReplyHooks, ReplyRequest, Responder, SinkFactory
+from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
+from core.sink import Sink
+from core.state.handoff import Handoffs
+from core.state.keys import ConversationKey
+from core.state.store import State
+
+log = logging.getLogger(__name__)
+
+ANSWERED_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
+"""Message types that can be a question (not joins, pins, thread notices…)."""
+
+THREAD_HISTORY = 50
+"""Messages of a thread read back when its conversation is not in memory."""
+
+BACK_TEXT = "I'm back in this conversation."
+NOT_ALLOWED_TEXT = "Sorry, I can't answer you here."
+RESTARTING_TEXT = "I'm restarting; please ask again in a moment."
+ONLY_ASKER_TEXT = "Only the person who asked, or a moderator, can stop this reply."
+
+
+class DiscordBot:
+    def __init__(
+        self,
+        *,
+        client: discord.Client,
+        settings: DiscordSettings,
+        core: Settings,
+        state: State,
+        responder: Responder,
+        rules: RulesSource,
+        clock: Clock | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.core = core
+        self.state = state
+        self.responder = responder
+        self.rules = rules
+        self.clock = clock or MonotonicClock()
+        ttl = state.settings.conversation_ttl
+        self.handoffs = Handoffs(state.redis, state.keys)
+        self.chains = ChainIndex(state.redis, state.keys, ttl=ttl)
+        self.resets = ResetMarks(state.redis, state.keys, ttl=ttl)
+        self.models = ModelChoices(state.redis, state.keys, settings.discord_models)
+        self.access = Access.from_settings(settings)
+        self.permission_log = PermissionLog()
+        self.accepting = True
+        """False once the process drains: new events are left to its replacement."""
+
+    def register(self) -> None:
+        self.client.event(self.on_message)
+        self.client.event(self.on_interaction)
+
+    @property
+    def me(self) -> discord.ClientUser:
+        user = self.client.user
+        if user is None:
+            raise RuntimeError("the Discord client is not logged in")
+        return user
+
+    # -- messages ----------------------------------------------------------------
+
+    async def on_message(self, message: discord.Message) -> None:
+        me = self.me
+        author = message.author
+        if not self.accepting or author.id == me.id or message.type not in ANSWERED_TYPES:
+            return
+        if author.bot and not self.settings.discord_allow_bots:
+            return
+        guild = message.guild
+        channel = message.channel
+        policy = self._policy(channel)
+        auto = guild is not None and policy.mode == "auto"
+        explicit = me.id in message.raw_mentions
+        to_bot = _replies_to(message, me)
+        if not (guild is None or explicit or to_bot or auto):
+            return
+        if not message.content:
+            return  # unreadable (no MESSAGE_CONTENT) or attachments only
+        if not self.access.allows_author(author, channel, dm=guild is None):
+            return
+        if not await self.state.dedupe.claim(f"discord:{message.id}"):
+            return
+        text = strip_mention(message.content, me.id)
+        conversation, continuing = await self._conversation_of(message)
+        if auto:
+            if policy.is_agent(str(author.id), {str(r) for r in role_ids(author)}):
+                if explicit and text.lower() == RESUME_COMMAND:
+                    await self._resume(message, conversation)
+                    return
+                if not explicit:
+                    if continuing:
+                        await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
+                    return
+            if await self.handoffs.is_handed_over(conversation):
+                return
+        if (
+            auto
+            and policy.thread_per_message
+            and not continuing
+            and isinstance(channel, discord.TextChannel)
+        ):
+            await self._reply_in_new_thread(message, channel, text, policy)
+            return
+        await self._reply_to_message(message, channel, conversation, text, policy)
+
+    async def _conversation_of(self, message: discord.Message) -> tuple[ConversationKey, bool]:
+        """The message's conversation, and whether it continues an existing one
+        (a thread, a DM, a reply) rather than starting a reply chain."""
+        channel = message.channel
+        guild = message.guild
+        if guild is None or isinstance(channel, discord.Thread):
+            conversation = channel_conversation(guild.id if guild else None, channel.id)
+            if isinstance(channel, discord.Thread):
+                await self._recall_thread(conversation, channel, before=message)
+            return conversation, True
+        reference = message.reference
+        if reference is None or reference.message_id is None or reference.channel_id != channel.id:
+            conversation = chain_conversation(guild.id, channel.id, message.id)
+            await self.chains.remember(conversation, message.id)
+            return conversation, False
+        known = await self.chains.lookup(reference.message_id)
+        if known is not None:
+            conversation = known
+        else:
+            turns, root = await chain_turns(
+                message,
+                self.me.id,
+                depth=self.settings.discord_chain_depth,
+                budget=self.state.budget,
+            )
+            conversation = chain_conversation(guild.id, channel.id, root)
+            if turns and not await self._remembers(conversation):
+                await self.state.conversations.append(conversation, *turns)
+                log.info("rebuilt %d turns of reply chain %s from Discord", len(turns), root)
+        await self.chains.remember(conversation, message.id)
+        return conversation, True
+
+    async def _recall_thread(
+        self, conversation: ConversationKey, thread: discord.Thread, before: discord.abc.Snowflake
+    ) -> None:
+        """A thread the bot has no memory of (it expired, or the bot was just called
+        in): read its recent messages back once, never past a ``/reset``."""
+        if await self._remembers(conversation):
+            return
+        since = await self.resets.since(conversation)
+        turns = await channel_turns(
+            thread,
+            self.me.id,
+            before=before,
+            after=discord.Object(since) if since else None,
+            limit=THREAD_HISTORY,
+            budget=self.state.budget,
+        )
+        if turns:
+            await self.state.conversations.append(conversation, *turns)
+            log.info("rebuilt %d turns of thread %s from Discord", len(turns), thread.id)
+
+    async def _remembers(self, conversation: ConversationKey) -> bool:
+        return bool(await self.state.redis.exists(self.state.keys.conversation(conversation)))
+
+    async def _resume(self, message: discord.Message, conversation: ConversationKey) -> None:
+        await self.handoffs.resume(conversation)
+        await acquire_all(self.state.budget, (channel_scope(message.channel.id), GLOBAL_SCOPE))
+        await message.channel.send(
+            BACK_TEXT,
+            reference=message.to_reference(fail_if_not_exists=False),
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    async def _reply_in_new_thread(
+        self,
+        message: discord.Message,
+        channel: discord.TextChannel,
+        text: str,
+        policy: ChannelPolicy,
+    ) -> None:
+        """Auto-reply channels with ``thread_per_message``: each customer message
+        gets its own thread (its own conversation and its own rate bucket)."""
+        if not self._may_write(channel, reply=False, create_thread=True):
+            return
+        await self.state.budget.acquire(GLOBAL_SCOPE)
+        thread = await message.create_thread(name=thread_name(text, message.author))
+        conversation = channel_conversation(channel.guild.id, thread.id)
+        await self._respond(
+            message.author,
+            conversation,
+            text,
+            policy,
+            thread.id,
+            outlet=lambda: ChannelOutlet(self._messageable(thread.id, channel.guild.id)),
+        )
+
+    async def _reply_to_message(
+        self,
+        message: discord.Message,
+        channel: discord.abc.Messageable,
+        conversation: ConversationKey,
+        text: str,
+        policy: ChannelPolicy,
+    ) -> None:
+        guild_id = message.guild.id if message.guild else None
+        if guild_id is not None and not self._may_write(channel, reply=True):
+            return
+        reference = message.to_reference(fail_if_not_exists=False)
+        channel_id = message.channel.id
+        await self._respond(
+            message.author,
+            conversation,
+            text,
+            policy,
+            channel_id,
+            outlet=lambda: ChannelOutlet(
+                self._messageable(channel_id, guild_id), reference=reference, notify_first=True
+            ),
+        )
+
+    # -- interactions ------------------------------------------------------------
+
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """The Stop button, from whichever process Discord delivered the press to."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        data: Mapping[str, Any] = interaction.data or {}
+        custom_id = data.get("custom_id")
+        stop = parse_stop(custom_id) if isinstance(custom_id, str) else None
+        if stop is None:
+            return
+        user = interaction.user
+        if user.id != stop.asker and not interaction.permissions.manage_messages:
+            await interaction.response.send_message(ONLY_ASKER_TEXT, ephemeral=True)
+            return
+        # Acknowledge without changing the message: the reply's own last edit does.
+        with contextlib.suppress(discord.HTTPException):  # another process was quicker
+            await interaction.response.defer()
+        await self.state.cancel.cancel(stop.reply_id, f"by {user.display_name}")
+
+    async def ask(self, interaction: discord.Interaction[Any], prompt: str) -> None:
+        """``/ask``: defer at once (Discord allows 3 seconds), then stream into the
+        response, moving to a channel message before the token dies."""
+        deadline = self.clock.now() + self.settings.discord_interaction_window
+        channel = interaction.channel
+        dm = interaction.guild_id is None
+        if not self.accepting:
+            await interaction.response.send_message(RESTARTING_TEXT, ephemeral=True)
+            return
+        if not self.access.allows_author(interaction.user, channel, dm=dm):
+            await interaction.response.send_message(NOT_ALLOWED_TEXT, ephemeral=True)
+            return
+        try:
+            await interaction.response.defer(thinking=True)
+        except discord.HTTPException as exc:  # too late, or another process took it
+            log.warning("could not defer /ask %s: %s", interaction.id, exc)
+            return
+        channel_id = interaction.channel_id or 0
+        conversation = command_conversation(interaction)
+        if isinstance(channel, discord.Thread):
+            await self._recall_thread(conversation, channel, before=interaction)
+        writable = dm or not missing_permissions(
+            interaction.app_permissions,
+            thread=isinstance(channel, discord.Thread),
+            mode=self.settings.discord_render,
+            reply=True,
+        )
+        guild_id = interaction.guild_id
+        await self._respond(
+            interaction.user,
+            conversation,
+            prompt,
+            self._policy(channel),
+            channel_id,
+            outlet=lambda: InteractionOutlet(interaction),
+            fallback=lambda: (
+                ChannelOutlet(self._messageable(channel_id, guild_id)) if writable else None
+            ),
+            deadline=deadline,
+        )
+
+    async def reset(self, interaction: discord.Interaction[Any]) -> bool:
+        """``/reset``: forget the conversation the command belongs to."""
+        conversation = command_conversation(interaction)
+        forgot = await self.state.conversations.reset(conversation)
+        await self.resets.mark(conversation, interaction.id)
+        return forgot
+
+    # -- the reply ---------------------------------------------------------------
+
+    async def _respond(
+        self,
+        author: discord.abc.User,
+        conversation: ConversationKey,
+        text: str,
+        policy: ChannelPolicy,
+        channel_id: int,
+        *,
+        outlet: Callable[[], Outlet],
+        fallback: Callable[[], ChannelOutlet | None] = lambda: None,
+        deadline: float | None = None,
+    ) -> None:
+        channel = self.client.get_channel(channel_id)
+        parents = lineage(channel)[:2] if isinstance(channel, discord.Thread) else (channel_id,)
+        request = ReplyRequest(
+            platform="discord",
+            conversation=conversation,
+            author=str(author.id),
+            text=text or "(empty message)",
+            channel=str(channel_id),
+            system_prompt=policy.system_prompt or self.core.system_prompt,
+            model=await self.models.chosen(*parents) or policy.model,
+            target={"channel": str(channel_id)},
+        )
+        try:
+            await self.responder.respond(
+                request, self._sink_factory(conversation, author.id, outlet, fallback, deadline)
+            )
+        except ShuttingDown:
+            log.info("not answering %s: shutting down", conversation.id)
+
+    def _sink_factory(
+        self,
+        conversation: ConversationKey,
+        asker: int,
+        outlet: Callable[[], Outlet],
+        fallback: Callable[[], ChannelOutlet | None],
+        deadline: float | None,
+    ) -> SinkFactory:
+        chains = self.chains
+
+        def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
+            async def created(message_id: int) -> None:
+                if conversation.thread:  # replies to it continue the conversation
+                    await chains.remember(conversation, message_id)
+
+            return DiscordReplySink(
+                outlet(),
+                reply_id=reply_id,
+                asker=asker,
+                budget=self.state.budget,
+                mode=self.settings.discord_render,
+                fallback=fallback(),
+                deadline=deadline,
+                clock=self.clock,
+                on_shown=hooks.shown,
+                on_created=created,
+            )
+
+        return make_sink
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _policy(self, channel: object) -> ChannelPolicy:
+        """The rule of the channel, or of its parent for a thread."""
+        ids = lineage(channel)
+        policy_channel = ids[1] if isinstance(channel, discord.Thread) and len(ids) > 1 else None
+        channel_id = policy_channel or (ids[0] if ids else 0)
+        return self.rules.policy("discord", str(channel_id))
+
+    def _may_write(self, channel: object, *, reply: bool, create_thread: bool = False) -> bool:
+        if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+            return True  # DMs and uncached channels: nothing to check against
+        permissions = channel.permissions_for(channel.guild.me)
+        missing = missing_permissions(
+            permissions,
+            thread=isinstance(channel, discord.Thread),
+            mode=self.settings.discord_render,
+            reply=reply,
+            create_thread=create_thread,
+        )
+        if missing:
+            self.permission_log.missing(channel.id, missing)
+        return not missing
+
+    def _messageable(self, channel_id: int, guild_id: int | None) -> discord.PartialMessageable:
+        return self.client.get_partial_messageable(channel_id, guild_id=guild_id)
+
+
+def command_conversation(interaction: discord.Interaction[Any]) -> ConversationKey:
+    """``/ask`` and ``/reset``: the DM or thread, else the user's own in the channel."""
+    channel_id = interaction.channel_id or 0
+    if interaction.guild_id is None or isinstance(interaction.channel, discord.Thread):
+        return channel_conversation(interaction.guild_id, channel_id)
+    return ask_conversation(interaction.guild_id, channel_id, interaction.user.id)
+
+
+def thread_name(text: str, author: discord.abc.User) -> str:
+    """A thread's title: the start of the customer's message (Discord allows 100)."""
+    first = " ".join(text.split())
+    if not first:
+        return f"Conversation with {author.display_name}"[:100]
+    return neutralise(first if len(first) <= 80 else first[:79] + "…")
+
+
+def _replies_to(message: discord.Message, me: discord.ClientUser) -> bool:
+    """Whether the message replies to one of the bot's messages."""
+    reference = message.reference
+    if reference is None:
+        return False
+    resolved = reference.resolved
+    if isinstance(resolved, discord.Message):
+        return resolved.author.id == me.id
+    # Not included by the gateway: a reply that pings its author lists them.
+    return any(user.id == me.id for user in message.mentions)

@@ -1,0 +1,242 @@
+"""Where a reply's messages are written: a channel, or an interaction's webhook.
+
+Both do the same two things (create a message, edit one) through different
+endpoints with different limits and lifetimes:
+
+- ``ChannelOutlet``: bot messages in a channel, thread or DM. The first one
+  replies to the user's message and may notify them; continuations are silent.
+  They can be edited for as long as they exist.
+- ``InteractionOutlet``: an ``/ask`` response (the deferred ``@original``) and its
+  followups, written with the interaction's token. No channel permission is
+  needed, but the token dies 15 minutes after the command.
+
+Every send and edit carries ``allowed_mentions`` (Discord re-parses mentions on
+each edit). Discord's answers become what the engine understands: a 429 that
+discord.py gave up on is ``RateLimited``, a message or channel that is gone or
+no longer writable is ``MessageGone``, a dead interaction token is
+``TokenExpired`` (the sink then moves to the channel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import discord
+
+from bots.discord.format import Rendered
+from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
+from core.sink import MessageGone, RateLimited
+
+T = TypeVar("T")
+
+NO_MENTIONS = discord.AllowedMentions.none()
+REPLIED_USER_ONLY = discord.AllowedMentions(
+    everyone=False, users=False, roles=False, replied_user=True
+)
+
+UNKNOWN_CHANNEL = 10003
+UNKNOWN_MESSAGE = 10008
+UNKNOWN_WEBHOOK = 10015
+UNKNOWN_INTERACTION = 10062
+
+
+class TokenExpired(Exception):
+    """The interaction token no longer works (Discord: 404 Unknown Webhook)."""
+
+
+class Outlet(Protocol):
+    @property
+    def scopes(self) -> Sequence[str]:
+        """Budget scopes every create or edit here spends."""
+        ...
+
+    async def create(self, message: Rendered, view: discord.ui.View | None, *, first: bool) -> int:
+        """Post a message (``first``: the reply's first one here); returns its id."""
+        ...
+
+    async def edit(
+        self, message_id: int, message: Rendered, view: discord.ui.View | None
+    ) -> None: ...
+
+    def target(self, message_id: int) -> dict[str, str]:
+        """The ids another process needs to edit this message (the in-flight record)."""
+        ...
+
+
+class ChannelOutlet:
+    def __init__(
+        self,
+        channel: discord.PartialMessageable,
+        *,
+        reference: discord.MessageReference | None = None,
+        notify_first: bool = False,
+    ) -> None:
+        """``reference``: the message the first one replies to; ``notify_first``: that
+        reply may notify its author (the asker), every other message is silent."""
+        self.channel = channel
+        self.reference = reference
+        self.notify_first = notify_first
+        self._first_id: int | None = None
+        self._scopes = (channel_scope(channel.id), GLOBAL_SCOPE)
+
+    @property
+    def scopes(self) -> Sequence[str]:
+        return self._scopes
+
+    def _mentions(self, message_id: int | None) -> discord.AllowedMentions:
+        first = message_id is None or message_id == self._first_id
+        return REPLIED_USER_ONLY if first and self.notify_first else NO_MENTIONS
+
+    async def create(self, message: Rendered, view: discord.ui.View | None, *, first: bool) -> int:
+        kwargs = _new_message(message, view)
+        if first and self.reference is not None:
+            kwargs["reference"] = self.reference
+            kwargs["mention_author"] = self.notify_first
+        notify = first and self.notify_first
+        try:
+            sent = await self.channel.send(
+                allowed_mentions=REPLIED_USER_ONLY if notify else NO_MENTIONS,
+                silent=not notify,
+                **kwargs,
+            )
+        except discord.HTTPException as exc:
+            raise translate(exc, self._scopes[0]) from exc
+        if first:
+            self._first_id = sent.id
+        return sent.id
+
+    async def edit(self, message_id: int, message: Rendered, view: discord.ui.View | None) -> None:
+        try:
+            await self.channel.get_partial_message(message_id).edit(
+                content=message.content,
+                embed=message.embed,
+                view=view,
+                allowed_mentions=self._mentions(message_id),
+            )
+        except discord.HTTPException as exc:
+            raise translate(exc, self._scopes[0]) from exc
+
+    def continue_from(self, message_id: int) -> None:
+        """Make the next first message reply to ``message_id``, without notifying anyone:
+        an ``/ask`` reply that moves here points back to where it started."""
+        self.reference = discord.MessageReference(
+            message_id=message_id,
+            channel_id=self.channel.id,
+            guild_id=self.channel.guild_id,
+            fail_if_not_exists=False,
+        )
+        self.notify_first = False
+
+    def jump_url(self, message_id: int) -> str:
+        return self.channel.get_partial_message(message_id).jump_url
+
+    def target(self, message_id: int) -> dict[str, str]:
+        return {"kind": "channel", "channel": str(self.channel.id), "message": str(message_id)}
+
+
+class InteractionOutlet:
+    def __init__(self, interaction: discord.Interaction[Any]) -> None:
+        """``interaction`` must already be deferred (within Discord's 3 seconds)."""
+        self.interaction = interaction
+        self.original_id: int | None = None
+        self._scopes = (interaction_scope(interaction.token),)
+
+    @property
+    def scopes(self) -> Sequence[str]:
+        return self._scopes
+
+    async def create(self, message: Rendered, view: discord.ui.View | None, *, first: bool) -> int:
+        if first:
+            # The deferred "thinking…" response is the first message.
+            original = await self._call(self._edit_original(message, view))
+            self.original_id = original.id
+            return original.id
+        sent = await self._call(
+            self.interaction.followup.send(
+                allowed_mentions=NO_MENTIONS, silent=True, wait=True, **_new_message(message, view)
+            )
+        )
+        return sent.id
+
+    async def edit(self, message_id: int, message: Rendered, view: discord.ui.View | None) -> None:
+        if message_id == self.original_id:
+            await self._call(self._edit_original(message, view))
+            return
+        await self._call(
+            self.interaction.followup.edit_message(
+                message_id,
+                content=message.content,
+                embed=message.embed,
+                view=view,
+                allowed_mentions=NO_MENTIONS,
+            )
+        )
+
+    def _edit_original(
+        self, message: Rendered, view: discord.ui.View | None
+    ) -> Awaitable[discord.InteractionMessage]:
+        return self.interaction.edit_original_response(
+            content=message.content,
+            embed=message.embed,
+            view=view,
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except discord.NotFound as exc:
+            if exc.code == UNKNOWN_WEBHOOK:
+                raise TokenExpired(str(exc)) from exc
+            raise translate(exc, self._scopes[0]) from exc
+        except discord.HTTPException as exc:
+            raise translate(exc, self._scopes[0]) from exc
+
+    def target(self, message_id: int) -> dict[str, str]:
+        interaction = self.interaction
+        return {
+            "kind": "interaction",
+            "app": str(interaction.application_id),
+            "token": interaction.token,
+            "channel": str(interaction.channel_id or ""),
+            "message": str(message_id),
+        }
+
+
+def _new_message(message: Rendered, view: discord.ui.View | None) -> dict[str, Any]:
+    """Keyword arguments of a send: discord.py's send methods take no ``None`` parts."""
+    parts: dict[str, Any] = {}
+    if message.content is not None:
+        parts["content"] = message.content
+    if message.embed is not None:
+        parts["embed"] = message.embed
+    if view is not None:
+        parts["view"] = view
+    return parts
+
+
+def translate(exc: discord.HTTPException, scope: str) -> Exception:
+    """Discord's error as the engine's: retry later, stop writing, or a plain failure."""
+    if exc.status == 429:
+        headers = exc.response.headers if exc.response is not None else {}
+        return RateLimited(_retry_after(headers.get("Retry-After")), scope)
+    if isinstance(exc, discord.NotFound) and exc.code in (
+        UNKNOWN_CHANNEL,
+        UNKNOWN_MESSAGE,
+        UNKNOWN_WEBHOOK,
+        UNKNOWN_INTERACTION,
+    ):
+        return MessageGone(f"{exc.status} {exc.code}: {exc.text}")
+    if isinstance(exc, discord.Forbidden):
+        # Permissions changed under a streaming reply: stop rather than collect 403s,
+        # which count towards Discord's invalid-request ban.
+        return MessageGone(f"forbidden ({exc.code}): {exc.text}")
+    return exc
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 1.0
+    except ValueError:
+        return 1.0

@@ -1,0 +1,231 @@
+"""Starts the Discord adapter: log in, connect the gateway, sync the commands,
+and finish the replies of processes that died.
+
+Start-up refuses to run half-configured, with one line saying what to fix: a
+token Discord rejects, or MESSAGE_CONTENT forced ``on`` for an application
+that doesn't have it. With ``DISCORD_MESSAGE_CONTENT=auto`` a missing intent
+is said loudly and the bot runs without it (mentions, replies that ping it and
+DMs still work; auto-reply channels only see messages that mention it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bots.discord.bot import DiscordBot
+from bots.discord.client import (
+    DiscordRules,
+    granted_message_content,
+    intents_for,
+    make_client,
+    pointed_at,
+    wants_message_content,
+)
+from bots.discord.commands import build_tree, sync_commands
+from bots.discord.ratelimits import RateLimitLearner
+from bots.discord.settings import INTERACTION_TOKEN_LIFETIME, DiscordSettings
+from bots.discord.sink import finalise_orphan
+from core.config import ConfigError, Settings
+from core.lifecycle import ActiveReplies
+from core.llm.client import LLMClient
+from core.metrics import ChatrelayMetrics
+from core.pacing import Pacing
+from core.responder import Responder
+from core.state.inflight import INTERRUPTED_REASON, Finalise, InflightRecord
+from core.state.store import State
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 1.0
+"""Seconds replies still streaming at the adapter's own exit get to end by themselves."""
+SHUTDOWN_FINALISE = 10.0
+"""Seconds replies interrupted by the adapter's own exit get to show it."""
+
+PORTAL_HINT = "Developer Portal → your application → Bot → Privileged Gateway Intents"
+
+
+@dataclass
+class DiscordService:
+    """A connected Discord adapter."""
+
+    client: discord.AutoShardedClient
+    bot: DiscordBot
+    tree: app_commands.CommandTree[Any]
+    learner: RateLimitLearner
+    connection: asyncio.Task[None]
+    """The gateway connection; it ends when the client closes or gives up."""
+
+    async def connected(self) -> bool:
+        """Readiness: every shard of this process is connected."""
+        shards = self.client.shards.values()
+        return self.client.is_ready() and all(not shard.is_closed() for shard in shards)
+
+    async def stop_intake(self) -> None:
+        """Take no more events, and close the gateway so a replacement process (which
+        identifies the same shards) gets them; replies in flight keep their REST
+        session and finish."""
+        self.bot.accepting = False
+        for shard in self.client.shards.values():
+            await shard.disconnect()
+
+
+@asynccontextmanager
+async def discord_app(
+    settings: DiscordSettings,
+    core: Settings,
+    state: State,
+    llm: LLMClient,
+    rules: DiscordRules,
+    *,
+    metrics: ChatrelayMetrics | None = None,
+    active: ActiveReplies | None = None,
+    guild_ready_timeout: float = 2.0,
+) -> AsyncIterator[DiscordService]:
+    """The adapter, connected and ready, with its orphan sweeper running; closed on exit.
+
+    Replies still streaming at exit (the caller did not drain ``active``) are
+    stopped as interrupted and shown so before the client closes.
+    Raises ``ConfigError`` when Discord refuses the token or a required intent."""
+    own_active = active is None
+    replies = ActiveReplies() if active is None else active
+    with pointed_at(settings.discord_api_url, settings.discord_gateway_url):
+        learner = RateLimitLearner(state.budget)
+        client = await _logged_in(settings, rules, learner, guild_ready_timeout)
+        connection: asyncio.Task[None] | None = None
+        try:
+            pacing = Pacing(min_interval=settings.discord_edit_interval)
+            bot = DiscordBot(
+                client=client,
+                settings=settings,
+                core=core,
+                state=state,
+                responder=Responder(state, llm, pacing=pacing, metrics=metrics, active=replies),
+                rules=rules,
+            )
+            bot.register()
+            tree = build_tree(client, bot, settings)
+            if client.shard_count is None:
+                # A known count makes discord.py connect to DISCORD_GATEWAY_URL rather
+                # than to the address /gateway/bot names.
+                client.shard_count, _, _ = await client.http.get_bot_gateway()
+            connection = asyncio.create_task(client.connect(reconnect=True))
+            await _until_ready(client, connection)
+            await sync_commands(tree, settings)
+            service = DiscordService(client, bot, tree, learner, connection)
+            sweeper = asyncio.create_task(
+                state.inflight.run_sweeper({"discord": _finaliser(client, state)})
+            )
+            try:
+                yield service
+            finally:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
+                await service.stop_intake()
+                if own_active:
+                    await replies.drain(SHUTDOWN_GRACE, finalise_within=SHUTDOWN_FINALISE)
+        finally:
+            await client.close()
+            if connection is not None:
+                await asyncio.gather(connection, return_exceptions=True)
+
+
+async def run_discord(
+    settings: DiscordSettings, core: Settings, state: State, llm: LLMClient, rules: DiscordRules
+) -> None:
+    """Serve Discord until cancelled (or until the gateway connection fails for good)."""
+    async with discord_app(settings, core, state, llm, rules) as service:
+        log.info(
+            "Discord: connected as %s (shards %s of %s)",
+            service.client.user,
+            settings.discord_shard_ids or "all",
+            service.client.shard_count,
+        )
+        await service.connection
+
+
+async def _logged_in(
+    settings: DiscordSettings,
+    rules: DiscordRules,
+    learner: RateLimitLearner,
+    guild_ready_timeout: float,
+) -> discord.AutoShardedClient:
+    """A logged-in client whose intents Discord will accept (see the module docstring)."""
+    assert settings.discord_bot_token is not None
+    token = settings.discord_bot_token.get_secret_value()
+    wanted = wants_message_content(settings, rules)
+    while True:
+        client = make_client(
+            settings,
+            intents_for(settings, message_content=wanted),
+            http_trace=learner.trace_config(),
+            guild_ready_timeout=guild_ready_timeout,
+        )
+        try:
+            await client.login(token)
+        except discord.LoginFailure:
+            await client.close()
+            raise ConfigError("invalid setting DISCORD_BOT_TOKEN: Discord refused it") from None
+        if not wanted or granted_message_content(client.application_flags):
+            break
+        await client.close()
+        if settings.discord_message_content == "on":
+            raise ConfigError(
+                "invalid setting DISCORD_MESSAGE_CONTENT: on, but the application does not "
+                f"have the MESSAGE_CONTENT intent ({PORTAL_HINT})"
+            )
+        log.warning(
+            "Discord: the auto-reply channels need the MESSAGE_CONTENT intent, which this "
+            "application does not have (%s); without it they only see messages that "
+            "mention the bot",
+            PORTAL_HINT,
+        )
+        wanted = False
+    if not wanted:
+        log.info(
+            "Discord: running without MESSAGE_CONTENT: the bot reads mentions, replies "
+            "that ping it and DMs"
+        )
+    return client
+
+
+async def _until_ready(client: discord.Client, connection: asyncio.Task[None]) -> None:
+    ready = asyncio.create_task(client.wait_until_ready())
+    try:
+        await asyncio.wait({ready, connection}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+    if not connection.done():
+        return
+    try:
+        connection.result()
+    except discord.PrivilegedIntentsRequired:
+        raise ConfigError(
+            "Discord refused the MESSAGE_CONTENT intent: enable it in the "
+            f"{PORTAL_HINT}, or set DISCORD_MESSAGE_CONTENT=off"
+        ) from None
+    raise RuntimeError("the Discord gateway connection ended before it was ready")
+
+
+def _finaliser(client: discord.Client, state: State) -> Finalise:
+    async def finalise(record: InflightRecord) -> None:
+        target = record.target
+        if "message" not in target:
+            return  # nothing was posted yet
+        too_old = time.time() - record.started > INTERACTION_TOKEN_LIFETIME
+        if target.get("kind") == "interaction" and too_old:
+            return  # the token is dead: nobody can edit those messages any more
+        await finalise_orphan(client, state.budget, target, record.text, INTERRUPTED_REASON)
+
+    return finalise
+
+
+__all__ = ["DiscordService", "discord_app", "run_discord"]
