@@ -8,7 +8,7 @@ line (``ConfigError``).
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -120,22 +120,36 @@ class Settings(BaseSettings):
         return chain
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read and check every setting; raise ``ConfigError`` naming the first bad one."""
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def read_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build a settings class from the environment and ``.env``, turning any
+    problem into one ``ConfigError`` line that names the variable."""
     try:
-        settings = Settings(**overrides)
+        return cls(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        error = exc.errors()[0]
+        if not error.get("loc"):  # a model-level check: its message names the variables
+            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+            raise ConfigError(f"invalid settings: {message}") from None
+        raise ConfigError(describe_error(exc)) from None
     except ValueError as exc:  # pydantic-settings: a JSON setting that is not JSON
         field = re.search(r'field "(\w+)"', str(exc))
         name = field.group(1).upper() if field else "?"
         raise ConfigError(f"invalid setting {name}: not valid JSON") from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and check every setting; raise ``ConfigError`` naming the first bad one."""
+    settings = read_settings(Settings, **overrides)
     if settings.llm_base_url and not settings.llm_model:
         raise ConfigError("invalid setting LLM_MODEL: required when LLM_BASE_URL is set")
     return settings
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_error(exc: ValidationError) -> str:
+    """One line naming the first invalid setting (secret values are never echoed)."""
     error = exc.errors()[0]
     location = [str(part) for part in error.get("loc", ())]
     name = location[0].upper() if location else "?"

@@ -145,28 +145,15 @@ def load_rules(path: str | Path | None) -> ChannelRules:
     if path is None or not Path(path).exists():
         return ChannelRules()
     toml_path = Path(path)
-
-    class _FromFile(ChannelRules):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (TomlConfigSettingsSource(settings_cls, toml_file=toml_path),)
-
     try:
-        loaded = _FromFile()
+        values = TomlConfigSettingsSource(ChannelRules, toml_file=toml_path)()
+        return ChannelRules(**values)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(part) for part in error.get("loc", ()))
         raise ConfigError(f"invalid channels file {toml_path}: {where}: {error['msg']}") from None
     except ValueError as exc:  # TOML syntax
         raise ConfigError(f"invalid channels file {toml_path}: {exc}") from None
-    return ChannelRules(defaults=loaded.defaults, channels=loaded.channels)
 
 
 class LiveRules:

@@ -9,13 +9,12 @@ reach for first.
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.config import ConfigError, _describe
+from core.config import read_settings
 
 IdList = Annotated[list[int], NoDecode]
 
@@ -135,15 +134,4 @@ class DiscordSettings(BaseSettings):
 
 def load_discord_settings(**overrides: Any) -> DiscordSettings:
     """Read and check the Discord settings; raise ``ConfigError`` naming the first bad one."""
-    try:
-        return DiscordSettings(**overrides)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        if not error.get("loc"):  # a model-level check: its message names the variables
-            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-            raise ConfigError(f"invalid settings: {message}") from None
-        raise ConfigError(_describe(exc)) from None
-    except ValueError as exc:  # pydantic-settings: a JSON setting that is not JSON
-        field = re.search(r'field "(\w+)"', str(exc))
-        name = field.group(1).upper() if field else "?"
-        raise ConfigError(f"invalid setting {name}: not valid JSON") from None
+    return read_settings(DiscordSettings, **overrides)

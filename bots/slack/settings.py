@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.config import ConfigError, _describe
+from core.config import ConfigError, read_settings
 
 
 class SlackSettings(BaseSettings):
@@ -50,10 +50,7 @@ class SlackSettings(BaseSettings):
 
 
 def load_slack_settings(**overrides: Any) -> SlackSettings:
-    try:
-        settings = SlackSettings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+    settings = read_settings(SlackSettings, **overrides)
     if settings.configured and not settings.socket_mode and settings.slack_signing_secret is None:
         raise ConfigError(
             "invalid setting SLACK_SIGNING_SECRET: required in HTTP mode (no SLACK_APP_TOKEN)"

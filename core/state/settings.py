@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.budget import Limit, LimitTable
-from core.config import ConfigError, _describe
+from core.config import read_settings
 
 DEFAULT_LIMITS: dict[str, Limit] = {
     # GCRA admits burst - 1 + count calls into any window of ``per`` seconds, so
@@ -129,15 +129,4 @@ class StateSettings(BaseSettings):
 
 def load_state_settings(**overrides: Any) -> StateSettings:
     """Read and check the state settings; raise ``ConfigError`` naming the first bad one."""
-    try:
-        return StateSettings(**overrides)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        if not error.get("loc"):  # a model-level check: its message names the variables
-            message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-            raise ConfigError(f"invalid settings: {message}") from None
-        raise ConfigError(_describe(exc)) from None
-    except ValueError as exc:  # pydantic-settings: a JSON setting that is not JSON
-        field = re.search(r'field "(\w+)"', str(exc))
-        name = field.group(1).upper() if field else "?"
-        raise ConfigError(f"invalid setting {name}: not valid JSON") from None
+    return read_settings(StateSettings, **overrides)
