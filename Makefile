@@ -37,6 +37,8 @@ test: lint typecheck
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.chunk_cost
 	$(BIN)/python -m bench.bucket
+	$(BIN)/python -m bench.pacing --json bench/results/pacing.json
+	$(BIN)/python -m bench.plot_pacing bench/results/pacing.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
