@@ -19,16 +19,26 @@ Every baseline retries a 429 after its ``Retry-After`` (discord.py already does
 up to five times inside the call; slack_sdk's RateLimitErrorRetryHandler does
 the same), and ends with a final edit carrying the whole text.
 
-Why the model is an in-process generator, not the fake LLM server: the figure
-under test is the platform side, and HTTP to a fake model for every reply would
-measure aiohttp instead. Tokens are emitted on an absolute schedule (first-token
-delay, then a fixed rate); a token's *arrival* is its scheduled emission time,
-so a baseline that stalls its reader while it awaits an edit pays for it.
+The model (issue 7): one fake LLM server (``tests/fakes/llm_server.py``) on
+127.0.0.1 streams every reply over real HTTP, a Chat Completions SSE body with one
+event per write, a configurable first-token delay (``--first-token``), rate
+(``--rate``) and length (``--tokens``). Every contender reads it through the real
+``LLMClient.stream`` (SSE decoder and dialect, as in production), so all read
+identical bytes and differ only in when they call the platform. A token's
+*arrival* is when its event comes out of the client, read by a task that never
+waits on the platform: chatrelay's engine has one and notes it (``ReplyStats``);
+each baseline gets one too (``Feed.arrivals``), so a baseline that stalls while it
+awaits an edit finds a backlog of arrived tokens and pays for the stall. The
+fake sleeps between writes (relative delays), so the rate is a ceiling: measured
+about 23-27 tokens/s for a nominal 30, and the first token comes 0.2-0.9 s after
+the nominal delay (connection setup, scaled ×10). The fake runs in the same event
+loop, so its CPU shows in the "real s" column for every contender alike.
 
 Why time is scaled: Slack's chat.update allows 50 calls a minute per workspace,
 so 50 replies need minutes per contender. Every clock on the contenders' side
-(engine, budget, pacing, model, baselines' timers and Retry-After sleeps) runs
-``--scale`` times faster than real time, FakeSlack measures its windows on the
+(engine, budget, pacing, baselines' timers and Retry-After sleeps) runs
+``--scale`` times faster than real time, the fake LLM server's delays are divided by
+``--scale`` (it sleeps in real time), FakeSlack measures its windows on the
 same scaled clock (so its Retry-After is in scaled seconds), and FakeDiscord,
 which has no clock parameter, gets its windows divided by ``--scale`` (as
 tests/discord/conftest.py does). All figures are in scaled (platform) seconds.
@@ -36,7 +46,9 @@ Side effect, against every contender alike: real HTTP latency on 127.0.0.1 and
 CPU time look ``--scale`` times longer.
 
 Then, unless ``--many 0``, ``bench.many``: 2,000 concurrent replies in one
-process (CPU per 1,000 tokens, memory per active reply, staleness).
+process (CPU per 1,000 tokens, memory per active reply, staleness). Its model
+stays an in-process generator: the fake LLM server's own CPU for 2,000 HTTP
+streams, in the same process on 2 cores, would be charged to chatrelay.
 
 Run: ``python -m bench.pacing`` (``--help`` for sizes). Prints Markdown tables.
 """
@@ -51,9 +63,10 @@ import json
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -70,14 +83,19 @@ from bots.discord.sink import DiscordReplySink
 from bots.slack.sink import SlackReplySink, SlackTarget
 from core.budget import LimitTable, LocalBudget
 from core.engine import Reply
-from core.llm.events import Finish, TextDelta
+from core.llm.client import LLMClient, RetryPolicy, Timeouts
+from core.llm.events import Event, StreamError, TextDelta
+from core.llm.messages import ChatMessage
+from core.llm.provider import Provider
 from core.observe import percentile
 from core.pacing import Pacing
 from core.sink import Frame, Outcome, SinkCall
 from core.state.settings import DEFAULT_LIMITS
 from tests.fakes.discord_server import CHANNEL_ID, FakeDiscord, RateLimits, point_discord_py_at
 from tests.fakes.discord_server import Limit as DiscordLimit
+from tests.fakes.llm_server import FakeLLMServer, FakeResponse, RecordedRequest
 from tests.fakes.slack_server import FakeSlack
+from tests.fakes.streams import chat_stream, split_events
 
 WORDS = ("stream", "token", "reply", "edit", "budget", "channel", "model", "pace", "slack")
 
@@ -128,23 +146,93 @@ class Model:
         rng = random.Random(seed)
         return [("" if i == 0 else " ") + rng.choice(WORDS) for i in range(self.tokens)]
 
+    def response(self, tokens: list[str], scale: float) -> FakeResponse:
+        """The reply as the fake LLM server streams it: a Chat Completions SSE body, one
+        event per write, ``first_token`` before the first token and ``1 / rate`` between
+        two (divided by ``scale``: the server sleeps in real time). The role chunk goes
+        with the first token and the finish, usage and ``[DONE]`` with the last, so the
+        pauses fall only between tokens."""
+        pieces = split_events(chat_stream(tokens))
+        assert len(pieces) == len(tokens) + 4, "role, tokens, finish, usage, [DONE]"
+        chunks = pieces[1:-3]
+        chunks[0] = pieces[0] + chunks[0]
+        chunks[-1] = chunks[-1] + b"".join(pieces[-3:])
+        return FakeResponse(
+            chunks=chunks,
+            first_byte_delay=self.first_token / scale,
+            chunk_delay=1.0 / self.rate / scale,
+        )
 
-async def emit(
-    model: Model, tokens: list[str], clock: ScaledClock, start: float
-) -> AsyncIterator[tuple[str, float]]:
-    """Tokens with their scheduled emission time; a late reader gets the backlog at once."""
-    for i, token in enumerate(tokens):
-        due = start + model.first_token + i / model.rate
-        await clock.sleep(due - clock.now())
-        yield token, due
+
+def prompt(reply: int) -> list[ChatMessage]:
+    return [ChatMessage("user", f"reply {reply}")]
 
 
-async def engine_events(
-    model: Model, tokens: list[str], clock: ScaledClock, start: float
-) -> AsyncIterator[object]:
-    async for token, _ in emit(model, tokens, clock, start):
-        yield TextDelta(token)
-    yield Finish("stop")
+class Feed:
+    """Every contender's tokens: real HTTP from one ``FakeLLMServer`` through the real
+    ``LLMClient`` (SSE decoder and Chat Completions dialect), as in production."""
+
+    def __init__(self, client: LLMClient, clock: ScaledClock) -> None:
+        self.client = client
+        self.clock = clock
+
+    def events(self, reply: int) -> AsyncIterator[Event]:
+        """For chatrelay's engine, which notes each event's arrival itself."""
+        return self.client.stream(prompt(reply))
+
+    async def arrivals(self, reply: int) -> AsyncIterator[tuple[str, float]]:
+        """For the baselines: each token with its arrival time. A reader task records
+        the arrival as soon as the client yields the event (as chatrelay's engine does
+        with its own reader task), so a baseline that stalls while it awaits a platform
+        call finds a backlog of already-arrived tokens and pays for the stall, as it
+        would against a real model, which keeps sending meanwhile."""
+        queue: asyncio.Queue[tuple[str, float] | BaseException | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                stream = cast(AsyncGenerator[Event, None], self.client.stream(prompt(reply)))
+                async with aclosing(stream) as events:
+                    async for event in events:
+                        if type(event) is TextDelta:
+                            queue.put_nowait((event.text, self.clock.now()))
+                        elif type(event) is StreamError:
+                            raise RuntimeError(f"model stream failed: {event.message}")
+            except Exception as exc:  # handed to the baseline, which fails the reply
+                queue.put_nowait(exc)
+            else:
+                queue.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+
+@asynccontextmanager
+async def llm_feed(model: Model, texts: list[list[str]], clock: ScaledClock) -> AsyncIterator[Feed]:
+    """One fake LLM server on 127.0.0.1 answering reply ``i``'s request with ``texts[i]``."""
+
+    def answer(request: RecordedRequest) -> FakeResponse:
+        reply = int(request.json["messages"][-1]["content"].split()[-1])
+        return model.response(texts[reply], clock.scale)
+
+    async with FakeLLMServer() as server:
+        server.enqueue(*(answer for _ in texts), path="chat/completions")
+        # Never time out or retry: a baseline may leave its stream unread for minutes.
+        client = LLMClient(
+            [Provider(server.base_url, "fake")],
+            timeouts=Timeouts(connect=30.0, first_token=3600.0, idle=3600.0),
+            retry=RetryPolicy(max_retries=0),
+        )
+        try:
+            yield Feed(client, clock)
+        finally:
+            await client.aclose()
 
 
 # --------------------------------------------------------------------------- results
@@ -373,19 +461,17 @@ def slack_channel(reply: int) -> str:
 
 # --------------------------------------------------------------------------- baselines
 
-Baseline = Callable[[Platform, int, Model, list[str], float], Awaitable[ReplyFigures]]
+Baseline = Callable[[Platform, int, Feed, float], Awaitable[ReplyFigures]]
 
 
-async def fixed_interval(
-    platform: Platform, reply: int, model: Model, tokens: list[str], start: float
-) -> ReplyFigures:
+async def fixed_interval(platform: Platform, reply: int, feed: Feed, start: float) -> ReplyFigures:
     """llmcord: first delta posts, later deltas edit if 1 s passed since the last edit."""
     clock = platform.clock
     track = Tracker(clock, start)
     handle: Any = None
     last = 0.0
     shown = ""
-    async for token, when in emit(model, tokens, clock, start):
+    async for token, when in feed.arrivals(reply):
         track.arrived(token, when)
         if handle is None:
             handle = await platform.post(reply, track.text)
@@ -403,7 +489,7 @@ async def fixed_interval(
 
 
 async def every_n_deltas(
-    platform: Platform, reply: int, model: Model, tokens: list[str], start: float, n: int = 20
+    platform: Platform, reply: int, feed: Feed, start: float, n: int = 20
 ) -> ReplyFigures:
     """ChatGPT-in-Slack: a placeholder at once, then an edit on every ``n``-th delta."""
     clock = platform.clock
@@ -412,7 +498,7 @@ async def every_n_deltas(
     track.shown(0)
     count = 0
     shown = platform.placeholder
-    async for token, when in emit(model, tokens, clock, start):
+    async for token, when in feed.arrivals(reply):
         track.arrived(token, when)
         count += 1
         if count % n == 0:
@@ -428,8 +514,7 @@ async def every_n_deltas(
 async def char_buffer(
     platform: Platform,
     reply: int,
-    model: Model,
-    tokens: list[str],
+    feed: Feed,
     start: float,
     size: int = 256,
 ) -> ReplyFigures:
@@ -439,7 +524,7 @@ async def char_buffer(
     handle: Any = None
     shown = ""
 
-    async for token, when in emit(model, tokens, clock, start):
+    async for token, when in feed.arrivals(reply):
         track.arrived(token, when)
         if len(track.text) - len(shown) >= size:
             if handle is None:
@@ -481,9 +566,7 @@ class ScaledRateLimitRetry(AsyncRateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
 
-async def sdk_chat_stream(
-    platform: Platform, reply: int, model: Model, tokens: list[str], start: float
-) -> ReplyFigures:
+async def sdk_chat_stream(platform: Platform, reply: int, feed: Feed, start: float) -> ReplyFigures:
     """The real slack_sdk ``chat_stream`` (256-character buffer), native streaming only."""
     assert isinstance(platform, SlackNativePlatform)
     clock = platform.clock
@@ -494,7 +577,7 @@ async def sdk_chat_stream(
         recipient_team_id="T1",
         recipient_user_id="U1",
     )
-    async for token, when in emit(model, tokens, clock, start):
+    async for token, when in feed.arrivals(reply):
         track.arrived(token, when)
         if await stream.append(markdown_text=token) is not None:
             track.shown(len(track.text))  # the buffer was flushed: all of it is shown
@@ -555,8 +638,7 @@ class TimedSink:
 async def run_chatrelay(
     make_sink: Callable[[int, LocalBudget], Any],
     reply: int,
-    model: Model,
-    tokens: list[str],
+    feed: Feed,
     clock: ScaledClock,
     budget: LocalBudget,
     start: float,
@@ -564,7 +646,7 @@ async def run_chatrelay(
     inner = make_sink(reply, budget)
     sink = TimedSink(inner, clock, start)
     engine = Reply(sink, budget=budget, pacing=Pacing(min_interval=1.0), clock=clock)
-    result = await engine.run(engine_events(model, tokens, clock, start))
+    result = await engine.run(feed.events(reply))
     figures = ReplyFigures(
         staleness=list(result.stats.staleness),
         first_visible=sink.first,
@@ -617,7 +699,10 @@ async def run_discord(
     scenario: Scenario, contender: str, model: Model, clock: ScaledClock, cutoff: float
 ) -> Row:
     texts = [model.text(i) for i in range(scenario.replies)]
-    async with FakeDiscord(limits=scaled_discord_limits(clock.scale)) as fake:
+    async with (
+        FakeDiscord(limits=scaled_discord_limits(clock.scale)) as fake,
+        llm_feed(model, texts, clock) as feed,
+    ):
         with point_discord_py_at(fake):
             client = discord.Client(intents=discord.Intents.none())
             await client.login(fake.bot_token)
@@ -647,7 +732,7 @@ async def run_discord(
 
                     results = await bounded(
                         [
-                            run_chatrelay(make, i, model, texts[i], clock, budget, start)
+                            run_chatrelay(make, i, feed, clock, budget, start)
                             for i in range(scenario.replies)
                         ],
                         cutoff / clock.scale,
@@ -660,10 +745,7 @@ async def run_discord(
                     baseline = dict(BASELINES)[contender]
                     platform = DiscordPlatform(client, clock)
                     got = await bounded(
-                        [
-                            baseline(platform, i, model, texts[i], start)
-                            for i in range(scenario.replies)
-                        ],
+                        [baseline(platform, i, feed, start) for i in range(scenario.replies)],
                         cutoff / clock.scale,
                     )
                     figures = [g or ReplyFigures() for g in got]
@@ -703,6 +785,7 @@ async def run_slack(
     async with (
         FakeSlack(team_id="T1", clock=clock.monotonic, native_streaming=native) as fake,
         aiohttp.ClientSession() as session,
+        llm_feed(model, texts, clock) as feed,
     ):
         client = AsyncWebClient(token="xoxb-test", base_url=fake.api_url, session=session)
         began = time.perf_counter()
@@ -721,7 +804,7 @@ async def run_slack(
 
             results = await bounded(
                 [
-                    run_chatrelay(make, i, model, texts[i], clock, budget, start)
+                    run_chatrelay(make, i, feed, clock, budget, start)
                     for i in range(scenario.replies)
                 ],
                 cutoff / clock.scale,
@@ -737,7 +820,7 @@ async def run_slack(
                 baseline = sdk_chat_stream
                 client.retry_handlers.append(ScaledRateLimitRetry(clock))
             got = await bounded(
-                [baseline(platform, i, model, texts[i], start) for i in range(scenario.replies)],
+                [baseline(platform, i, feed, start) for i in range(scenario.replies)],
                 cutoff / clock.scale,
             )
             figures = [g or ReplyFigures() for g in got]

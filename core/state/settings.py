@@ -25,10 +25,10 @@ from core.config import read_settings
 
 DEFAULT_LIMITS: dict[str, Limit] = {
     # GCRA admits burst - 1 + count calls into any window of ``per`` seconds, so
-    # each default keeps that within the platform's N. Slack's get one call to
-    # spare, because a call can reach Slack later than its slot and bunch up with
-    # the next one (slack_sdk has no limiter of its own to catch that); Discord's
-    # don't need it: discord.py waits on the bucket headers itself.
+    # each default keeps that one call under the platform's N: a call can reach
+    # the platform later than its slot and bunch up with the next one. (Discord
+    # counts sends and edits in one channel together while discord.py paces them
+    # as separate buckets, so its own header-based waiting doesn't cover that.)
     "slack:*:chat.update": Limit(45, 60, burst=5),  # Tier 3: 50/min
     "slack:*:chat.postMessage:*": Limit(2, 3),  # per channel: 1/s with short bursts
     "slack:*:chat.startStream": Limit(15, 60, burst=5),  # Tier 2: 20/min
@@ -37,9 +37,9 @@ DEFAULT_LIMITS: dict[str, Limit] = {
     "slack:*:assistant.threads.*": Limit(15, 60, burst=5),  # "special": treated as Tier 2
     # Discord: observed 5 per 5 s per channel (sends and edits), 50/s per bot token,
     # about 5 edits per 2 s per interaction token.
-    "discord:channel:*": Limit(4, 5, burst=2),
-    "discord:interaction:*": Limit(4, 2, burst=2),
-    "discord:global": Limit(41, 1, burst=10),
+    "discord:channel:*": Limit(4, 5),
+    "discord:interaction:*": Limit(4, 2),
+    "discord:global": Limit(40, 1, burst=10),
 }
 """Scope pattern -> limit, first match wins; ``RATE_LIMITS`` entries come first."""
 

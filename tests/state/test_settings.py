@@ -38,12 +38,12 @@ def test_defaults_mean_embedded_redis_and_documented_limits() -> None:
     assert settings.conversation_ttl == 7 * 86400
     table = settings.limit_table()
     assert table.lookup("slack:T1:chat.update") == DEFAULT_LIMITS["slack:*:chat.update"]
-    assert table.lookup("discord:channel:42") == Limit(4, 5, burst=2)
+    assert table.lookup("discord:channel:42") == Limit(4, 5)
 
 
 def test_every_default_limit_is_window_safe() -> None:
     # GCRA admits burst - 1 + count calls per window: the platform's N must hold,
-    # with one call to spare on Slack (see DEFAULT_LIMITS).
+    # with one call to spare (see DEFAULT_LIMITS).
     platform = {
         "slack:*:chat.update": (50, 60),
         "slack:*:chat.postMessage:*": (3, 3),
@@ -59,8 +59,7 @@ def test_every_default_limit_is_window_safe() -> None:
     for pattern, (count, window) in platform.items():
         limit = DEFAULT_LIMITS[pattern]
         admitted = limit.burst - 1 + window / limit.interval
-        spare = 1 if pattern.startswith("slack:") else 0
-        assert admitted + spare <= count, pattern
+        assert admitted + 1 <= count, pattern
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
