@@ -30,7 +30,10 @@ class ActiveReplies:
         self._idle.set()
         self.accepting = True
 
-    def __len__(self) -> int:
+    @property
+    def count(self) -> int:
+        """Replies streaming now. (Deliberately not ``__len__``: an empty registry
+        must stay truthy, or ``active or ActiveReplies()`` silently makes a new one.)"""
         return len(self._replies)
 
     def add(self, reply: Reply) -> None:

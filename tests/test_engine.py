@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from core.budget import Limit, LimitTable, LocalBudget
 from core.clock import FakeClock
-from core.engine import Reply, ReplyResult
+from core.engine import MAX_FINAL_ATTEMPTS, Reply, ReplyResult
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
 from core.markdown import Paginator, unsplit
 from core.pacing import Pacing
 from core.sink import SinkCall
-from tests.fakes.recording_sink import RecordingSink, gone_on, rate_limit_on
+from tests.fakes.recording_sink import Call, RecordingSink, gone_on, rate_limit_on
 
 Step = tuple[float, Event]
 
@@ -343,3 +343,17 @@ async def test_append_only_never_repeats_text_when_a_page_is_cut_late() -> None:
     assert unsplit(sink.texts(), result.pages) == text
     assert sink.texts()[0].startswith(text[:100])
     assert result.outcome.state == "done"
+
+
+async def test_a_final_frame_that_always_fails_ends_the_reply_undelivered() -> None:
+    clock = FakeClock()
+
+    def broken_finish(call: Call, n: int) -> Exception | None:
+        return RuntimeError("platform down") if call.kind is SinkCall.FINISH else None
+
+    sink = RecordingSink(clock, fail=broken_finish)
+    result = await run_reply(clock, sink, finished(tokens("some text", 0.1)))
+    assert not result.delivered
+    assert result.outcome.state == "done" and result.text == "some text"
+    assert result.stats.sink_errors == MAX_FINAL_ATTEMPTS
+    assert sink.outcome is None  # never shown, but the reply ended instead of hanging
