@@ -83,3 +83,6 @@ class Keys:
 
     def usage(self, kind: str, who: str, day: str) -> str:
         return self._key("usage", kind, escape(who), day)
+
+    def deferred(self, platform: str, partition: str) -> str:
+        return self._key("deferred", escape(platform), escape(partition))

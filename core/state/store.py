@@ -20,6 +20,7 @@ from core.state.cancel import CancelBus
 from core.state.connection import open_redis
 from core.state.conversations import Conversations
 from core.state.dedupe import Dedupe
+from core.state.deferred import DeferredRequests
 from core.state.inflight import InflightRegistry
 from core.state.keys import Keys
 from core.state.locks import ConversationLocks
@@ -39,6 +40,7 @@ class State:
     cancel: CancelBus
     inflight: InflightRegistry
     usage: UsageLedger
+    deferred: DeferredRequests
 
 
 @contextlib.asynccontextmanager
@@ -84,6 +86,7 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
                         user_quota=settings.quota_user_daily_tokens,
                         channel_quota=settings.quota_channel_daily_tokens,
                     ),
+                    deferred=DeferredRequests(redis, keys),
                 )
         finally:
             await budget.aclose()
