@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from core.budget import Budget, LocalBudget, acquire_all
+from core.budget import Budget, LocalBudget
 from core.clock import Clock, MonotonicClock
+from core.holdback import appendable
 from core.llm.events import (
     Finish,
     ReasoningDelta,
@@ -33,7 +34,16 @@ from core.llm.events import (
 from core.markdown import Page, Paginator, heal
 from core.observe import ReplyObserver, ReplyStats
 from core.pacing import Pacing
-from core.sink import Frame, MessageGone, Outcome, RateLimited, Sink, SinkCall
+from core.sink import (
+    Frame,
+    MessageGone,
+    Outcome,
+    RateLimited,
+    Reroute,
+    Sink,
+    SinkCall,
+    UserStopped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +53,32 @@ FINISH_NOTES = {
 }
 """Finish reasons that complete a reply but deserve a word to the user."""
 
-MAX_FINAL_ATTEMPTS = 6
-"""Attempts at delivering a final frame through errors other than 429 (which
-are always retried after their Retry-After)."""
+MAX_REROUTES = 3
+"""Consecutive ``Reroute``s of one call before it counts as a failure: a sink
+that keeps switching routes is broken, and the engine must not spin."""
+
+
+@dataclass(frozen=True, slots=True)
+class FinalRetry:
+    """How long a reply keeps trying a message's final frame itself before it
+    leaves it to the in-flight registry, which any replica retries for much
+    longer (``core.state.inflight``). Injectable, so tests run a 20-second
+    outage in milliseconds of fake time."""
+
+    attempts: int = 6
+    """Attempts through errors other than 429."""
+    backoff: float = 0.5
+    """Seconds before the second attempt; doubled for each one after."""
+    max_backoff: float = 8.0
+    give_up_after: float = 30.0
+    """Seconds of trying one final frame, 429s (always retried after their
+    Retry-After) included."""
+
+
+Progress = Callable[[int, str, bool], None]
+"""Told after every confirmed text call: (message index, the text it now shows,
+whether that is its final text). Synchronous on purpose: whoever records it
+(the in-flight registry) must not hold the reply up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +95,12 @@ class ReplyResult:
     stats: ReplyStats
     delivered: bool
     """False when the final state could not be shown (message gone, sink errors)."""
+    undelivered: tuple[Frame, ...] = ()
+    """Final frames the platform kept refusing, oldest first; the last one is the
+    reply's own when its ``FINISH`` failed (shown with ``outcome``). Someone must
+    deliver them later: the responder leaves them in the in-flight registry."""
+    gone: bool = False
+    """The message or interaction can no longer be written: nothing to retry."""
 
 
 class Reply:
@@ -75,8 +114,12 @@ class Reply:
         pacing: Pacing | None = None,
         clock: Clock | None = None,
         observer: ReplyObserver | None = None,
+        retry: FinalRetry | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self._sink = sink
+        self._retry = retry or FinalRetry()
+        self._progress = progress
         self._clock = clock or MonotonicClock()
         self._budget = budget or LocalBudget(clock=self._clock)
         self._pacing = pacing or Pacing()
@@ -107,6 +150,8 @@ class Reply:
         self._created = 0  # messages created on the platform
         self._sent = 0  # rendered characters of page ``_pages_done`` already delivered
         self._covered = 0  # offset in the model's text up to which it is visible
+        self._held: list[str] = []  # budget slots acquired for a call that was replaced
+        self._undelivered: list[Frame] = []
         self._started = 0.0
         self._reader: asyncio.Task[None] | None = None
 
@@ -126,18 +171,15 @@ class Reply:
     async def run(self, events: AsyncIterator[object]) -> ReplyResult:
         self._started = self._clock.now()
         self._reader = asyncio.create_task(self._read(events))
-        delivered = True
+        gone = False
         try:
             await self._call(SinkCall.OPEN, 0, self._sink.open)
             await self._write_until_end()
             await self._deliver(final=True)
-        except MessageGone as gone:
-            log.info("reply target is gone, stopping: %s", gone)
+        except MessageGone as exc:
+            log.info("reply target is gone, stopping: %s", exc)
             self.stop("stopped", "the message is no longer available")
-            delivered = False
-        except _Undeliverable as exc:
-            log.error("could not deliver the final state of a reply: %s", exc)
-            delivered = False
+            gone = True
         finally:
             if not self._reader.done():
                 self._reader.cancel()
@@ -151,7 +193,9 @@ class Reply:
             messages=self._created,
             pages=tuple(self._pages(final=True)),
             stats=self.stats,
-            delivered=delivered,
+            delivered=not gone and not self._undelivered,
+            undelivered=() if gone else tuple(self._undelivered),
+            gone=gone,
         )
 
     def _outcome(self) -> Outcome:
@@ -238,31 +282,43 @@ class Reply:
                     else:
                         await clock.wait(self._ended, wait)
                     continue
-            if not await self._deliver(final=False):
+            if not await self._deliver(final=False) and not self._ended.is_set():
                 self._wake.clear()  # nothing deliverable yet: wait for more
                 await self._wake.wait()
 
     async def _deliver(self, final: bool) -> bool:
         """Send the current text: the final frames of any pages that are complete,
         then the open page (or, when ``final``, the last page with the outcome).
-        Returns whether anything was sent."""
-        attempts = 0
+        Returns whether anything was sent.
+
+        Nothing is taken as shown before the sink returns: a failed call leaves
+        the reply exactly as it was and the same text goes out again."""
         sent = False
+        attempts = 0
+        reroutes = 0
+        trying_since: float | None = None  # when the current final frame was first tried
         while True:
+            if not final and self._ended.is_set():
+                return sent  # the final pass carries the text, in one call fewer
             index = self._pages_done
-            if final and len(self._pages(final)) - 1 == index:
-                call = SinkCall.FINISH
-            else:
-                call = SinkCall.UPDATE if self._created > index else SinkCall.CREATE
-            waited = await acquire_all(self._budget, self._sink.scopes(call, index))
+            call, _ = self._plan(index, final)
+            waited = await self._acquire(self._sink.scopes(call, index))
             # Take the newest text only now: everything that came while we waited.
-            pages = self._pages(final)
-            page_final = final or index < len(pages) - 1
+            now_call, pages = self._plan(index, final)
+            if now_call is not call or (not final and self._ended.is_set()):
+                # The page froze or the stream ended while we waited: what we hold
+                # goes to the call that replaces this one.
+                self._held.extend(self._sink.scopes(call, index))
+                continue
+            page_final = call in (SinkCall.CLOSE, SinkCall.FINISH)
             frame = self._frame(index, pages[index], page_final)
-            shown = pages[index].end + self._reasoning_length
+            covered, shown = self._coverage(pages[index], frame)
             if not page_final and shown <= self._shown:
-                return sent  # nothing new: never send unchanged text
+                self._held.extend(self._sink.scopes(call, index))
+                return sent  # nothing new (or only a tail held back): never send it
             started = self._clock.now()
+            if page_final and trying_since is None:
+                trying_since = started
             try:
                 if call is SinkCall.FINISH:
                     await self._sink.finish(frame, self._outcome())
@@ -270,30 +326,112 @@ class Reply:
                     await self._sink.render(frame)
             except RateLimited as limited:
                 await self._rate_limited(call, index, limited)
+                if page_final and self._gave_up(trying_since, attempts):
+                    self._undelivered_frame(frame, call)
+                    if call is SinkCall.FINISH:
+                        return sent
+                    attempts, trying_since = 0, None
+                continue
+            except Reroute as exc:
+                reroutes += 1
+                log.info("platform call %s takes another route: %s", call.value, exc)
+                if reroutes <= MAX_REROUTES:
+                    continue
+                failure: Exception = exc
+            except UserStopped:
+                log.info("the user stopped the reply on the platform")
+                self.stop("stopped")
+                if not final:
+                    return sent
                 continue
             except MessageGone:
                 raise
             except Exception as exc:
-                self.stats.sink_errors += 1
-                attempts += 1
-                log.warning("platform call %s failed: %s", call.value, exc)
+                failure = exc
+            else:
+                self._after_call(call, started, waited)
+                self._after_text(covered, shown)
+                self._created = max(self._created, index + 1)
+                if self._progress is not None:
+                    self._progress(
+                        index, frame.visible if self._append_only else frame.text, page_final
+                    )
+                sent = True
                 if not page_final:
-                    self._last_call_end = self._clock.now()
-                    return True  # a later frame will carry this text
-                if attempts >= MAX_FINAL_ATTEMPTS:
-                    raise _Undeliverable(str(exc)) from exc
-                await self._clock.sleep(min(0.25 * 2.0**attempts, 8.0))
+                    self._sent = frame.sent + len(frame.delta)
+                    return True
+                if call is SinkCall.FINISH:
+                    return True
+                self._pages_done += 1
+                self._sent = 0
+                attempts, reroutes, trying_since = 0, 0, None
                 continue
-            self._after_call(call, started, waited)
-            self._after_text(pages[index].end, shown)
-            self._created = max(self._created, index + 1)
-            if call is SinkCall.FINISH or not page_final:
-                self._sent += len(frame.delta)
-                return True
-            sent = True
+            # A platform error other than a 429.
+            self.stats.sink_errors += 1
+            attempts += 1
+            log.warning("platform call %s failed: %s", call.value, failure)
+            if not page_final:
+                self._last_call_end = self._clock.now()
+                return True  # a later frame will carry this text
+            if self._gave_up(trying_since, attempts):
+                self._undelivered_frame(frame, call)
+                if call is SinkCall.FINISH:
+                    return sent
+                attempts, reroutes, trying_since = 0, 0, None
+                continue
+            retry = self._retry
+            await self._clock.sleep(min(retry.backoff * 2.0 ** (attempts - 1), retry.max_backoff))
+
+    def _plan(self, index: int, final: bool) -> tuple[SinkCall, list[Page]]:
+        """Which call message ``index`` needs now, and the pages it was decided on."""
+        pages = self._pages(final)
+        last = len(pages) - 1
+        if final and index == last:
+            return SinkCall.FINISH, pages
+        if index < last:
+            return SinkCall.CLOSE, pages
+        return (SinkCall.UPDATE if self._created > index else SinkCall.CREATE), pages
+
+    async def _acquire(self, scopes: Sequence[str]) -> float:
+        """Wait for every scope of a call, using slots already held first (from a
+        call that was replaced while it waited)."""
+        waited = 0.0
+        for scope in scopes:
+            if scope in self._held:
+                self._held.remove(scope)
+                continue
+            waited += await self._budget.acquire(scope)
+        return waited
+
+    def _coverage(self, page: Page, frame: Frame) -> tuple[int, int]:
+        """How far into the model's text the reply is visible once ``frame`` is
+        confirmed, and the same plus the reasoning (what "unchanged" compares)."""
+        if self._append_only and not frame.final:
+            rendered = frame.sent + len(frame.delta)
+            covered = min(page.end, page.start + max(0, rendered - len(page.prefix)))
+        else:
+            covered = page.end
+        return covered, covered + self._reasoning_length
+
+    def _gave_up(self, trying_since: float | None, attempts: int) -> bool:
+        retry = self._retry
+        if attempts >= retry.attempts:
+            return True
+        return trying_since is not None and self._clock.now() - trying_since >= retry.give_up_after
+
+    def _undelivered_frame(self, frame: Frame, call: SinkCall) -> None:
+        """Leave a final frame the platform keeps refusing to whoever finishes the
+        reply later (the in-flight registry), and go on with the next message."""
+        log.error(
+            "could not deliver the final frame of message %d (%s): left for a later retry",
+            frame.index,
+            call.value,
+        )
+        self._undelivered.append(frame)
+        if call is not SinkCall.FINISH:
             self._pages_done += 1
             self._sent = 0
-            attempts = 0
+            self._created = max(self._created, frame.index + 1)
 
     def _pages(self, final: bool) -> list[Page]:
         # An append-only sink can't take back text: its open page is never cut
@@ -303,12 +441,21 @@ class Reply:
 
     def _frame(self, index: int, page: Page, final: bool) -> Frame:
         rendered = page.render(self._text())
+        sent = self._sent
+        pending = rendered[sent:]
+        if self._append_only:  # appended text can't be taken back: hold back, never heal
+            delta = pending[: appendable(pending, final)]
+            text = rendered
+        else:
+            delta = pending
+            text = rendered if final else heal(rendered)
         return Frame(
             index=index,
-            text=rendered if final or self._append_only else heal(rendered),
-            delta=rendered[self._sent :],
+            text=text,
+            delta=delta,
             final=final,
             reasoning="".join(self._reasoning) if self._reasoning else "",
+            sent=sent,
         )
 
     def _text(self) -> str:
@@ -358,7 +505,7 @@ class Reply:
     async def _call(self, call: SinkCall, index: int, fn: Callable[[], Awaitable[None]]) -> None:
         """A call without text (``open``): budgeted, retried on 429, never fatal."""
         while True:
-            waited = await acquire_all(self._budget, self._sink.scopes(call, index))
+            waited = await self._acquire(self._sink.scopes(call, index))
             started = self._clock.now()
             try:
                 await fn()
@@ -373,7 +520,3 @@ class Reply:
                 return
             self._after_call(call, started, waited)
             return
-
-
-class _Undeliverable(Exception):
-    """The final frame could not be delivered after every retry."""

@@ -44,6 +44,17 @@ class Frame:
     delta: str
     final: bool
     reasoning: str = ""
+    sent: int = 0
+    """Characters of ``text`` the platform already confirmed for this message
+    (append-only sinks): once this frame succeeds the message shows
+    ``text[:sent] + delta``. A sink that must replace the content instead (a
+    stream the platform closed) shows ``text``."""
+
+    @property
+    def visible(self) -> str:
+        """What the message shows once this frame is confirmed, on an append-only
+        sink (replace-style sinks show ``text``)."""
+        return self.text[: self.sent] + self.delta
 
 
 class SinkCall(enum.Enum):
@@ -52,6 +63,7 @@ class SinkCall(enum.Enum):
     OPEN = "open"  # show that a reply is coming (placeholder, status, defer)
     CREATE = "create"  # the first frame of a message: posts it
     UPDATE = "update"  # a later frame of the same message: edits or appends
+    CLOSE = "close"  # the final frame of a message that is not the reply's last
     FINISH = "finish"  # the last frame of the reply, with its outcome
 
 
@@ -62,6 +74,19 @@ class RateLimited(Exception):
         super().__init__(f"rate limited for {retry_after:.2f}s" + (f" on {scope}" if scope else ""))
         self.retry_after = retry_after
         self.scope = scope
+
+
+class Reroute(Exception):
+    """The platform said this call must take another route (its stream was closed,
+    the workspace has no streaming API) and the sink switched to it. Nothing was
+    shown: the engine asks the sink's scopes again and resends the same frame."""
+
+
+class UserStopped(Exception):
+    """The platform said the user stopped the reply with its own control (Slack's
+    Stop on a streamed message). Nothing was shown: the engine stops the reply
+    and delivers its final frame, which the sink shows the way that is still
+    possible."""
 
 
 class MessageGone(Exception):
@@ -84,7 +109,10 @@ class Sink(Protocol):
         ...
 
     def scopes(self, call: SinkCall, index: int) -> Sequence[str]:
-        """The budget scopes a call consumes, e.g. ``("slack:T1:chat.update",)``."""
+        """The budget scopes a call consumes, e.g. ``("slack:T1:chat.update",)``:
+        one per platform call it will make (a roll-over that stops one stream
+        and starts the next names both). The engine acquires them; a sink never
+        spends budget itself, and after ``Reroute`` it names the new route's."""
         ...
 
     async def open(self) -> None:
@@ -92,7 +120,9 @@ class Sink(Protocol):
         ...
 
     async def render(self, frame: Frame) -> None:
-        """Create (new ``index``) or update a message."""
+        """Create (new ``index``) or update a message; ``frame.final`` closes it
+        (the reply continues in the next one). Raising leaves the sink as it was:
+        it changes its own state only after the platform confirmed a call."""
         ...
 
     async def finish(self, frame: Frame, outcome: Outcome) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from core.budget import Limit, LimitTable, LocalBudget
 from core.clock import FakeClock
-from core.engine import MAX_FINAL_ATTEMPTS, Reply, ReplyResult
+from core.engine import FinalRetry, Reply, ReplyResult
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
 from core.markdown import Paginator, unsplit
 from core.pacing import Pacing
@@ -355,5 +355,5 @@ async def test_a_final_frame_that_always_fails_ends_the_reply_undelivered() -> N
     result = await run_reply(clock, sink, finished(tokens("some text", 0.1)))
     assert not result.delivered
     assert result.outcome.state == "done" and result.text == "some text"
-    assert result.stats.sink_errors == MAX_FINAL_ATTEMPTS
+    assert result.stats.sink_errors == FinalRetry().attempts
     assert sink.outcome is None  # never shown, but the reply ended instead of hanging
