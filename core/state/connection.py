@@ -28,10 +28,10 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -46,8 +46,20 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 2.0
 """Seconds to connect: short, so a dead Redis turns into a fallback quickly."""
 COMMAND_TIMEOUT = 5.0
-"""Seconds callers on the reply path (the budget) give one command before
-treating Redis as unavailable."""
+"""Seconds a call *off* a reply's path (the start-up check, the embedded server's
+shutdown) gives Redis before treating it as unavailable."""
+REPLY_PATH_TIMEOUT = 1.0
+"""Seconds one Redis call on a reply's path (budget, lock, dedupe, cancel bus,
+conversation, quota, handoff) may take before Redis counts as unavailable for it.
+
+A healthy Redis answers in well under a millisecond on a LAN and a few on a
+remote link; a second is already a stall no fork, fsync or slow client
+explains. A paused or partitioned Redis, on the other hand, never answers, and
+without a bound the reply waits with it (the connection has no socket timeout,
+see ``connect``). One edit interval (``SLACK_EDIT_INTERVAL``,
+``DISCORD_EDIT_INTERVAL``: 1 s) is the longest such a stall may hold a reply:
+after it the caller degrades exactly as for a refused connection, and a
+user watching the reply sees at most one update come late."""
 HEALTH_CHECK_INTERVAL = 10
 """Seconds of idleness after which a pooled or pub/sub connection is PINGed
 before use, so a silently dropped connection is found rather than waited on."""
@@ -60,6 +72,31 @@ is an ``OSError``), loading, out of memory."""
 
 MAX_SOCKET_PATH = 100
 """``sun_path`` holds 104 (macOS) to 108 (Linux) bytes, terminator included."""
+
+
+_T = TypeVar("_T")
+
+
+async def bounded(awaitable: Awaitable[_T], seconds: float = REPLY_PATH_TIMEOUT) -> _T:
+    """``await awaitable``, giving up after ``seconds`` with a ``TimeoutError``.
+
+    Wrap every Redis call a reply waits on: ``await bounded(redis.get(key), self.timeout)``
+    (a pipeline: wrap a coroutine that builds and executes it). ``TimeoutError`` is an
+    ``OSError``, one of ``REDIS_FAILURES``, so a caller that already copes with a
+    refused connection copes with a paused server the same way.
+
+    ``asyncio.timeout`` cancels the call, which redis-py answers by closing that
+    connection, so the pool never hands out a connection with an answer still
+    owed on it. (Not ``asyncio.wait_for``: on 3.11 it can swallow a cancellation
+    of the caller, the reason ``connect`` sets no socket timeout.)
+    """
+    try:
+        async with asyncio.timeout(seconds) as deadline:
+            return await awaitable
+    except TimeoutError:
+        if deadline.expired():
+            raise TimeoutError(f"no answer from Redis within {seconds:g} s") from None
+        raise
 
 
 class RedisUnavailable(Exception):
@@ -87,7 +124,9 @@ def connect(url: str) -> Redis:
     ``asyncio.wait_for``, which on Python 3.11 swallows a cancellation that
     lands as the write completes, so a cancelled task would carry on (see
     ``tests/state/test_connection.py``). Dead peers are found by TCP keepalive
-    instead, and the budget bounds its own calls with ``asyncio.timeout``.
+    instead, and every call on a reply's path is bounded by ``bounded`` (an
+    ``asyncio.timeout``), so a paused server costs a reply at most
+    ``REPLY_PATH_TIMEOUT`` per call rather than holding it for minutes.
 
     One immediate retry replaces a pooled connection that died with a restarted
     server; more retries with backoff (redis-py's default) would hold a reply

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from core.state.connection import EmbeddedRedis, connect
 from core.state.keys import Keys
+from tests.state.pausable import PausableRedis
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +63,14 @@ async def second_client(redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def pausable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PausableRedis]:
+    """A private redis-server the test may pause (SIGSTOP); resumed and stopped after."""
+    server = PausableRedis(tmp_path_factory.mktemp("pausable"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 
 from core.state.connection import (
+    REDIS_FAILURES,
     EmbeddedRedis,
     EmbeddedRedisError,
     RedisUnavailable,
+    bounded,
     connect,
     open_redis,
     redact,
 )
+from tests.state.pausable import MARGIN, PausableRedis, timed
 
 
 async def test_open_redis_without_url_embeds_a_server_and_stops_it(tmp_path: Path) -> None:
@@ -170,3 +173,41 @@ async def test_cancelling_a_task_waiting_on_redis_always_cancels_it(redis_url: s
             assert done, f"cancellation {n} was swallowed"
     finally:
         await client.aclose()
+
+
+async def test_a_paused_redis_costs_a_bounded_call_its_timeout_and_no_more(
+    pausable: PausableRedis,
+) -> None:
+    """Warm pooled connections and a fresh one (whose handshake is never answered)
+    both give up after the bound; afterwards every connection reads its own answers."""
+    client, fresh = connect(pausable.url), connect(pausable.url)
+    try:
+        await client.set("k", "v")
+        with pausable.paused():
+            for call in (client.get("k"), client.set("k", "lost?"), fresh.ping()):
+                outcome, seconds = await timed(bounded(call, 0.2))
+                assert isinstance(outcome, TimeoutError)
+                assert isinstance(outcome, REDIS_FAILURES)
+                assert str(outcome) == "no answer from Redis within 0.2 s"
+                assert 0.19 <= seconds < 0.2 + MARGIN
+        # The cancelled calls closed their connections: no stale reply is read here.
+        assert await bounded(fresh.ping()) is True
+        assert await bounded(client.get("k")) in (b"v", b"lost?")  # the SET may have landed
+        assert await bounded(client.set("k", "v2")) is True
+        assert await bounded(client.get("k")) == b"v2"
+        assert await bounded(client.incr("n")) == 1
+    finally:
+        await client.aclose()
+        await fresh.aclose()
+
+
+async def test_bounded_passes_results_and_the_calls_own_errors_through() -> None:
+    async def answers() -> str:
+        return "ok"
+
+    async def times_out_itself() -> None:
+        raise TimeoutError("the call's own")
+
+    assert await bounded(answers(), 0.1) == "ok"
+    with pytest.raises(TimeoutError, match="the call's own"):
+        await bounded(times_out_itself(), 5.0)
