@@ -10,10 +10,12 @@ Bolt's AsyncApp — never by poking the fake's internals alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -349,6 +351,144 @@ async def test_injected_failure(slack: FakeSlack, client: AsyncWebClient) -> Non
     assert exc.response.status_code == 500 and error_of(exc) == "fatal_error"
     await client.chat_postMessage(channel=CHANNEL, text="x")
     assert len(slack.bot_messages()) == 1
+    assert [c.injected for c in slack.calls_to("chat.postMessage")] == ["500", None]
+
+
+# --------------------------------------------------------------------------- fault schedule
+
+
+async def test_injected_429_is_slacks_and_changes_nothing(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    """An injected 429 must look like Slack's own (slack_sdk reads Retry-After from it),
+    leave the message as it was, and be told apart from the fake's natural 429s."""
+    ts = (await client.chat_postMessage(channel=CHANNEL, text="before"))["ts"]
+    slack.faults.add("chat.update", "429", retry_after=3)
+    exc = await slack_error(client.chat_update(channel=CHANNEL, ts=ts, text="after"))
+    assert exc.response.status_code == 429
+    assert exc.response.headers["Retry-After"] == "3"
+    assert exc.response.data == {"ok": False, "error": "ratelimited"}
+    assert slack.rendered(CHANNEL, ts) == "before"
+    assert [r.method for r in slack.message(CHANNEL, ts).history] == ["chat.postMessage"]
+    [call] = slack.calls_to("chat.update")
+    assert (call.ordinal, call.injected, call.status) == (1, "429", 429)
+    assert slack.natural_429s() == 0
+    assert slack.faults.count(kind="429") == 1
+    assert slack.injected_calls("429") == [call]
+
+    await client.chat_update(channel=CHANNEL, ts=ts, text="after")  # the rule is spent
+    assert slack.rendered(CHANNEL, ts) == "after"
+
+
+async def test_natural_and_injected_429s_are_counted_apart() -> None:
+    async with FakeSlack(limits={"chat.update": Limit(1, 60.0)}) as slack:
+        client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+        ts = (await client.chat_postMessage(channel=CHANNEL, text="a"))["ts"]
+        await client.chat_update(channel=CHANNEL, ts=ts, text="b")
+        await slack_error(client.chat_update(channel=CHANNEL, ts=ts, text="c"))  # the limit
+        slack.faults.add("chat.update", "429")
+        await slack_error(client.chat_update(channel=CHANNEL, ts=ts, text="d"))  # injected
+        assert [c.injected for c in slack.calls_to("chat.update")] == [None, None, "429"]
+        assert slack.natural_429s() == 1 == slack.natural_429s("chat.update")
+        assert slack.faults.count("chat.update", "429") == 1
+        assert slack.rate_limited["chat.update"] == 2  # every 429 answered, as before
+        assert slack.rendered(CHANNEL, ts) == "b"
+
+
+async def test_500_and_internal_error_answer_as_slack_and_apply_nothing(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    ts = (await client.chat_startStream(channel=DM, thread_ts="1.0", markdown_text="Hello"))["ts"]
+    slack.faults.add("chat.appendStream", "500")
+    slack.faults.add("chat.appendStream", "internal_error")
+    exc = await slack_error(client.chat_appendStream(channel=DM, ts=ts, markdown_text=" one"))
+    assert exc.response.status_code == 500 and error_of(exc) == "fatal_error"
+    exc = await slack_error(client.chat_appendStream(channel=DM, ts=ts, markdown_text=" two"))
+    assert exc.response.status_code == 200 and error_of(exc) == "internal_error"
+    assert slack.rendered(DM, ts) == "Hello"
+    await client.chat_appendStream(channel=DM, ts=ts, markdown_text=" three")
+    assert slack.rendered(DM, ts) == "Hello three"
+    assert [c.injected for c in slack.calls_to("chat.appendStream")] == [
+        "500",
+        "internal_error",
+        None,
+    ]
+
+
+async def test_ordinal_range_faults_the_named_calls(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    """``at=2, count=2``: the 2nd and 3rd appends fail, whatever came before."""
+    slack.faults.add("chat.appendStream", "500", at=2, count=2)
+    ts = (await client.chat_startStream(channel=DM, thread_ts="1.0"))["ts"]
+    for n in range(1, 5):
+        call = client.chat_appendStream(channel=DM, ts=ts, markdown_text=f"[{n}]")
+        if n in (2, 3):
+            await slack_error(call)
+        else:
+            await call
+    assert slack.rendered(DM, ts) == "[1][4]"
+    calls = slack.calls_to("chat.appendStream")
+    assert [(c.ordinal, c.injected) for c in calls] == [
+        (1, None),
+        (2, "500"),
+        (3, "500"),
+        (4, None),
+    ]
+
+
+async def test_dropped_call_gets_no_answer_and_is_not_applied(slack: FakeSlack) -> None:
+    """A dropped connection: slack_sdk's default handler retries connection errors once,
+    which is safe here only because the dropped call was not applied."""
+    bare = AsyncWebClient(token="xoxb-test", base_url=slack.api_url, retry_handlers=[])
+    slack.faults.add("chat.postMessage", "drop")
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await bare.chat_postMessage(channel=CHANNEL, text="lost")
+    assert slack.bot_messages() == []
+    [dropped] = slack.calls_to("chat.postMessage")
+    assert (dropped.injected, dropped.status, dropped.response) == ("drop", 0, {})
+
+    retrying = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+    slack.faults.add("chat.postMessage", "drop")
+    await retrying.chat_postMessage(channel=CHANNEL, text="once")
+    assert [m.text for m in slack.bot_messages()] == ["once"]
+    assert [c.status for c in slack.calls_to("chat.postMessage")] == [0, 0, 200]
+
+
+async def test_slow_call_is_applied_even_when_the_client_gave_up(slack: FakeSlack) -> None:
+    """``slow`` answers late but normally: a client that timed out can't know the call
+    went through (the case that makes blind retries post twice)."""
+    impatient = AsyncWebClient(
+        token="xoxb-test", base_url=slack.api_url, timeout=0.1, retry_handlers=[]
+    )
+    slack.faults.add("chat.postMessage", "slow", delay=0.5)
+    with pytest.raises(TimeoutError):
+        await impatient.chat_postMessage(channel=CHANNEL, text="late")
+    call = await slack.wait_calls("chat.postMessage", timeout=2)
+    assert (call.injected, call.status, call.ok) == ("slow", 200, True)
+    assert [m.text for m in slack.bot_messages()] == ["late"]
+
+
+async def test_seeded_schedule_gives_the_same_faults_for_the_same_seed() -> None:
+    async def faults_seen(seed: int) -> list[tuple[int, str | None, int, str | None]]:
+        async with FakeSlack(rate_limits=False) as slack:
+            client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url, retry_handlers=[])
+            slack.faults.schedule(
+                seed, ["chat.postMessage"], p_429=0.2, p_500=0.2, p_internal_error=0.2
+            )
+            for n in range(30):
+                with contextlib.suppress(SlackApiError):
+                    await client.chat_postMessage(channel=CHANNEL, text=str(n))
+            calls = slack.calls_to("chat.postMessage")
+            posted = [m.text for m in slack.bot_messages()]
+            assert posted == [c.params["text"] for c in calls if c.injected is None]
+            assert slack.faults.planned("chat.postMessage", 30) == [c.injected for c in calls]
+            return [(c.ordinal, c.injected, c.status, c.error) for c in calls]
+
+    first = await faults_seen(11)
+    assert first == await faults_seen(11)
+    assert first != await faults_seen(12)
+    assert {kind for _, kind, _, _ in first} == {None, "429", "500", "internal_error"}
 
 
 # --------------------------------------------------------------------------- reading back

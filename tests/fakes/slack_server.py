@@ -47,6 +47,12 @@ What the fake enforces, and how (numbers Slack doesn't publish are marked *assum
   the final stop) answer ``stopped_by_user``; ``native_streaming=False`` makes the
   three methods answer ``streaming_error`` (``feature_not_enabled``).
 
+Faults: ``slack.faults`` (a ``tests.fakes.faults.FaultSchedule`` keyed by method
+name) injects 429s, 500s, ``internal_error``, slow answers and dropped connections on
+chosen calls, or at random from a seed; ``fail()`` adds a rule to it. Each ``Call``
+records its ``ordinal`` and the fault it got (``injected``);
+``natural_429s()`` counts only the 429s the fake's own limits answered.
+
 Time: everything the fake measures uses ``clock`` (default ``time.monotonic``; pass
 a settable clock to expire streams or empty rate windows without sleeping). Only
 what the app checks against the wall clock — the signing timestamp, ``event_time``
@@ -74,6 +80,14 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
+
+from tests.fakes.faults import (
+    Fault,
+    FaultKind,
+    FaultSchedule,
+    kind_for_status,
+    retry_after_header,
+)
 
 JSON = dict[str, Any]
 Clock = Callable[[], float]
@@ -279,6 +293,13 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     """Response headers the fake set (``Retry-After`` on 429s)."""
     answered_at: float | None = None
+    """When the answer went out (or the connection was dropped)."""
+    ordinal: int = 0
+    """1 for the first call to this method, 2 for the next… (what fault rules count)."""
+    injected: FaultKind | None = None
+    """The fault ``faults`` put on this call; None for a call the fake handled itself
+    (its 429s then come from the fake's own rate limits). A ``drop`` leaves ``status``
+    at 0: no answer was sent."""
 
     @property
     def ok(self) -> bool:
@@ -355,14 +376,6 @@ class SlackError(Exception):
         self.error = error
         self.status = status
         self.extra = extra
-
-
-@dataclass
-class _Injected:
-    error: str
-    status: int
-    remaining: int
-    headers: dict[str, str]
 
 
 class _Signal:
@@ -681,7 +694,8 @@ class FakeSlack:
         self.ephemerals: list[JSON] = []
         self.calls: list[Call] = []
         self.rate_limited: Counter[str] = Counter()
-        """429s answered, per method."""
+        """429s answered per method: the fake's own AND injected ones (see
+        ``natural_429s()`` and ``faults.count(kind="429")`` to tell them apart)."""
         self.statuses: dict[tuple[str, str], list[Status]] = {}
         """(channel, thread_ts) → every assistant.threads.setStatus call."""
         self.suggested_prompts: dict[tuple[str, str], list[JSON]] = {}
@@ -698,7 +712,6 @@ class FakeSlack:
         """Messages from Socket Mode clients that matched no pending envelope."""
 
         self._delays: dict[str, float] = {}
-        self._injected: dict[str, deque[_Injected]] = {}
         self._windows = _SlidingWindows()
         self._ts_micros = 1_700_000_000 * 1_000_000
         self._tickets: set[str] = set()
@@ -732,6 +745,12 @@ class FakeSlack:
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
         }
+        self.faults = FaultSchedule(known=lambda method: method in self._handlers)
+        """Scripted and seeded faults per Web API method (see ``tests.fakes.faults``):
+        ``slack.faults.add("chat.appendStream", "429", retry_after=2)``,
+        ``slack.faults.schedule(seed, ["chat.update"], p_500=0.1)``. A faulted call
+        (other than ``slow``) is answered after the token check and before the rate
+        limits and the method itself: it changes nothing and uses up no window."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -882,14 +901,15 @@ class FakeSlack:
         retry_after: int | None = None,
     ) -> None:
         """The next ``times`` calls to ``method`` answer ``error`` (after auth checks).
-        ``status=429`` with ``retry_after`` fakes a rate limit; 500/503 a Slack outage."""
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        self._injected.setdefault(method, deque()).append(
-            _Injected(error=error, status=status, remaining=times, headers=headers)
-        )
+        ``status=429`` with ``retry_after`` fakes a rate limit; 500/503 a Slack outage.
+        A rule of ``faults`` (recorded like any injected fault)."""
+        kind = kind_for_status(status, error)
+        fault = Fault(kind, retry_after=retry_after, status=status, error=error)
+        self.faults.add_rule(fault, key=method, count=times)
 
     def set_delay(self, method: str, seconds: float) -> None:
-        """Slack takes ``seconds`` before answering ``method`` (0 to undo)."""
+        """Slack takes ``seconds`` before answering every call to ``method`` (0 to undo).
+        Not recorded as a fault; ``faults.add(method, "slow", delay=…)`` is, per call."""
         self._delays[method] = seconds
 
     def reset_rate_limits(self) -> None:
@@ -937,6 +957,19 @@ class FakeSlack:
     def calls_to(self, method: str, *, ok: bool | None = None) -> list[Call]:
         """Calls to one method, optionally only the successful (or failed) ones."""
         return [c for c in self.calls if c.method == method and (ok is None or c.ok == ok)]
+
+    def natural_429s(self, method: str | None = None) -> int:
+        """429s the fake's own rate limits answered (injected ones left out): what a
+        bot that paces itself within Slack's limits never causes."""
+        return sum(
+            1
+            for c in self.calls
+            if c.status == 429 and c.injected is None and (method is None or c.method == method)
+        )
+
+    def injected_calls(self, kind: str | None = None) -> list[Call]:
+        """Calls ``faults`` put a fault on, optionally of one kind."""
+        return [c for c in self.calls if c.injected is not None and kind in (None, c.injected)]
 
     def status(self, channel: str, thread_ts: str) -> str:
         """The assistant status a user sees now ("" when none or auto-cleared)."""
@@ -989,21 +1022,47 @@ class FakeSlack:
             time=self.clock(),
             http_method=request.method,
             content_type=content_type,
+            ordinal=self.faults.arrive(method),
         )
         self.calls.append(call)
         delay = self._delays.get(method, 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
-        status, body, headers = self._dispatch(call)
+        answer = self._refuse(call)
+        if answer is None:
+            fault = self.faults.take(method, call.ordinal, method)
+            if fault is not None:
+                call.injected = fault.kind
+                if fault.delay > 0:
+                    await asyncio.sleep(fault.delay)
+                if fault.kind == "drop":
+                    return self._drop(request, call)
+                if fault.kind != "slow":
+                    answer = _fault_answer(fault)
+                    if answer[0] == 429:
+                        self.rate_limited[method] += 1
+        if answer is None:
+            answer = self._dispatch(call)
+        status, body, headers = answer
         call.status, call.response, call.headers = status, body, headers
         call.answered_at = self.clock()
         self._signal.fire()
         return web.json_response(body, status=status, headers=headers)
 
-    def _dispatch(self, call: Call) -> tuple[int, JSON, dict[str, str]]:
+    def _drop(self, request: web.Request, call: Call) -> web.Response:
+        """Closes the connection with no answer; aiohttp's attempt to send the returned
+        response then fails quietly on the closed transport."""
+        if request.transport is not None:
+            request.transport.close()
+        call.answered_at = self.clock()
+        self._signal.fire()
+        return web.Response(status=500)
+
+    def _refuse(self, call: Call) -> tuple[int, JSON, dict[str, str]] | None:
+        """What Slack answers before it looks at a call's arguments: unknown method, bad
+        token, streaming not enabled. None when the call may go on."""
         method = call.method
-        handler = self._handlers.get(method)
-        if handler is None:
+        if method not in self._handlers:
             return 200, {"ok": False, "error": "unknown_method", "req_method": method}, {}
         if method != "api.test":
             auth_error = self._check_token(method, call.token)
@@ -1011,18 +1070,18 @@ class FakeSlack:
                 return 200, {"ok": False, "error": auth_error}, {}
         if method in STREAM_METHODS and not self.native_streaming:
             return 200, {"ok": False, "error": self.streaming_error}, {}
+        return None
+
+    def _dispatch(self, call: Call) -> tuple[int, JSON, dict[str, str]]:
+        """Rate limits, then the method itself."""
+        method = call.method
         wait = self._rate_limit_wait(method, call.params)
         if wait is not None:
             self.rate_limited[method] += 1
             retry_after = str(max(1, math.ceil(wait)))
             return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": retry_after}
-        injected = self._take_injected(method)
-        if injected is not None:
-            if injected.status == 429:
-                self.rate_limited[method] += 1
-            return injected.status, {"ok": False, "error": injected.error}, injected.headers
         try:
-            result = handler(call.params)
+            result = self._handlers[method](call.params)
         except SlackError as exc:
             return exc.status, {"ok": False, "error": exc.error, **exc.extra}, {}
         return 200, {"ok": True, **result}, {}
@@ -1059,16 +1118,6 @@ class FakeSlack:
         for key, _ in checks:
             self._windows.hit(key, now)
         return None
-
-    def _take_injected(self, method: str) -> _Injected | None:
-        queue = self._injected.get(method)
-        if not queue:
-            return None
-        injected = queue[0]
-        injected.remaining -= 1
-        if injected.remaining <= 0:
-            queue.popleft()
-        return injected
 
     # ------------------------------------------------------------------ Web API methods
 
@@ -1921,6 +1970,22 @@ class FakeSlack:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _fault_answer(fault: Fault) -> tuple[int, JSON, dict[str, str]]:
+    """Slack's answer for an injected fault (HTTP status, body, headers)."""
+    if fault.kind == "429":
+        headers = {}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = retry_after_header(fault.retry_after)
+        return fault.status or 429, {"ok": False, "error": fault.error or "ratelimited"}, headers
+    if fault.kind == "500":
+        return fault.status or 500, {"ok": False, "error": fault.error or "fatal_error"}, {}
+    if fault.kind == "internal_error":
+        return fault.status or 200, {"ok": False, "error": fault.error or "internal_error"}, {}
+    if fault.kind == "error":
+        return fault.status or 200, {"ok": False, "error": fault.error or "fatal_error"}, {}
+    raise ValueError(f"no answer for a {fault.kind!r} fault")
 
 
 def new_event_id() -> str:
