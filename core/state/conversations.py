@@ -19,6 +19,17 @@ characters per token, so ASCII counts a quarter token per character; CJK and
 emoji often take a token or more per character, so every other character
 counts a whole token; each message adds four for the role framing. This errs
 high (a few old turns too many are dropped), never towards an over-long request.
+
+Without Redis there is no memory to read or write, so ``context``, ``append``,
+``history`` and ``reset`` raise one of ``REDIS_FAILURES`` when Redis is
+unreachable, and a ``TimeoutError`` (one of them) when it does not answer
+within ``timeout`` (``REPLY_PATH_TIMEOUT``): a paused server costs a reply at
+most that long per call instead of holding it. What to do instead is the
+caller's call, since only it knows what the user will see: the responder can
+answer without history, ``build_context(prompt, [], conversations.prepare(turn),
+conversations.context_tokens)``, and log a failed ``append`` of the answer (it
+was shown already; only the model's memory of it is lost); a history rebuild
+(``history`` to see whether there is one) should be skipped, not attempted.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from core.llm.messages import ChatMessage
+from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
 
 log = logging.getLogger(__name__)
@@ -127,6 +139,7 @@ class Conversations:
         max_turns: int = 200,
         max_chars: int = 16_000,
         context_tokens: int = 8000,
+        timeout: float = REPLY_PATH_TIMEOUT,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -134,6 +147,7 @@ class Conversations:
         self.max_turns = max_turns
         self.max_chars = max_chars
         self.context_tokens = context_tokens
+        self.timeout = timeout
 
     def prepare(self, turn: Turn) -> Turn:
         """``turn`` as it will be stored: its text capped at ``max_chars``."""
@@ -146,19 +160,12 @@ class Conversations:
             return
         key = self._keys.conversation(conversation)
         encoded = [self._encode(self.prepare(turn)) for turn in turns]
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *encoded)
-            pipe.ltrim(key, -self.max_turns, -1)
-            pipe.expire(key, self.ttl)
-            await pipe.execute()
+        await bounded(self._transaction(key, append=encoded), self.timeout)
 
     async def history(self, conversation: ConversationKey) -> list[Turn]:
         """Every stored turn, oldest first; reading it counts as use."""
         key = self._keys.conversation(conversation)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(key, 0, -1)
-            pipe.expire(key, self.ttl)
-            raw, _ = await pipe.execute()
+        raw = await bounded(self._transaction(key, read=True), self.timeout)
         return self._decode_all(conversation, raw)
 
     async def context(
@@ -171,18 +178,32 @@ class Conversations:
         """
         key = self._keys.conversation(conversation)
         current = self.prepare(current)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(key, 0, -1)
-            pipe.rpush(key, self._encode(current))
-            pipe.ltrim(key, -self.max_turns, -1)
-            pipe.expire(key, self.ttl)
-            raw, *_ = await pipe.execute()
+        raw = await bounded(
+            self._transaction(key, read=True, append=[self._encode(current)]), self.timeout
+        )
         history = self._decode_all(conversation, raw)
         return build_context(system_prompt, history, current, self.context_tokens)
 
     async def reset(self, conversation: ConversationKey) -> bool:
         """Forget the conversation (``/reset``); True if there was anything to forget."""
-        return bool(await self._redis.delete(self._keys.conversation(conversation)))
+        key = self._keys.conversation(conversation)
+        return bool(await bounded(self._redis.delete(key), self.timeout))
+
+    async def _transaction(
+        self, key: str, *, read: bool = False, append: Sequence[str] = ()
+    ) -> list[bytes]:
+        """One MULTI/EXEC: the turns before (if ``read``), ``append`` added and
+        trimmed, the expiry refreshed. Returns the turns read (or [])."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if read:
+                pipe.lrange(key, 0, -1)
+            if append:
+                pipe.rpush(key, *append)
+                pipe.ltrim(key, -self.max_turns, -1)
+            pipe.expire(key, self.ttl)
+            results = await pipe.execute()
+        turns: list[bytes] = results[0] if read else []
+        return turns
 
     @staticmethod
     def _encode(turn: Turn) -> str:

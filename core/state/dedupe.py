@@ -6,10 +6,12 @@ deliver to more than one process during a resume. ``claim`` is a ``SET NX``
 with an expiry on the event id: the first caller anywhere gets True and
 replies, everyone after gets False and drops the event.
 
-When Redis is unreachable the claim is made in this process's memory instead,
-with a warning once per outage: a retry that reaches the same replica is still
-caught, and events keep being answered (refusing them all would be worse than
-the rare duplicate from a retry landing on another replica).
+When Redis is unreachable, or does not answer within ``timeout`` (a paused or
+partitioned server: ``REPLY_PATH_TIMEOUT``), the claim is made in this
+process's memory instead, with a warning once per outage: a retry that reaches
+the same replica is still caught, and events keep being answered (refusing
+them all would be worse than the rare duplicate from a retry landing on
+another replica).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import OrderedDict
 
 from redis.asyncio import Redis
 
-from core.state.connection import REDIS_FAILURES
+from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -30,10 +32,13 @@ LOCAL_CAPACITY = 10_000
 
 
 class Dedupe:
-    def __init__(self, redis: Redis, keys: Keys, *, ttl: int = 86_400) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, *, ttl: int = 86_400, timeout: float = REPLY_PATH_TIMEOUT
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.ttl = ttl
+        self.timeout = timeout
         self._local: OrderedDict[str, float] = OrderedDict()  # event id -> expiry (monotonic)
         self._degraded = False
 
@@ -43,7 +48,10 @@ class Dedupe:
         Namespace ids by platform (``slack:Ev123``), since platforms' ids may collide.
         """
         try:
-            claimed = await self._redis.set(self._keys.dedupe(event_id), b"1", nx=True, ex=self.ttl)
+            claimed = await bounded(
+                self._redis.set(self._keys.dedupe(event_id), b"1", nx=True, ex=self.ttl),
+                self.timeout,
+            )
         except REDIS_FAILURES as exc:
             if not self._degraded:
                 self._degraded = True

@@ -11,8 +11,9 @@ and recording are separate, so replies running at the same moment may overshoot
 a quota by at most their own size; exactness would need a reservation per reply
 for tokens nobody knows in advance.
 
-Accounting never stops a reply: with Redis unreachable, checks allow and
-recording logs a warning.
+Accounting never stops a reply: with Redis unreachable, or not answering
+within ``timeout`` (``REPLY_PATH_TIMEOUT``; a paused server), checks allow and
+recording logs a warning. ``totals`` is for reports, not replies: it raises.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from core.llm.events import Usage
-from core.state.connection import REDIS_FAILURES
+from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class UsageLedger:
         channel_quota: int = 0,
         retention_days: int = 35,
         wall: Callable[[], float] = time.time,
+        timeout: float = REPLY_PATH_TIMEOUT,
     ) -> None:
         """Quotas of 0 mean none; ``user`` and ``channel`` ids should carry their
         platform and workspace (``slack:T1:U1``), since bare ids repeat across them."""
@@ -74,6 +76,7 @@ class UsageLedger:
         self.channel_quota = channel_quota
         self.retention = retention_days * 86400
         self._wall = wall
+        self.timeout = timeout
 
     def today(self) -> str:
         return datetime.fromtimestamp(self._wall(), UTC).date().isoformat()
@@ -87,23 +90,25 @@ class UsageLedger:
             "reasoning": usage.reasoning_tokens,
             "total": usage.input_tokens + usage.output_tokens,
         }
+        keys = (self._keys.usage("user", user, day), self._keys.usage("channel", channel, day))
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for key in (
-                    self._keys.usage("user", user, day),
-                    self._keys.usage("channel", channel, day),
-                ):
-                    for name, value in fields.items():
-                        if value:
-                            pipe.hincrby(key, name, value)
-                    pipe.expire(key, self.retention)
-                await pipe.execute()
+            await bounded(self._add(keys, fields), self.timeout)
         except REDIS_FAILURES as exc:
             log.warning("could not record token usage of %s in %s: %s", user, channel, exc)
 
+    async def _add(self, keys: tuple[str, ...], fields: dict[str, int]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for key in keys:
+                for name, value in fields.items():
+                    if value:
+                        pipe.hincrby(key, name, value)
+                pipe.expire(key, self.retention)
+            await pipe.execute()
+
     async def totals(self, who: Who, name: str, day: str | None = None) -> UsageTotals:
         """Counts of one user or channel for ``day`` (``YYYY-MM-DD``, default today)."""
-        raw = await self._redis.hgetall(self._keys.usage(who, name, day or self.today()))
+        key = self._keys.usage(who, name, day or self.today())
+        raw = await bounded(self._redis.hgetall(key), self.timeout)
         counts = {_text(k): int(v) for k, v in raw.items()}
         return UsageTotals(
             counts.get("input", 0), counts.get("output", 0), counts.get("reasoning", 0)
@@ -115,10 +120,7 @@ class UsageLedger:
             return QuotaDecision(True)
         day = self.today()
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hget(self._keys.usage("user", user, day), "total")
-                pipe.hget(self._keys.usage("channel", channel, day), "total")
-                user_used, channel_used = await pipe.execute()
+            user_used, channel_used = await bounded(self._used(user, channel, day), self.timeout)
         except REDIS_FAILURES as exc:
             log.warning("could not check token quotas (allowing): %s", exc)
             return QuotaDecision(True)
@@ -127,6 +129,13 @@ class UsageLedger:
         if self.channel_quota and int(channel_used or 0) >= self.channel_quota:
             return QuotaDecision(False, self._refusal("This channel has", self.channel_quota))
         return QuotaDecision(True)
+
+    async def _used(self, user: str, channel: str, day: str) -> list[bytes | None]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self._keys.usage("user", user, day), "total")
+            pipe.hget(self._keys.usage("channel", channel, day), "total")
+            used: list[bytes | None] = await pipe.execute()
+        return used
 
     def _refusal(self, subject: str, quota: int) -> str:
         now = datetime.fromtimestamp(self._wall(), UTC)

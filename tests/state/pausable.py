@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import redis
+import redis.asyncio
 
 from core.state.connection import redis_server_executable
 
@@ -133,3 +134,16 @@ async def timed(awaitable: Awaitable[_T]) -> tuple[_T | BaseException, float]:
 
 
 SAFETY_NET = 10.0
+
+
+async def settled(client: redis.asyncio.Redis, live: int = 1) -> None:
+    """Wait until the resumed server has dealt with every connection the pause left
+    behind: a call that timed out was still delivered, and the server runs it (and
+    then sees the connection closed) when it resumes, so a timed-out write may land
+    late. Once only ``live`` connections remain, nothing more will."""
+    for _ in range(int(SAFETY_NET / 0.01)):
+        clients = await client.client_list()
+        if len(clients) <= live:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the server still has {len(clients)} connections")

@@ -60,7 +60,7 @@ async def test_without_redis_claims_are_remembered_locally(
             assert await dedupe.claim("slack:E3") is True
             assert await dedupe.claim("slack:E3") is False
         assert await client.exists(keys.dedupe("slack:E3")) == 1  # shared again
-        levels = [r.levelno for r in caplog.records]
+        levels = [r.levelno for r in caplog.records if r.name == "core.state.dedupe"]
         assert levels == [logging.WARNING, logging.INFO]
     finally:
         await client.aclose()
