@@ -75,7 +75,9 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
 
     The first signal stops intake and gives replies in flight
     ``SHUTDOWN_GRACE_S`` to finish before the rest are finalised as
-    interrupted; a second signal exits at once."""
+    interrupted; only then do the services close (Discord keeps its gateway open
+    through the drain and hands the messages that arrive over to the next
+    process); a second signal exits at once."""
     from bots.slack.service import running_slack
 
     stop = _stop_on_signals()
@@ -90,6 +92,7 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
     ):
         checks: dict[str, Check] = {"redis": state.redis.ping}
         services: list[SlackService | DiscordService] = []
+        discord_service: DiscordService | None = None
         if slack.configured:
             service = await stack.enter_async_context(
                 running_slack(
@@ -124,6 +127,8 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
             for running in services:
                 await running.stop_intake()
             await active.drain(settings.shutdown_grace_s)
+            if discord_service is not None:
+                await discord_service.close()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)

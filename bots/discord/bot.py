@@ -17,13 +17,26 @@ Before any work: our own and other bots' messages are dropped, the allow and
 block lists are applied, the event is claimed in Redis (a second process that
 gets the same event, e.g. during a gateway resume or a rolling deploy, drops
 it), and the bot's permissions where it would write are checked.
+
+**Draining** (SIGTERM, a deploy): the gateway stays open while the replies in
+flight finish, because Discord never redelivers an event and one that reaches
+no process is lost. A message that arrives then is handed over to the next
+process of its shard (``bots.discord.handover``); so is one whose reply can no
+longer start here (``ShuttingDown``, e.g. after waiting for the conversation's
+lock). A new ``/ask`` is told at once to ask again; a deferred one that can't be
+answered any more gets its "thinking…" response edited to say so. While
+draining, the bot first leaves a live process on the same shard (a rolling
+deploy runs both) a moment to take the event, so users are answered, not sent
+away.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import discord
@@ -40,10 +53,11 @@ from bots.discord.conversations import (
     channel_turns,
 )
 from bots.discord.format import neutralise, strip_mention
+from bots.discord.handover import PLATFORM, ChannelTarget, from_payload, shard_of, to_payload
 from bots.discord.models import ModelChoices
 from bots.discord.outlets import NO_MENTIONS, ChannelOutlet, InteractionOutlet, Outlet
 from bots.discord.permissions import PermissionLog, missing_permissions
-from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope
+from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.discord.settings import DiscordSettings
 from bots.discord.sink import DiscordReplySink
 from core.budget import acquire_all
@@ -53,6 +67,8 @@ from core.lifecycle import ShuttingDown
 from core.responder import ReplyHooks, ReplyRequest, Responder, SinkFactory
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
 from core.sink import Sink
+from core.state.connection import REDIS_FAILURES
+from core.state.deferred import DeferredRequest
 from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey
 from core.state.store import State
@@ -67,7 +83,10 @@ THREAD_HISTORY = 50
 
 BACK_TEXT = "I'm back in this conversation."
 NOT_ALLOWED_TEXT = "Sorry, I can't answer you here."
-RESTARTING_TEXT = "I'm restarting; please ask again in a moment."
+RESTARTING_TEXT = "I'm restarting — please ask again in a minute."
+DEFERENCE = 1.5
+"""Seconds a draining process waits before taking an event, so that a live process
+on the same shard takes it first; well inside the 3 seconds of an interaction."""
 ONLY_ASKER_TEXT = "Only the person who asked, or a moderator, can stop this reply."
 
 
@@ -98,11 +117,60 @@ class DiscordBot:
         self.access = Access.from_settings(settings)
         self.permission_log = PermissionLog()
         self.accepting = True
-        """False once the process drains: new events are left to its replacement."""
+        """False once the process drains: new replies are handed over, or refused."""
+        self._busy: set[asyncio.Task[Any]] = set()  # handlers of events and hand-overs
+        self._waiting: set[asyncio.Task[Any]] = set()  # ... before their reply started
+        self._evicted: set[asyncio.Task[Any]] = set()  # ... whose wait draining cut short
 
     def register(self) -> None:
         self.client.event(self.on_message)
         self.client.event(self.on_interaction)
+
+    def begin_draining(self) -> None:
+        """The process is going away: from now on replies are handed over or refused
+        (see the module docstring). Events keep arriving: the gateway stays open.
+
+        Handlers still waiting for their reply to start (for the conversation's lock,
+        mostly) are cut short now and hand over (or, for ``/ask``, say so): once the
+        drain begins no reply can start in this process, and a waiter that got the
+        lock would have stored the user's turn before being refused, so the next
+        process would store it a second time."""
+        if self.accepting:
+            self.accepting = False
+            log.info("Discord: draining; new messages go to the next process of their shard")
+        self._evict_waiting()
+
+    def _evict_waiting(self) -> None:
+        for task in list(self._waiting):
+            if task not in self._evicted:
+                self._evicted.add(task)
+                task.cancel()
+
+    async def settle(self, within: float) -> None:
+        """After the drain, before the gateway closes: give every event handler
+        ``within`` seconds to finish handing over (or answering)."""
+        self.begin_draining()
+        busy = [t for t in self._busy if not t.done() and t is not asyncio.current_task()]
+        if not busy:
+            return
+        _, pending = await asyncio.wait(busy, timeout=within)
+        if pending:
+            log.warning("Discord: %d event handlers still running at shutdown", len(pending))
+
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        """Count the current task as an event handler, which ``settle`` waits for."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._busy.add(task)
+        try:
+            yield
+        finally:
+            self._busy.discard(task)
+            self._waiting.discard(task)
+            self._evicted.discard(task)
 
     @property
     def me(self) -> discord.ClientUser:
@@ -114,9 +182,13 @@ class DiscordBot:
     # -- messages ----------------------------------------------------------------
 
     async def on_message(self, message: discord.Message) -> None:
+        with self._working():
+            await self._on_message(message)
+
+    async def _on_message(self, message: discord.Message) -> None:
         me = self.me
         author = message.author
-        if not self.accepting or author.id == me.id or message.type not in ANSWERED_TYPES:
+        if author.id == me.id or message.type not in ANSWERED_TYPES:
             return
         if author.bot and not self.settings.discord_allow_bots:
             return
@@ -132,6 +204,8 @@ class DiscordBot:
             return  # unreadable (no MESSAGE_CONTENT) or attachments only
         if not self.access.allows_author(author, channel, dm=guild is None):
             return
+        if not self.accepting:
+            await asyncio.sleep(DEFERENCE)  # a live process on this shard claims it first
         if not await self.state.dedupe.claim(f"discord:{message.id}"):
             return
         text = strip_mention(message.content, me.id)
@@ -235,14 +309,8 @@ class DiscordBot:
         await self.state.budget.acquire(GLOBAL_SCOPE)
         thread = await message.create_thread(name=thread_name(text, message.author))
         conversation = channel_conversation(channel.guild.id, thread.id)
-        await self._respond(
-            message.author,
-            conversation,
-            text,
-            policy,
-            thread.id,
-            outlet=lambda: ChannelOutlet(self._messageable(thread.id, channel.guild.id)),
-        )
+        target = ChannelTarget(thread.id, channel.guild.id)
+        await self._answer_message(message.author, conversation, text, policy, target)
 
     async def _reply_to_message(
         self,
@@ -255,18 +323,8 @@ class DiscordBot:
         guild_id = message.guild.id if message.guild else None
         if guild_id is not None and not self._may_write(channel, reply=True):
             return
-        reference = message.to_reference(fail_if_not_exists=False)
-        channel_id = message.channel.id
-        await self._respond(
-            message.author,
-            conversation,
-            text,
-            policy,
-            channel_id,
-            outlet=lambda: ChannelOutlet(
-                self._messageable(channel_id, guild_id), reference=reference, notify_first=True
-            ),
-        )
+        target = ChannelTarget(message.channel.id, guild_id, reference=message.id, notify=True)
+        await self._answer_message(message.author, conversation, text, policy, target)
 
     # -- interactions ------------------------------------------------------------
 
@@ -291,11 +349,15 @@ class DiscordBot:
     async def ask(self, interaction: discord.Interaction[Any], prompt: str) -> None:
         """``/ask``: defer at once (Discord allows 3 seconds), then stream into the
         response, moving to a channel message before the token dies."""
+        with self._working():
+            await self._ask(interaction, prompt)
+
+    async def _ask(self, interaction: discord.Interaction[Any], prompt: str) -> None:
         deadline = self.clock.now() + self.settings.discord_interaction_window
         channel = interaction.channel
         dm = interaction.guild_id is None
         if not self.accepting:
-            await interaction.response.send_message(RESTARTING_TEXT, ephemeral=True)
+            await self._turn_away(interaction)
             return
         if not self.access.allows_author(interaction.user, channel, dm=dm):
             await interaction.response.send_message(NOT_ALLOWED_TEXT, ephemeral=True)
@@ -316,18 +378,40 @@ class DiscordBot:
             reply=True,
         )
         guild_id = interaction.guild_id
-        await self._respond(
-            interaction.user,
-            conversation,
-            prompt,
-            self._policy(channel),
-            channel_id,
+        request = await self._request(
+            interaction.user.id, conversation, prompt, self._policy(channel), channel_id
+        )
+        await self._deliver(
+            request,
             outlet=lambda: InteractionOutlet(interaction),
             fallback=lambda: (
                 ChannelOutlet(self._messageable(channel_id, guild_id)) if writable else None
             ),
             deadline=deadline,
+            refused=lambda: self._restarting(interaction),
         )
+
+    async def _turn_away(self, interaction: discord.Interaction[Any]) -> None:
+        """A new ``/ask`` while draining. Its token only works for this application
+        and an answer must come within 3 seconds, so it is not handed over: a live
+        process on the shard may take it (it defers at once), else the user is asked
+        to try again, still inside Discord's 3 seconds."""
+        await asyncio.sleep(DEFERENCE)
+        try:
+            await interaction.response.send_message(RESTARTING_TEXT, ephemeral=True)
+        except discord.HTTPException as exc:  # 40060: a live process took it
+            log.info("left /ask %s to another process: %s", interaction.id, exc)
+
+    async def _restarting(self, interaction: discord.Interaction[Any]) -> None:
+        """A deferred ``/ask`` whose reply can't start here any more: its "thinking…"
+        response says so rather than thinking until the token dies."""
+        try:
+            await self.state.budget.acquire(interaction_scope(interaction.token))
+            await interaction.edit_original_response(
+                content=RESTARTING_TEXT, allowed_mentions=NO_MENTIONS
+            )
+        except discord.HTTPException as exc:
+            log.warning("could not tell /ask %s that the bot restarts: %s", interaction.id, exc)
 
     async def reset(self, interaction: discord.Interaction[Any]) -> bool:
         """``/reset``: forget the conversation the command belongs to."""
@@ -338,36 +422,136 @@ class DiscordBot:
 
     # -- the reply ---------------------------------------------------------------
 
-    async def _respond(
+    async def _request(
         self,
-        author: discord.abc.User,
+        author_id: int,
         conversation: ConversationKey,
         text: str,
         policy: ChannelPolicy,
         channel_id: int,
-        *,
-        outlet: Callable[[], Outlet],
-        fallback: Callable[[], ChannelOutlet | None] = lambda: None,
-        deadline: float | None = None,
-    ) -> None:
+    ) -> ReplyRequest:
         channel = self.client.get_channel(channel_id)
         parents = lineage(channel)[:2] if isinstance(channel, discord.Thread) else (channel_id,)
-        request = ReplyRequest(
-            platform="discord",
+        return ReplyRequest(
+            platform=PLATFORM,
             conversation=conversation,
-            author=str(author.id),
+            author=str(author_id),
             text=text or "(empty message)",
             channel=str(channel_id),
             system_prompt=policy.system_prompt or self.core.system_prompt,
             model=await self.models.chosen(*parents) or policy.model,
             target={"channel": str(channel_id)},
         )
-        try:
-            await self.responder.respond(
-                request, self._sink_factory(conversation, author.id, outlet, fallback, deadline)
+
+    async def _answer_message(
+        self,
+        author: discord.abc.User,
+        conversation: ConversationKey,
+        text: str,
+        policy: ChannelPolicy,
+        target: ChannelTarget,
+    ) -> None:
+        request = await self._request(author.id, conversation, text, policy, target.channel)
+        await self._reply_in_channel(request, target)
+
+    async def answer_handed_over(self, deferred: DeferredRequest) -> None:
+        """Answer a message that a draining process accepted (``run_pickup`` calls
+        this); raises ``ValueError`` for a payload this version can't read."""
+        handed = from_payload(deferred.payload)
+        with self._working():
+            log.info(
+                "answering in %s a message handed over %.1fs ago",
+                handed.request.conversation.id,
+                time.time() - deferred.deferred_at,
             )
+            await self._reply_in_channel(handed.request, handed.target)
+
+    async def _reply_in_channel(self, request: ReplyRequest, target: ChannelTarget) -> None:
+        reference = None
+        if target.reference is not None:
+            reference = discord.MessageReference(
+                message_id=target.reference,
+                channel_id=target.channel,
+                guild_id=target.guild,
+                fail_if_not_exists=False,
+            )
+        await self._deliver(
+            request,
+            outlet=lambda: ChannelOutlet(
+                self._messageable(target.channel, target.guild),
+                reference=reference,
+                notify_first=target.notify,
+            ),
+            refused=lambda: self._hand_over(request, target),
+        )
+
+    async def _deliver(
+        self,
+        request: ReplyRequest,
+        *,
+        outlet: Callable[[], Outlet],
+        fallback: Callable[[], ChannelOutlet | None] = lambda: None,
+        deadline: float | None = None,
+        refused: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Stream the reply, or, when it can't start in this process (draining), call
+        ``refused``, which hands it over or tells the user: an accepted event is never
+        dropped in silence."""
+        if not self.accepting:
+            await refused()
+            return
+        task = asyncio.current_task()
+        make_sink = self._sink_factory(
+            request.conversation, int(request.author), outlet, fallback, deadline
+        )
+
+        def started(reply_id: str, hooks: ReplyHooks) -> Sink:
+            # Past the quota check and the lock: draining must not cut it short now.
+            self._waiting.discard(task)
+            return make_sink(reply_id, hooks)
+
+        if task is not None:
+            self._waiting.add(task)
+        try:
+            await self.responder.respond(request, started)
         except ShuttingDown:
-            log.info("not answering %s: shutting down", conversation.id)
+            log.info("not answering in %s here: shutting down", request.conversation.id)
+            await refused()
+        except asyncio.CancelledError:
+            if task in self._evicted:  # by draining, before the reply started
+                log.info("not waiting in %s any longer: shutting down", request.conversation.id)
+                await refused()
+            raise
+        finally:
+            self._waiting.discard(task)
+
+    async def _hand_over(self, request: ReplyRequest, target: ChannelTarget) -> None:
+        """Leave the reply to the next process of the message's shard; without Redis,
+        ask the user to try again rather than answer nothing."""
+        partition = str(shard_of(target.guild, self.client.shard_count or 1))
+        try:
+            await self.state.deferred.push(PLATFORM, partition, to_payload(request, target))
+        except REDIS_FAILURES as exc:
+            log.error(
+                "could not hand the reply in %s over (%s): asking its author to try again",
+                request.conversation.id,
+                str(exc) or type(exc).__name__,
+            )
+            await self._say_restarting(target)
+            return
+        log.info("handed the reply in %s over to shard %s", request.conversation.id, partition)
+
+    async def _say_restarting(self, target: ChannelTarget) -> None:
+        channel = self._messageable(target.channel, target.guild)
+        reply: dict[str, Any] = {}
+        if target.reference is not None:
+            message = channel.get_partial_message(target.reference)
+            reply["reference"] = message.to_reference(fail_if_not_exists=False)
+        try:
+            await acquire_all(self.state.budget, (channel_scope(target.channel), GLOBAL_SCOPE))
+            await channel.send(RESTARTING_TEXT, allowed_mentions=NO_MENTIONS, **reply)
+        except discord.HTTPException as exc:
+            log.warning("could not tell channel %s that the bot restarts: %s", target.channel, exc)
 
     def _sink_factory(
         self,

@@ -1,5 +1,14 @@
 """Starts the Discord adapter: log in, connect the gateway, sync the commands,
-and finish the replies of processes that died.
+finish the replies of processes that died and answer the messages that draining
+processes handed over.
+
+Shutting down takes three steps, so that no event is lost: ``stop_intake``
+(the bot drains: the gateway stays open, new messages are handed over to the
+next process of their shard, a new ``/ask`` is told to ask again), then the
+caller drains the replies in flight (``ActiveReplies.drain``), then ``close``
+(handlers still waiting hand over, and the gateway closes). Discord never
+redelivers an event, so a gateway closed any earlier would drop what arrives
+during the drain.
 
 Start-up refuses to run half-configured, with one line saying what to fix: a
 token Discord rejects, or MESSAGE_CONTENT forced ``on`` for an application
@@ -15,7 +24,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import discord
@@ -31,6 +40,7 @@ from bots.discord.client import (
     wants_message_content,
 )
 from bots.discord.commands import build_tree, sync_commands
+from bots.discord.handover import PLATFORM
 from bots.discord.ratelimits import RateLimitLearner
 from bots.discord.settings import INTERACTION_TOKEN_LIFETIME, DiscordSettings
 from bots.discord.sink import finalise_orphan
@@ -49,6 +59,10 @@ SHUTDOWN_GRACE = 1.0
 """Seconds replies still streaming at the adapter's own exit get to end by themselves."""
 SHUTDOWN_FINALISE = 10.0
 """Seconds replies interrupted by the adapter's own exit get to show it."""
+SETTLE = 5.0
+"""Seconds event handlers get to hand over (or answer) at ``close`` before the gateway closes."""
+PICKUP_INTERVAL = 2.0
+"""Seconds between two looks for messages handed over by draining processes."""
 
 PORTAL_HINT = "Developer Portal → your application → Bot → Privileged Gateway Intents"
 
@@ -63,6 +77,9 @@ class DiscordService:
     learner: RateLimitLearner
     connection: asyncio.Task[None]
     """The gateway connection; it ends when the client closes or gives up."""
+    pickup: asyncio.Task[None] | None = None
+    """Answers the messages draining processes of this process's shards handed over."""
+    _draining: bool = field(default=False, init=False)
 
     async def connected(self) -> bool:
         """Readiness: every shard of this process is connected."""
@@ -70,12 +87,25 @@ class DiscordService:
         return self.client.is_ready() and all(not shard.is_closed() for shard in shards)
 
     async def stop_intake(self) -> None:
-        """Take no more events, and close the gateway so a replacement process (which
-        identifies the same shards) gets them; replies in flight keep their REST
-        session and finish."""
-        self.bot.accepting = False
-        for shard in self.client.shards.values():
-            await shard.disconnect()
+        """Start draining (SIGTERM): the gateway stays open, because an event that
+        reaches no process is lost for good, and the bot hands new messages over to
+        the next process of their shard and tells new ``/ask``s to ask again. No more
+        hand-overs are taken here; the ones being answered finish."""
+        self.bot.begin_draining()
+        if not self._draining:
+            self._draining = True
+            if self.pickup is not None:
+                self.pickup.cancel()  # once: it then waits for the answers it started
+
+    async def close(self, within: float = SETTLE) -> None:
+        """After the drain: hand over what still waits to start, then close the
+        gateway. Call ``stop_intake`` and drain the replies first."""
+        await self.stop_intake()
+        await self.bot.settle(within)
+        if self.pickup is not None:
+            await asyncio.wait({self.pickup}, timeout=within)
+        await self.client.close()
+        await asyncio.gather(self.connection, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -120,7 +150,13 @@ async def discord_app(
             connection = asyncio.create_task(client.connect(reconnect=True))
             await _until_ready(client, connection)
             await sync_commands(tree, settings)
-            service = DiscordService(client, bot, tree, learner, connection)
+            shards = settings.discord_shard_ids or range(client.shard_count or 1)
+            pickup = asyncio.create_task(
+                state.deferred.run_pickup(
+                    PLATFORM, [str(s) for s in shards], bot.answer_handed_over, PICKUP_INTERVAL
+                )
+            )
+            service = DiscordService(client, bot, tree, learner, connection, pickup)
             sweeper = asyncio.create_task(
                 state.inflight.run_sweeper({"discord": _finaliser(client, state)})
             )
@@ -132,6 +168,7 @@ async def discord_app(
                 await service.stop_intake()
                 if own_active:
                     await replies.drain(SHUTDOWN_GRACE, finalise_within=SHUTDOWN_FINALISE)
+                await service.close()
         finally:
             await client.close()
             if connection is not None:

@@ -132,21 +132,3 @@ async def test_a_dead_processes_reply_is_finished_by_the_sweeper(
             await tracking.__aexit__(None, None, None)  # tidy up the "dead" registry
     assert message.content.startswith("Half an\n-# ⚠️ The reply was interrupted")
     assert message.components == []
-
-
-async def test_stopping_intake_closes_the_gateway_and_lets_the_reply_in_flight_finish(
-    fake: FakeDiscord, llm_server: FakeLLMServer, start_bot: StartBot
-) -> None:
-    pieces = [f"part {i}. " for i in range(10)]
-    llm_server.enqueue(stream(pieces, delay=0.1))
-    async with start_bot() as service:
-        assert await service.connected()
-        await fake.inject_message(CHANNEL_ID, "a long one", ALICE, mentions_bot=True)
-        await eventually(lambda: bot_messages(fake, CHANNEL_ID))
-        await service.stop_intake()  # a deploy: the replacement takes new events
-        assert not await service.connected()
-        await eventually(lambda: not fake.connections)  # no more events reach this process
-        await eventually(lambda: finished(bot_messages(fake, CHANNEL_ID)[0]))
-    [reply] = bot_messages(fake, CHANNEL_ID)
-    assert answer(reply) == "".join(pieces)  # finished over REST, gateway closed
-    assert len(fake.identifies) == 1  # and it stayed closed
