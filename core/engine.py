@@ -503,7 +503,9 @@ class Reply:
                 self._observer.rate_limited(scope, limited.retry_after)
 
     async def _call(self, call: SinkCall, index: int, fn: Callable[[], Awaitable[None]]) -> None:
-        """A call without text (``open``): budgeted, retried on 429, never fatal."""
+        """A call without text (``open``): budgeted, retried on 429 and reroutes,
+        never fatal."""
+        reroutes = 0
         while True:
             waited = await self._acquire(self._sink.scopes(call, index))
             started = self._clock.now()
@@ -512,6 +514,14 @@ class Reply:
             except RateLimited as limited:
                 await self._rate_limited(call, index, limited)
                 continue
+            except Reroute:
+                reroutes += 1
+                if reroutes <= MAX_REROUTES:
+                    continue
+                return
+            except UserStopped:
+                self.stop("stopped")
+                return
             except MessageGone:
                 raise
             except Exception as exc:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from core import logs
-from core.engine import Reply, ReplyResult
+from core.engine import FinalRetry, Reply, ReplyResult
 from core.lifecycle import ActiveReplies, ShuttingDown
 from core.llm.client import LLMClient
 from core.llm.events import Event, Finish, TextDelta
@@ -52,6 +52,17 @@ class ReplyRequest:
     model: str | None = None
     target: Mapping[str, str] = field(default_factory=dict)
     """The platform's ids for where the reply goes, for the in-flight record."""
+    prepare: Callable[[], Awaitable[None]] | None = None
+    """Runs under the conversation lock before the context is read: e.g. a
+    thread's history rebuilt from the platform, which must not interleave with
+    another reply's turns."""
+
+    @property
+    def quota_ids(self) -> tuple[str, str]:
+        """The user and channel as quota keys: bare ids repeat across workspaces
+        and platforms, so they are qualified by both."""
+        where = f"{self.conversation.platform}:{self.conversation.workspace}"
+        return f"{where}:{self.author}", f"{where}:{self.channel}"
 
 
 SinkFactory = Callable[[str, "ReplyHooks"], Sink]
@@ -66,15 +77,21 @@ class ReplyHooks:
         self.tracker: Tracker | None = None
 
     def stop(self) -> None:
-        """The platform said the user stopped the reply (e.g. Slack's own Stop)."""
+        """The platform said the user stopped the reply."""
         if self.reply is not None:
             self.reply.stop()
 
     async def shown(self, index: int, target: Mapping[str, str], text: str) -> None:
-        """Message ``index`` (at ``target``) now shows ``text``: keep the in-flight
-        record current, so a finaliser can show what the user saw."""
+        """Message ``index`` (at ``target``) shows ``text``: keep the in-flight
+        record current, so a finaliser can show what the user saw. Returns at
+        once: the record is written in the background."""
         if self.tracker is not None:
             await self.tracker.update(text=text, index=index, target=target)
+
+    def confirmed(self, index: int, text: str, final: bool) -> None:
+        """The engine's word that the platform confirmed message ``index``."""
+        if self.tracker is not None:
+            self.tracker.confirmed(index, text, final)
 
 
 class Responder:
@@ -86,7 +103,9 @@ class Responder:
         pacing: Pacing | None = None,
         metrics: ChatrelayMetrics | None = None,
         active: ActiveReplies | None = None,
+        retry: FinalRetry | None = None,
     ) -> None:
+        self.retry = retry
         self.state = state
         self.llm = llm
         self.pacing = pacing or Pacing()
@@ -102,7 +121,8 @@ class Responder:
         token = logs.reply_id.set(reply_id)
         hooks = ReplyHooks()
         try:
-            quota = await state.usage.check(user=request.author, channel=request.channel)
+            user, channel = request.quota_ids
+            quota = await state.usage.check(user=user, channel=channel)
             if not quota.allowed:
                 return await self._say(
                     make_sink(reply_id, hooks), quota.message or "Quota reached."
@@ -120,6 +140,8 @@ class Responder:
         self, request: ReplyRequest, reply_id: str, hooks: ReplyHooks, make_sink: SinkFactory
     ) -> ReplyResult:
         state = self.state
+        if request.prepare is not None:
+            await request.prepare()
         messages = await state.conversations.context(
             request.conversation,
             request.system_prompt,
@@ -127,7 +149,12 @@ class Responder:
         )
         observer = self.metrics.observer(request.platform) if self.metrics else None
         reply = Reply(
-            make_sink(reply_id, hooks), budget=state.budget, pacing=self.pacing, observer=observer
+            make_sink(reply_id, hooks),
+            budget=state.budget,
+            pacing=self.pacing,
+            observer=observer,
+            retry=self.retry,
+            progress=hooks.confirmed,
         )
         hooks.reply = reply
         record = InflightRecord(reply_id, request.platform, dict(request.target))
@@ -141,6 +168,14 @@ class Responder:
             ):
                 hooks.tracker = tracker
                 result = await reply.run(self.llm.stream(messages, extra=extra))
+                if result.delivered or result.gone:
+                    tracker.settled = True
+                else:
+                    await tracker.defer_final(
+                        result.outcome.state,
+                        result.outcome.reason or "",
+                        {frame.index: frame.text for frame in result.undelivered},
+                    )
         finally:
             self.active.discard(reply)
         self._ended(request, result)
@@ -149,9 +184,8 @@ class Responder:
                 request.conversation, Turn("assistant", None, result.text)
             )
         if result.usage is not None:
-            await state.usage.record(
-                user=request.author, channel=request.channel, usage=result.usage
-            )
+            user, channel = request.quota_ids
+            await state.usage.record(user=user, channel=channel, usage=result.usage)
         log.info(
             "reply %s: %d chars, %d messages, %d platform calls",
             result.outcome.state,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -35,6 +35,7 @@ from core.lifecycle import ShuttingDown
 from core.responder import ReplyHooks, ReplyRequest, Responder
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
 from core.sink import Sink
+from core.state.connection import REDIS_FAILURES
 from core.state.conversations import Turn
 from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey
@@ -71,6 +72,9 @@ GROUP_CACHE_SECONDS = 300.0
 
 NATIVE_UNSUPPORTED_TTL = 24 * 3600
 """How long a workspace without native streaming is remembered (it may gain it)."""
+
+REDIS_WAIT = 1.0
+"""Seconds a listener waits for Redis on a reply's path before going on without it."""
 
 
 class SlackBot:
@@ -223,9 +227,6 @@ class SlackBot:
             )
 
         def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
-            async def shown(index: int, ts: str, text: str) -> None:
-                await hooks.shown(index, {"team": team, "channel": channel, "ts": ts}, text)
-
             async def unsupported() -> None:
                 await self._remember_no_native(team)
 
@@ -233,16 +234,18 @@ class SlackBot:
                 client=self.client,
                 target=target,
                 reply_id=reply_id,
-                budget=self.state.budget,
                 native=native,
-                on_user_stop=hooks.stop,
                 on_native_unsupported=unsupported,
-                on_shown=shown,
+                on_shown=hooks.shown,
                 rollover_after=self.settings.slack_stream_rollover,
             )
 
+        prepare: Callable[[], Awaitable[None]] | None = None
         if thread_ts and thread_ts != event.get("ts"):
-            await self._rebuild_if_lost(conversation, channel, thread_ts, event.get("ts", ""))
+
+            async def prepare() -> None:
+                await self._rebuild_if_lost(conversation, channel, thread_ts, event.get("ts", ""))
+
         request = ReplyRequest(
             platform="slack",
             conversation=conversation,
@@ -252,6 +255,7 @@ class SlackBot:
             system_prompt=policy.system_prompt or self.core.system_prompt,
             model=policy.model,
             target={"team": team, "channel": channel},
+            prepare=prepare,
         )
         # The reply runs in a task of its own: Bolt's listener task may be cancelled
         # when intake stops (shutdown), and a reply must still finish or be finalised.
@@ -338,12 +342,22 @@ class SlackBot:
         return await self.state.dedupe.claim(f"slack:{event_id}")
 
     async def _native_ok(self, team: str) -> bool:
+        """Whether to try native streaming (yes when Redis can't tell: the first
+        refusal switches the reply over anyway)."""
         key = f"{self.state.keys.prefix}slack:no-native:{team}"
-        return not await self.state.redis.exists(key)
+        try:
+            async with asyncio.timeout(REDIS_WAIT):
+                return not await self.state.redis.exists(key)
+        except REDIS_FAILURES:
+            return True
 
     async def _remember_no_native(self, team: str) -> None:
         key = f"{self.state.keys.prefix}slack:no-native:{team}"
-        await self.state.redis.set(key, "1", ex=NATIVE_UNSUPPORTED_TTL)
+        try:
+            async with asyncio.timeout(REDIS_WAIT):
+                await self.state.redis.set(key, "1", ex=NATIVE_UNSUPPORTED_TTL)
+        except REDIS_FAILURES as exc:
+            log.warning("could not remember that workspace %s has no streaming: %s", team, exc)
 
 
 def _title(text: str) -> str:

@@ -20,11 +20,11 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.api import SafeWebClient
 from bots.slack.bot import SlackBot
+from bots.slack.finalise import finalise_record
 from bots.slack.settings import SlackSettings
-from bots.slack.sink import finalise_orphan
 from core.config import Settings
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
@@ -32,7 +32,7 @@ from core.metrics import ChatrelayMetrics
 from core.pacing import Pacing
 from core.responder import Responder
 from core.rules import RulesSource
-from core.state.inflight import INTERRUPTED_REASON, InflightRecord
+from core.state.inflight import InflightRecord
 from core.state.store import State
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ async def slack_app(
     """The Bolt app with chatrelay's listeners, and the orphan sweeper running."""
     assert settings.slack_bot_token is not None
     token = settings.slack_bot_token.get_secret_value()
-    client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
+    client = SafeWebClient(token=token, base_url=settings.slack_api_url)
     auth = await client.auth_test()
     secret = settings.slack_signing_secret
     app = AsyncApp(
@@ -101,11 +101,7 @@ async def slack_app(
     bot.register(app)
 
     async def finalise(record: InflightRecord) -> None:
-        target = record.target
-        if target.get("ts"):
-            await finalise_orphan(
-                client, target["channel"], target["ts"], record.text, INTERRUPTED_REASON
-            )
+        await finalise_record(client, state.budget, record)
 
     sweeper = asyncio.create_task(state.inflight.run_sweeper({"slack": finalise}))
     try:

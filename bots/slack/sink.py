@@ -3,10 +3,11 @@
 Two ways to grow a message, chosen per workspace:
 
 - **native streaming** (``chat.startStream`` → ``appendStream`` → ``stopStream``):
-  Slack appends what we send, so the sink is append-only. Streams are closed
-  by Slack about five minutes after they start, so a message rolls over to a
-  new stream before 4.5 minutes, and a stream found closed
-  (``message_not_in_streaming_state``) is recovered with ``chat.update``.
+  Slack appends what we send, so the sink is append-only. Every message of a
+  long reply is stopped when its page is complete. Slack closes a stream about
+  five minutes after it starts, so a message rolls over to a new stream before
+  that (``rollover_after``); a stream found closed
+  (``message_not_in_streaming_state``) is recovered with ``chat.update``, and
   ``stopped_by_user`` is the user's Stop.
 - **post + edit** (``chat.postMessage`` then ``chat.update`` with a
   ``markdown`` block, which avoids the "(edited)" label), for workspaces
@@ -14,58 +15,42 @@ Two ways to grow a message, chosen per workspace:
   ``unknown_method``…) switches the reply over and is remembered for the
   workspace.
 
-Every call is named by its budget scope; a 429 becomes ``RateLimited`` so the
-engine blocks the scope for every reply, and a vanished message becomes
-``MessageGone``.
+The sink only renders. The engine decides what text to send (and holds back a
+tail that could still become a mention), acquires the budget of every call the
+sink names in ``scopes`` (a roll-over names both of its calls), and counts text
+as shown only once the sink returns. The sink records a message's state only
+after Slack confirmed a call, so a failed call leaves it exactly as it was.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.format import (
-    context,
-    fallback_text,
-    message_blocks,
-    neutralise,
-    outcome_note,
+from bots.slack.api import (
+    STOPPED_BY_USER,
+    STREAM_CLOSED,
+    UNSUPPORTED,
+    error_of,
+    gone,
+    rate_limited,
+    scope,
 )
-from core.budget import Budget, acquire_all
+from bots.slack.format import fallback_text, message_blocks, outcome_note
 from core.clock import Clock, MonotonicClock
 from core.markdown import heal
-from core.sink import Frame, MessageGone, Outcome, RateLimited, SinkCall
+from core.sink import Frame, Outcome, Reroute, SinkCall, UserStopped
 
 log = logging.getLogger(__name__)
 
 MESSAGE_LIMIT = 11_000
 """Characters of model text per Slack message: under the 12,000 of a markdown
 block or a ``markdown_text`` call, with room for the engine's fence closers."""
-
-
-UNSUPPORTED = frozenset(
-    {
-        "feature_not_enabled",
-        "unknown_method",
-        "not_allowed",
-        "method_not_supported_for_channel_type",
-    }
-)
-"""Errors meaning this workspace (or channel) can't use native streaming."""
-
-GONE = frozenset(
-    {"message_not_found", "channel_not_found", "thread_not_found", "is_archived", "not_in_channel"}
-)
-
-_HOLD_BACK = 12
-"""Characters at the end of an append that may be held back while they could
-still become a mention (``<!chan`` …), so neutralising never misses one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +70,22 @@ class SlackTarget:
 
 @dataclass
 class _Message:
+    """One page of the reply as Slack holds it. Changed only after Slack confirmed."""
+
     ts: str
     native: bool
+    """A stream we append to; False for posted messages and streams that ended."""
     started: float
-    shown: str = ""  # the model's text this message shows (neutralised when sent)
+    offset: int = 0
+    """Where this Slack message starts in the page's text (after a roll-over)."""
+    upto: int = 0
+    """How much of the page's text Slack confirmed showing, in page offsets."""
+    closed: bool = False
+    """Its stream was stopped for a roll-over and the next one isn't started yet."""
+
+
+OnShown = Callable[[int, Mapping[str, str], str], Awaitable[None]]
+"""(page index, where it is, the page text it shows): for the in-flight record."""
 
 
 @dataclass
@@ -98,20 +95,16 @@ class SlackReplySink:
     client: AsyncWebClient
     target: SlackTarget
     reply_id: str
-    budget: Budget
     native: bool = True
     clock: Clock = field(default_factory=MonotonicClock)
-    on_user_stop: Callable[[], None] = lambda: None
     on_native_unsupported: Callable[[], Awaitable[None]] | None = None
-    on_shown: Callable[[int, str, str], Awaitable[None]] | None = None
-    """Called with (index, ts, text) after a message changed: the in-flight record."""
+    on_shown: OnShown | None = None
+    """Called after Slack confirmed a change of message ``index``."""
     limit: int = MESSAGE_LIMIT
     rollover_after: float = 270.0
     """Seconds after which a native stream is closed and the message continues in
     a new one: Slack closes streams about 300 s after they start."""
     _messages: list[_Message] = field(default_factory=list)
-    _carry: str = ""
-    _user_stopped: bool = False
 
     @property
     def append_only(self) -> bool:
@@ -121,72 +114,78 @@ class SlackReplySink:
     def timestamps(self) -> list[str]:
         return [m.ts for m in self._messages]
 
-    # -- budget scopes -------------------------------------------------------
-
-    def _scope(self, method: str) -> str:
-        if method == "chat.postMessage":
-            return f"slack:{self.target.team}:chat.postMessage:{self.target.channel}"
-        return f"slack:{self.target.team}:{method}"
+    # -- budget scopes: one per call the sink will make --------------------------
 
     def scopes(self, call: SinkCall, index: int) -> Sequence[str]:
-        return [self._scope(m) for m in self._methods(call, index)]
+        team, channel = self.target.team, self.target.channel
+        return [scope(team, method, channel) for method in self._methods(call, index)]
 
     def _methods(self, call: SinkCall, index: int) -> tuple[str, ...]:
-        exists = index < len(self._messages)
         if call is SinkCall.OPEN:
-            status = ("assistant.threads.setStatus",) if self.target.assistant_thread else ()
-            first = "chat.startStream" if self._can_stream() else "chat.postMessage"
-            return (*status, first)
-        if self.native:
-            if call is SinkCall.FINISH:
-                return ("chat.stopStream",) if exists else ("chat.startStream", "chat.stopStream")
-            return ("chat.appendStream",) if exists else ("chat.startStream",)
-        return ("chat.update",) if exists else ("chat.postMessage",)
+            status = ("assistant.threads.setStatus",) if self._shows_status() else ()
+            return (*status, "chat.startStream" if self._can_stream() else "chat.postMessage")
+        closing = call in (SinkCall.CLOSE, SinkCall.FINISH)
+        if index >= len(self._messages):
+            if not self._can_stream():
+                return ("chat.postMessage",)
+            return ("chat.startStream", "chat.stopStream") if closing else ("chat.startStream",)
+        message = self._messages[index]
+        if not message.native:
+            return ("chat.update",)
+        if message.closed:
+            return ("chat.startStream", "chat.stopStream") if closing else ("chat.startStream",)
+        if closing:
+            return ("chat.stopStream",)
+        if self._ageing(message):
+            return ("chat.stopStream", "chat.startStream")
+        return ("chat.appendStream",)
 
     def _can_stream(self) -> bool:
         # Streams live in threads: a top-level DM reply is posted and edited instead.
         return self.native and self.target.thread_ts is not None
 
+    def _shows_status(self) -> bool:
+        return self.target.assistant_thread and self.target.thread_ts is not None
+
+    def _ageing(self, message: _Message) -> bool:
+        return self.clock.now() - message.started > self.rollover_after
+
     # -- the Sink protocol ---------------------------------------------------
 
     async def open(self) -> None:
-        if self.target.assistant_thread and self.target.thread_ts:
+        if self._shows_status() and not self._messages:
             await self._api(
                 "assistant.threads.setStatus",
                 channel_id=self.target.channel,
                 thread_ts=self.target.thread_ts,
                 status="is thinking…",
             )
-        if not self._can_stream():
-            self.native = False
-        await self._new_message()
+        if not self._messages:
+            await self._create(Frame(0, "", "", False), None)
 
     async def render(self, frame: Frame) -> None:
-        if self._user_stopped:
-            return
-        if frame.index >= len(self._messages):
-            await self._new_message(frame)
-        else:
-            message = self._messages[frame.index]
-            if message.native:
-                await self._append(message, frame.delta, frame.final)
-            else:
-                await self._edit(message, frame, None)
-        await self._report(frame.index)
+        await self._show(frame, None)
 
     async def finish(self, frame: Frame, outcome: Outcome) -> None:
+        await self._show(frame, outcome)
+
+    async def _show(self, frame: Frame, outcome: Outcome | None) -> None:
+        closing = frame.final or outcome is not None
         if frame.index >= len(self._messages):
-            await self._new_message(frame)
-            frame = Frame(frame.index, frame.text, "", True, frame.reasoning)
-        message = self._messages[frame.index]
-        if message.native and not self._user_stopped:
-            await self._stop_stream(message, frame.delta, outcome)
+            await self._create(frame, outcome)
         else:
-            if message.native:  # the user stopped the stream: it takes no more text
-                message.shown += self._carry + frame.delta
-                self._carry = ""
-            await self._edit(message, frame, outcome)
-        await self._report(frame.index)
+            message = self._messages[frame.index]
+            if not message.native:
+                await self._edit(message, frame, outcome)
+            elif message.closed:
+                await self._restart(message, frame, outcome)
+            elif closing:
+                await self._stop(message, frame, outcome)
+            elif self._ageing(message):
+                await self._roll_over(message, frame)
+            else:
+                await self._append(message, frame)
+        await self._report(frame)
 
     # -- native streaming ----------------------------------------------------
 
@@ -199,121 +198,121 @@ class SlackReplySink:
             "recipient_team_id": self.target.team,
         }
 
-    async def _new_message(self, frame: Frame | None = None) -> None:
-        text = frame.delta if frame else ""
-        if self._can_stream():
-            safe = self._safe_append(text, final=frame is not None and frame.final)
-            try:
-                response = await self._api(
-                    "chat.startStream",
-                    channel=self.target.channel,
-                    thread_ts=self.target.thread_ts,
-                    **({"markdown_text": safe} if safe else {}),
-                    **self._recipients(),
-                )
-            except _Unsupported:
-                await self._switch_to_edits()
-                self._carry = ""
-                # The engine budgeted a stream start; the post it becomes needs its own.
-                await acquire_all(self.budget, [self._scope("chat.postMessage")])
-            else:
-                self._messages.append(_Message(str(response["ts"]), True, self.clock.now(), text))
-                return
-        frame = frame or Frame(len(self._messages), "", "", False)
-        response = await self._api(
-            "chat.postMessage",
-            channel=self.target.channel,
-            thread_ts=self.target.thread_ts,
-            text=fallback_text(frame.text),
-            blocks=self._blocks(frame.text, frame, None),
-        )
-        self._messages.append(_Message(str(response["ts"]), False, self.clock.now(), frame.text))
-
-    async def _append(self, message: _Message, delta: str, final: bool) -> None:
-        message.shown += delta
-        if self.clock.now() - message.started > self.rollover_after:
-            await self._roll_over(message, delta, final)
+    async def _create(self, frame: Frame, outcome: Outcome | None) -> None:
+        if not self._can_stream():
+            await self._post(frame, outcome)
             return
-        safe = self._safe_append(delta, final)
-        if not safe:
-            return
+        end = _end(frame)
+        piece = frame.text[:end]
         try:
-            await self._api(
-                "chat.appendStream", channel=self.target.channel, ts=message.ts, markdown_text=safe
-            )
-        except _StreamClosed:
-            await self._recover(message)
-        except _StoppedByUser:
-            self._user_stopped = True
-            self.on_user_stop()
-
-    async def _stop_stream(self, message: _Message, delta: str, outcome: Outcome) -> None:
-        message.shown += delta
-        if self.clock.now() - message.started > self.rollover_after:
-            await self._roll_over(message, delta, True)
-            delta = ""
-        safe = self._safe_append(delta, final=True)
-        try:
-            await self._api(
-                "chat.stopStream",
+            response = await self._api(
+                "chat.startStream",
                 channel=self.target.channel,
-                ts=message.ts,
-                **({"markdown_text": safe} if safe else {}),
-                blocks=message_blocks("", streaming=False, reply_id=self.reply_id, outcome=outcome),
+                thread_ts=self.target.thread_ts,
+                **({"markdown_text": piece} if piece else {}),
+                **self._recipients(),
             )
-        except (_StreamClosed, _StoppedByUser):
-            message.native = False
-            await self._edit(
-                message, Frame(self._messages.index(message), message.shown, "", True), outcome
-            )
+        except _Unsupported as exc:
+            await self._switch_to_edits()
+            raise Reroute(f"no native streaming in this workspace ({exc})") from exc
+        message = _Message(str(response["ts"]), True, self.clock.now(), upto=end)
+        self._messages.append(message)
+        if frame.final or outcome is not None:
+            await self._stop(message, frame, outcome)
 
-    async def _roll_over(self, message: _Message, delta: str, final: bool) -> None:
+    async def _append(self, message: _Message, frame: Frame) -> None:
+        end = _end(frame)
+        piece = frame.text[message.upto : end]
+        if not piece:
+            return
+        await self._stream_call(
+            message,
+            "chat.appendStream",
+            channel=self.target.channel,
+            ts=message.ts,
+            markdown_text=piece,
+        )
+        message.upto = end
+
+    async def _stop(self, message: _Message, frame: Frame, outcome: Outcome | None) -> None:
+        """Stop the stream with the rest of the page (and, on the reply's last
+        message, its ending): the message is final and shows no Stop anywhere."""
+        end = len(frame.text)
+        piece = frame.text[message.upto : end]
+        blocks = message_blocks("", streaming=False, reply_id=self.reply_id, outcome=outcome)
+        await self._stream_call(
+            message,
+            "chat.stopStream",
+            channel=self.target.channel,
+            ts=message.ts,
+            **({"markdown_text": piece} if piece else {}),
+            **({"blocks": blocks} if blocks else {}),
+        )
+        message.upto = end
+        message.native = False
+
+    async def _roll_over(self, message: _Message, frame: Frame) -> None:
         """Close the ageing stream with what it has and continue in a fresh one, so
-        Slack never closes it under us; the reader sees two messages, nothing lost."""
-        await acquire_all(self.budget, [self._scope("chat.stopStream")])
-        with contextlib.suppress(_StreamClosed, _StoppedByUser):
-            await self._api("chat.stopStream", channel=self.target.channel, ts=message.ts)
-        carried = self._safe_append(delta, final)
-        await acquire_all(self.budget, [self._scope("chat.startStream")])
+        Slack never closes it under us; the reader sees two messages, nothing lost.
+        Each step is recorded once confirmed, so a 429 on the second call resumes
+        at the second call."""
+        await self._stream_call(
+            message, "chat.stopStream", channel=self.target.channel, ts=message.ts
+        )
+        message.closed = True
+        await self._restart(message, frame, None)
+
+    async def _restart(self, message: _Message, frame: Frame, outcome: Outcome | None) -> None:
+        """Start the stream that continues a rolled-over message."""
+        end = len(frame.text) if frame.final or outcome is not None else _end(frame)
+        piece = frame.text[message.upto : end]
         response = await self._api(
             "chat.startStream",
             channel=self.target.channel,
             thread_ts=self.target.thread_ts,
-            **({"markdown_text": carried} if carried else {}),
+            **({"markdown_text": piece} if piece else {}),
             **self._recipients(),
         )
         message.ts = str(response["ts"])
+        message.offset, message.upto = message.upto, end
         message.started = self.clock.now()
-        message.shown = delta
+        message.closed = False
+        if frame.final or outcome is not None:
+            await self._stop(message, frame, outcome)
 
-    async def _recover(self, message: _Message) -> None:
-        """Slack closed the stream early: show the message's whole text with
-        ``chat.update``; its later frames are edits too."""
-        message.native = False
-        await acquire_all(self.budget, [self._scope("chat.update")])
-        await self._edit(
-            message, Frame(self._messages.index(message), message.shown, "", False), None
-        )
-
-    def _safe_append(self, delta: str, final: bool) -> str:
-        """``delta`` neutralised, holding back a tail that could still grow into a
-        mention, so a ``<!chan`` + ``nel>`` split across two appends can't ping."""
-        text = self._carry + delta
-        self._carry = ""
-        if not final:
-            start = len(text) - _HOLD_BACK
-            tail = max(text.rfind("<", start), text.rfind("@", start))
-            if tail >= 0 and not any(c.isspace() or c == ">" for c in text[tail:]):
-                text, self._carry = text[:tail], text[tail:]
-        return neutralise(text)
+    async def _stream_call(self, message: _Message, method: str, **params: Any) -> None:
+        """A call on a live stream; its two endings are Slack's to tell."""
+        try:
+            await self._api(method, **params)
+        except _StreamClosed as exc:
+            # Slack closed the stream (about five minutes in): from now on the
+            # message is edited, and this frame goes out as an edit.
+            message.native = False
+            message.closed = False
+            raise Reroute(f"{method}: the stream was closed by Slack") from exc
+        except _StoppedByUser as exc:
+            message.native = False
+            message.closed = False
+            raise UserStopped() from exc
 
     # -- post + edit -----------------------------------------------------------
 
+    async def _post(self, frame: Frame, outcome: Outcome | None) -> None:
+        text = frame.text
+        response = await self._api(
+            "chat.postMessage",
+            channel=self.target.channel,
+            thread_ts=self.target.thread_ts,
+            text=fallback_text(text),
+            blocks=self._blocks(text, frame, outcome),
+        )
+        self._messages.append(
+            _Message(str(response["ts"]), False, self.clock.now(), upto=len(text))
+        )
+
     async def _edit(self, message: _Message, frame: Frame, outcome: Outcome | None) -> None:
-        """Replace the message's content: the frame's text, or for a message that
-        was streamed natively, what it streamed."""
-        text = message.shown if message.native else frame.text
-        message.shown = text
+        """Replace the message's content with its part of the page."""
+        text = frame.text[message.offset :]
         await self._api(
             "chat.update",
             channel=self.target.channel,
@@ -321,6 +320,7 @@ class SlackReplySink:
             text=fallback_text(text),
             blocks=self._blocks(text, frame, outcome),
         )
+        message.upto = len(frame.text)
 
     def _blocks(self, text: str, frame: Frame, outcome: Outcome | None) -> list[dict[str, Any]]:
         streaming = outcome is None and not frame.final
@@ -338,10 +338,18 @@ class SlackReplySink:
         if self.on_native_unsupported is not None:
             await self.on_native_unsupported()
 
-    async def _report(self, index: int) -> None:
-        if self.on_shown is not None and index < len(self._messages):
-            message = self._messages[index]
-            await self.on_shown(index, message.ts, message.shown)
+    async def _report(self, frame: Frame) -> None:
+        if self.on_shown is None or frame.index >= len(self._messages):
+            return
+        message = self._messages[frame.index]
+        where = {
+            "team": self.target.team,
+            "channel": self.target.channel,
+            "ts": message.ts,
+            "offset": str(message.offset),
+            "stream": "1" if message.native or message.closed else "",
+        }
+        await self.on_shown(frame.index, where, frame.text[: message.upto])
 
     # -- calls -----------------------------------------------------------------
 
@@ -349,7 +357,15 @@ class SlackReplySink:
         try:
             return await self.client.api_call(method, json=params)
         except SlackApiError as exc:
-            raise _translate(method, exc, self._scope(method)) from exc
+            raise _translate(
+                method, exc, scope(self.target.team, method, self.target.channel)
+            ) from exc
+
+
+def _end(frame: Frame) -> int:
+    """Where in the page text the engine wants this message to reach now: all of
+    it on a final frame, else what it already had plus the delta it sent."""
+    return len(frame.text) if frame.final else frame.sent + len(frame.delta)
 
 
 class _Unsupported(Exception):
@@ -364,42 +380,18 @@ class _StoppedByUser(Exception):
     pass
 
 
-def _translate(method: str, exc: SlackApiError, scope: str) -> Exception:
-    response = exc.response
-    if response.status_code == 429:
-        retry_after = float(
-            response.headers.get("Retry-After", response.headers.get("retry-after", 1))
-        )
-        return RateLimited(retry_after, scope)
-    error = str(response.get("error", ""))
+def _translate(method: str, exc: SlackApiError, scope_name: str) -> Exception:
+    limited = rate_limited(exc, scope_name)
+    if limited is not None:
+        return limited
+    error = error_of(exc)
     if error in UNSUPPORTED and method.startswith("chat.") and "Stream" in method:
         return _Unsupported(error)
-    if error == "message_not_in_streaming_state":
+    if error in STREAM_CLOSED:
         return _StreamClosed(error)
-    if error == "stopped_by_user":
+    if error == STOPPED_BY_USER:
         return _StoppedByUser(error)
-    if error in GONE:
-        return MessageGone(f"{method}: {error}")
-    return exc
+    return gone(method, exc) or exc
 
 
-async def finalise_orphan(
-    client: AsyncWebClient, channel: str, ts: str, text: str, reason: str
-) -> None:
-    """Give a reply whose replica died its last text and an "interrupted" note."""
-    with_note = [context(f"⚠️ {neutralise(reason)}")]
-    blocks = ([{"type": "markdown", "text": neutralise(text)}] if text.strip() else []) + with_note
-    with contextlib.suppress(SlackApiError):  # not a stream, or already stopped
-        await client.api_call("chat.stopStream", json={"channel": channel, "ts": ts})
-    await client.api_call(
-        "chat.update",
-        json={
-            "channel": channel,
-            "ts": ts,
-            "text": fallback_text(text or reason),
-            "blocks": blocks,
-        },
-    )
-
-
-__all__ = ["SlackReplySink", "SlackTarget", "finalise_orphan", "outcome_note"]
+__all__ = ["MESSAGE_LIMIT", "SlackReplySink", "SlackTarget", "outcome_note"]

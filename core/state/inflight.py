@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 
 from core.clock import Clock, MonotonicClock
+from core.sink import MessageGone
 from core.state.connection import REDIS_FAILURES
 from core.state.keys import Keys
 
@@ -45,19 +46,52 @@ log = logging.getLogger(__name__)
 INTERRUPTED_REASON = "the reply was interrupted: the process writing it stopped"
 """For finalisers to show, e.g. as ``Outcome("interrupted", INTERRUPTED_REASON)``."""
 
-MAX_TRIES = 5
-"""Finalising attempts per orphan before it is dropped with an error (the
-message may be gone; the platform may keep refusing)."""
+FINAL_RETRY_FOR = 3600.0
+"""Seconds a final state the platform keeps refusing is retried (by any replica)
+before it is dropped with an error; ``INFLIGHT_FINAL_RETRY_FOR`` sets it."""
+
+RETRY_BACKOFF = (2.0, 300.0)
+"""First and longest pause between two finalising attempts of one record."""
+
+WRITE_TIMEOUT = 2.0
+"""Seconds one registry write may take before it is given up (and redone by the
+next beat): a paused Redis must not hold a reply, and the record is a safety
+net, not the reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One platform message of a reply: where it is, what it shows, and whether
+    it already got its final state (then a finaliser leaves it alone)."""
+
+    target: Mapping[str, str] = field(default_factory=dict)
+    text: str = ""
+    final: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"target": dict(self.target), "text": self.text, "final": self.final}
+
+    @classmethod
+    def from_json(cls, data: object) -> MessageRecord:
+        if not isinstance(data, dict):
+            raise ValueError("message is not an object")
+        return cls(
+            _targets(data.get("target", {})), str(data.get("text", "")), bool(data.get("final"))
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class InflightRecord:
     """What another replica needs to finish a reply it didn't stream.
 
-    ``target`` holds the platform's ids for the message being written
-    (e.g. ``{"channel": "C1", "ts": "1700.1", "team": "T1"}`` on Slack, or a
-    Discord interaction's token), whatever that platform's finaliser needs;
-    ``text`` is what message ``index`` of the reply shows now.
+    ``messages`` holds every platform message of the reply, by index: the
+    platform's ids (``target``: e.g. ``{"channel": "C1", "ts": "1700.1"}`` on
+    Slack, or a Discord interaction's token), the text it shows and whether it
+    is final. ``target``/``text``/``index`` name the last one, for finalisers
+    that only ever write one message. ``outcome`` is set when the reply ended
+    but its final state could not be delivered: the finaliser shows that
+    outcome (and ``messages``' texts are then their final texts), instead of
+    "interrupted".
     """
 
     reply_id: str
@@ -68,6 +102,18 @@ class InflightRecord:
     owner: str = ""
     started: float = 0.0
     """Wall-clock seconds (epoch) when the reply started."""
+    messages: tuple[MessageRecord, ...] = ()
+    outcome: str = ""
+    """``done``, ``stopped``, ``failed`` or ``interrupted`` once the reply ended
+    with its final state undelivered; empty while it streams."""
+    reason: str = ""
+    ended: float = 0.0
+    """Wall-clock seconds when the reply ended undelivered (retries count from it)."""
+
+    @property
+    def pending(self) -> tuple[tuple[int, MessageRecord], ...]:
+        """The messages still to finalise, with their indexes."""
+        return tuple((i, m) for i, m in enumerate(self.messages) if not m.final and m.target)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -79,6 +125,10 @@ class InflightRecord:
                 "index": self.index,
                 "owner": self.owner,
                 "started": self.started,
+                "messages": [m.to_json() for m in self.messages],
+                "outcome": self.outcome,
+                "reason": self.reason,
+                "ended": self.ended,
             },
             ensure_ascii=False,
         )
@@ -89,11 +139,10 @@ class InflightRecord:
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("not an object")
-        target = data.get("target", {})
-        if not isinstance(target, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in target.items()
-        ):
-            raise ValueError("bad target")
+        target = _targets(data.get("target", {}))
+        messages = data.get("messages", [])
+        if not isinstance(messages, list):
+            raise ValueError("bad messages")
         try:
             record = cls(
                 reply_id=str(data["reply_id"]),
@@ -103,16 +152,43 @@ class InflightRecord:
                 index=int(data.get("index", 0)),
                 owner=str(data.get("owner", "")),
                 started=float(data.get("started", 0.0)),
+                messages=tuple(MessageRecord.from_json(m) for m in messages),
+                outcome=str(data.get("outcome", "")),
+                reason=str(data.get("reason", "")),
+                ended=float(data.get("ended", 0.0)),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or bad field: {exc}") from None
+        if not record.messages and record.target:  # written by an older version
+            record = dataclasses.replace(
+                record,
+                messages=(
+                    *(MessageRecord(final=True),) * record.index,
+                    MessageRecord(record.target, record.text),
+                ),
+            )
         return record
 
 
+def _targets(target: object) -> dict[str, str]:
+    if not isinstance(target, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in target.items()
+    ):
+        raise ValueError("bad target")
+    return dict(target)
+
+
 Finalise = Callable[[InflightRecord], Awaitable[None]]
-"""A platform's way to end an orphaned reply's message with an "interrupted"
-note. Raising means "try again later"; a message that no longer exists should
-count as done (return normally)."""
+"""A platform's way to end a reply this replica didn't finish: every message in
+``record.pending`` gets its text, the last one ``record.outcome`` (or, when
+empty, an "interrupted" note), and no Stop button. Raising ``MessageGone``
+means there is nothing left to fix; raising anything else means "try again
+later" (with backoff, for ``FINAL_RETRY_FOR``). Platform calls go through the
+budget like any other."""
+
+InflightEvents = Callable[[str, str], None]
+"""(event, platform) for metrics: ``deferred`` (a final state left for later),
+``finalised``, ``retry``, ``dropped``."""
 
 # KEYS: beats (reply -> deadline ms), records (reply -> JSON)
 # ARGV: reply id, timeout ms, record JSON or '' to leave it as it is
@@ -144,6 +220,18 @@ return out
 """
 
 
+# Moves one record's deadline to ``delay`` ms from now (Redis's clock), if it is
+# still there: a record finalised meanwhile by another replica stays gone.
+_RESCHEDULE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+end
+return 1
+"""
+
+
 def replica_id() -> str:
     """Names this process in records and logs: host, pid and a random part
     (pids repeat across containers)."""
@@ -151,13 +239,21 @@ def replica_id() -> str:
 
 
 class Tracker:
-    """One streaming reply's entry in the registry; made by ``InflightRegistry.track``."""
+    """One streaming reply's entry in the registry; made by ``InflightRegistry.track``.
+
+    Recording never holds the reply up: ``update`` and ``confirmed`` change the
+    record in memory and wake a writer task, which writes the newest record
+    (with a bounded wait) and beats the heartbeat. A Redis that stops answering
+    costs the reply nothing; the record catches up when it answers again."""
 
     def __init__(self, registry: InflightRegistry, record: InflightRecord) -> None:
         self._registry = registry
         self._record = record
         self._dirty = True  # the stored record is behind ours
         self._closed = False  # the reply ended: writing now would resurrect its record
+        self._wake = asyncio.Event()
+        self.settled = False
+        """The reply's final state was shown (or its message is gone): forget it."""
 
     @property
     def record(self) -> InflightRecord:
@@ -170,22 +266,62 @@ class Tracker:
         index: int | None = None,
         target: Mapping[str, str] | None = None,
     ) -> None:
-        """Record what the reply's message shows (best: what it is about to show,
-        before the platform call), so a finaliser can end it with that text.
+        """Record where message ``index`` is and what it shows, so a finaliser
+        can end it with that text. Returns at once; never raises."""
+        record = self._record
+        index = record.index if index is None else index
+        old = record.messages[index] if index < len(record.messages) else MessageRecord()
+        message = MessageRecord(
+            old.target if target is None else dict(target),
+            old.text if text is None else text,
+            old.final,
+        )
+        self._set(index, message)
 
-        Never raises: a reply must not fail because its safety net did.
-        """
+    def confirmed(self, index: int, text: str, final: bool) -> None:
+        """The platform confirmed message ``index`` shows ``text`` (final or not)."""
+        record = self._record
+        old = record.messages[index] if index < len(record.messages) else MessageRecord()
+        self._set(index, MessageRecord(old.target, text, final))
+
+    def _set(self, index: int, message: MessageRecord) -> None:
         if self._closed:
             return
-        record = self._record
+        messages = list(self._record.messages)
+        while len(messages) <= index:
+            messages.append(MessageRecord())
+        messages[index] = message
+        last = len(messages) - 1
         self._record = dataclasses.replace(
-            record,
-            text=record.text if text is None else text,
-            index=record.index if index is None else index,
-            target=record.target if target is None else dict(target),
+            self._record,
+            messages=tuple(messages),
+            index=last,
+            target=messages[last].target,
+            text=messages[last].text,
         )
         self._dirty = True
-        await self._beat()
+        self._wake.set()
+
+    async def defer_final(self, outcome: str, reason: str, finals: Mapping[int, str]) -> None:
+        """The reply ended but the platform refused its final state: leave the
+        record with the outcome and each unfinished message's final text, due
+        at once, for whichever replica sweeps next (this one included)."""
+        record = self._record
+        messages = list(record.messages)
+        for index, text in finals.items():
+            while len(messages) <= index:
+                messages.append(MessageRecord())
+            messages[index] = MessageRecord(messages[index].target, text, False)
+        self._record = dataclasses.replace(
+            record,
+            messages=tuple(messages),
+            outcome=outcome,
+            reason=reason,
+            ended=time.time(),
+            text=messages[-1].text if messages else record.text,
+        )
+        self._closed = True
+        await self._registry._write(self._record, due_in=0.0)
 
     async def _beat(self) -> None:
         registry = self._registry
@@ -193,17 +329,23 @@ class Tracker:
         payload = record.to_json() if self._dirty else ""
         self._dirty = False
         try:
-            await registry._beat_script(
-                keys=registry._keys_for(record.platform)[:2],
-                args=[record.reply_id, _millis(registry.timeout), payload],
-            )
+            async with asyncio.timeout(registry.write_timeout):
+                await registry._beat_script(
+                    keys=registry._keys_for(record.platform)[:2],
+                    args=[record.reply_id, _millis(registry.timeout), payload],
+                )
         except REDIS_FAILURES as exc:
             self._dirty = self._dirty or bool(payload)
             log.warning("could not record reply %s as in flight: %s", record.reply_id, exc)
 
-    async def _beat_forever(self) -> None:
-        while True:
-            await self._registry.clock.sleep(self._registry.heartbeat)
+    async def _write_forever(self) -> None:
+        """Write the record whenever it changed, and beat at least every heartbeat."""
+        clock = self._registry.clock
+        while not self._closed:
+            await clock.wait(self._wake, self._registry.heartbeat)
+            self._wake.clear()
+            if self._closed:
+                return
             await self._beat()
 
 
@@ -217,6 +359,10 @@ class InflightRegistry:
         heartbeat: float = 5.0,
         timeout: float = 30.0,
         clock: Clock | None = None,
+        final_retry_for: float = FINAL_RETRY_FOR,
+        backoff: tuple[float, float] = RETRY_BACKOFF,
+        write_timeout: float = WRITE_TIMEOUT,
+        events: InflightEvents | None = None,
     ) -> None:
         if timeout < 2 * heartbeat:
             raise ValueError("timeout must be at least twice the heartbeat interval")
@@ -226,34 +372,67 @@ class InflightRegistry:
         self.heartbeat = heartbeat
         self.timeout = timeout
         self.clock = clock or MonotonicClock()
+        self.final_retry_for = final_retry_for
+        self.backoff = backoff
+        self.write_timeout = write_timeout
+        self.events = events
         self._beat_script = redis.register_script(_BEAT)
         self._claim_script = redis.register_script(_CLAIM)
+        self._reschedule_script = redis.register_script(_RESCHEDULE)
 
     @contextlib.asynccontextmanager
     async def track(self, record: InflightRecord) -> AsyncIterator[Tracker]:
-        """Record ``record`` as streaming until the block ends (however it ends:
-        a reply that finished, failed or was stopped had its ending shown)."""
+        """Record ``record`` as streaming until the block ends.
+
+        The record is forgotten only when the reply's final state was shown
+        (``tracker.settled``) or left for later (``defer_final``). A reply that
+        ends any other way (cancelled by a shutdown, an exception) keeps its
+        record, made due at once, so a replica finalises it: cancellation never
+        deletes a record that has no final state."""
         if not record.owner or not record.started:
             record = dataclasses.replace(
                 record, owner=record.owner or self.owner, started=record.started or time.time()
             )
         tracker = Tracker(self, record)
         await tracker._beat()
-        beating = asyncio.create_task(tracker._beat_forever())
+        writing = asyncio.create_task(tracker._write_forever())
         try:
             yield tracker
         finally:
+            deferred = tracker._closed
             tracker._closed = True
-            beating.cancel()
-            await asyncio.gather(beating, return_exceptions=True)
-            try:
-                await self._forget(record.platform, record.reply_id)
-            except REDIS_FAILURES as exc:
-                log.warning("could not clear in-flight reply %s: %s", record.reply_id, exc)
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
+            if tracker.settled:
+                try:
+                    async with asyncio.timeout(self.write_timeout):
+                        await self._forget(record.platform, record.reply_id)
+                except REDIS_FAILURES as exc:
+                    log.warning("could not clear in-flight reply %s: %s", record.reply_id, exc)
+            elif not deferred:
+                log.warning(
+                    "reply %s ended without its final state: left for a replica to finalise",
+                    record.reply_id,
+                )
+                await self._write(tracker.record, due_in=0.0)
+
+    async def _write(self, record: InflightRecord, *, due_in: float) -> None:
+        """Store ``record`` due in ``due_in`` seconds; bounded, never raises."""
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                await self._beat_script(
+                    keys=self._keys_for(record.platform)[:2],
+                    args=[record.reply_id, _millis(due_in) if due_in > 0 else 0, record.to_json()],
+                )
+        except REDIS_FAILURES as exc:
+            log.error("could not leave reply %s for a later finalise: %s", record.reply_id, exc)
+        else:
+            if record.outcome:
+                self._event("deferred", record.platform)
 
     async def sweep(self, finalisers: Mapping[str, Finalise], *, limit: int = 100) -> int:
-        """Finalise orphans of the platforms in ``finalisers`` (a replica leaves
-        other platforms' orphans to replicas that serve them); returns how many."""
+        """Finalise due records of the platforms in ``finalisers`` (a replica leaves
+        other platforms' to replicas that serve them); returns how many."""
         finalised = 0
         for platform, finalise in finalisers.items():
             keys = self._keys_for(platform)
@@ -267,33 +446,71 @@ class InflightRegistry:
                     log.warning("dropping undecodable in-flight record %s: %s", reply_id, exc)
                     await self._forget(platform, reply_id)
                     continue
-                try:
-                    await finalise(record)
-                except Exception:
-                    if tries >= MAX_TRIES:
-                        log.exception("giving up on orphaned reply %s", reply_id)
-                        await self._forget(platform, reply_id)
-                    else:
-                        log.exception("could not finalise orphaned reply %s", reply_id)
-                    continue
-                log.info("finalised reply %s orphaned by %s", reply_id, record.owner)
-                await self._forget(platform, reply_id)
-                finalised += 1
+                if await self._finalise(platform, finalise, record, tries):
+                    finalised += 1
         return finalised
+
+    async def _finalise(
+        self, platform: str, finalise: Finalise, record: InflightRecord, tries: int
+    ) -> bool:
+        reply_id = record.reply_id
+        try:
+            await finalise(record)
+        except MessageGone as exc:
+            log.info("reply %s can't be finalised, its message is gone: %s", reply_id, exc)
+        except Exception as exc:
+            since = record.ended or record.started
+            if since and time.time() - since > self.final_retry_for:
+                log.error(
+                    "giving up on reply %s after %.0fs of finalising attempts: %s",
+                    reply_id,
+                    time.time() - since,
+                    exc,
+                )
+                self._event("dropped", platform)
+                await self._forget(platform, reply_id)
+                return False
+            first, longest = self.backoff
+            delay = min(first * 2.0 ** max(0, tries - 1), longest)
+            log.warning(
+                "could not finalise reply %s (attempt %d, next in %.0fs): %s",
+                reply_id,
+                tries,
+                delay,
+                exc,
+            )
+            self._event("retry", platform)
+            await self._reschedule(platform, reply_id, delay)
+            return False
+        else:
+            log.info(
+                "finalised reply %s of %s (%s)",
+                reply_id,
+                record.owner,
+                record.outcome or "interrupted",
+            )
+        self._event("finalised", platform)
+        await self._forget(platform, reply_id)
+        return True
 
     async def run_sweeper(
         self, finalisers: Mapping[str, Finalise], interval: float | None = None
     ) -> None:
-        """Sweep now (start-up) and every ``interval`` seconds (default: half the
-        timeout) until cancelled. Periodic, because a replica that restarts
+        """Sweep now (start-up) and every ``interval`` seconds (default: a quarter
+        of the timeout) until cancelled. Periodic, because a replica that restarts
         quickly sweeps before its predecessor's heartbeats have expired."""
-        interval = self.timeout / 2 if interval is None else interval
+        interval = self.timeout / 4 if interval is None else interval
         while True:
             try:
                 await self.sweep(finalisers)
             except REDIS_FAILURES as exc:
                 log.warning("could not sweep for orphaned replies: %s", exc)
             await self.clock.sleep(interval)
+
+    async def _reschedule(self, platform: str, reply_id: str, delay: float) -> None:
+        await self._reschedule_script(
+            keys=self._keys_for(platform)[:1], args=[reply_id, _millis(delay)]
+        )
 
     async def _forget(self, platform: str, reply_id: str) -> None:
         beats, records, tries = self._keys_for(platform)
@@ -302,6 +519,10 @@ class InflightRegistry:
             pipe.hdel(records, reply_id)
             pipe.hdel(tries, reply_id)
             await pipe.execute()
+
+    def _event(self, event: str, platform: str) -> None:
+        if self.events is not None:
+            self.events(event, platform)
 
     def _keys_for(self, platform: str) -> list[str]:
         keys = self._keys

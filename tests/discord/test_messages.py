@@ -247,7 +247,11 @@ async def test_reset_forgets_the_conversation(
         await fake.inject_message(dm.id, "remember 42", ALICE)
         await eventually(lambda: [m for m in bot_messages(fake, dm.id) if finished(m)])
         conversation = ConversationKey("discord", "dm", str(dm.id))
-        assert await state.conversations.history(conversation)
+
+        async def answer_stored() -> bool:  # the answer is stored after it is shown
+            return len(await state.conversations.history(conversation)) == 2
+
+        await eventually(answer_stored)
         reset = await fake.inject_slash_command(
             "reset", user=ALICE, channel_id=dm.id, guild_id=None
         )

@@ -12,10 +12,10 @@ import pytest
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.finalise import finalise_record
 from bots.slack.service import EVENTS_PATH, http_routes
-from bots.slack.sink import finalise_orphan
-from core.budget import Limit
-from core.state.inflight import INTERRUPTED_REASON
+from core.budget import Limit, LocalBudget
+from core.state.inflight import INTERRUPTED_REASON, InflightRecord, MessageRecord
 from core.state.keys import ConversationKey
 from core.state.settings import DEFAULT_LIMITS
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse
@@ -309,10 +309,16 @@ async def test_long_reply_continues_in_new_thread_messages(
     async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
         event = slack.user_message("C1", "write a lot", mention=True)
         await slack.deliver_socket(event)
-        await slack.wait_for(lambda: slack.calls_to("chat.stopStream", ok=True), timeout=30)
+        await slack.wait_for(
+            lambda: any(feedback_shown(m) for m in slack.bot_messages("C1")), timeout=30
+        )
     replies = slack.bot_messages("C1")
     assert len(replies) >= 3
     assert all(m.thread_ts == event["ts"] for m in replies)
+    # every message of the reply was stopped, not left for Slack to expire
+    assert not any(m.streaming for m in replies)
+    stopped = {c.params["ts"] for c in slack.calls_to("chat.stopStream", ok=True)}
+    assert stopped == {m.ts for m in replies}
     assert "".join(answer_of(m) for m in replies) == "".join(pieces)
     assert all(len(answer_of(m)) <= 12_000 for m in replies)
 
@@ -450,11 +456,21 @@ async def test_orphaned_stream_is_finalised_with_its_text_and_a_note(slack: Fake
         recipient_team_id="T1",
     )
     ts = str(started["ts"])
-    await finalise_orphan(client, "C1", ts, "half an answer", INTERRUPTED_REASON)
+    record = InflightRecord(
+        "r1",
+        "slack",
+        messages=(
+            MessageRecord(
+                {"team": "T1", "channel": "C1", "ts": ts, "offset": "0", "stream": "1"},
+                "half an answer",
+            ),
+        ),
+    )
+    await finalise_record(client, LocalBudget(), record)
     message = slack.message("C1", ts)
     assert not message.streaming
-    shown = slack.rendered("C1", ts)
-    assert "half an answer" in shown and "interrupted" in shown
+    assert answer_of(message) == "half an answer"
+    assert slack.rendered("C1", ts).endswith(f"⚠️ The reply was interrupted: {INTERRUPTED_REASON}")
 
 
 async def test_an_agent_from_a_user_group_takes_over_too(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from core.state.inflight import MAX_TRIES, InflightRecord, InflightRegistry
+from core.sink import MessageGone
+from core.state.inflight import InflightRecord, InflightRegistry, MessageRecord
 from core.state.keys import Keys
 from tests.state import replicas
 
@@ -29,8 +32,9 @@ class Finaliser:
         self.records.append(record)
 
 
-def registry(redis: Redis, keys: Keys, timeout: float = 0.3) -> InflightRegistry:
-    return InflightRegistry(redis, keys, heartbeat=0.05, timeout=timeout)
+def registry(redis: Redis, keys: Keys, timeout: float = 0.3, **kwargs: Any) -> InflightRegistry:
+    kwargs.setdefault("backoff", (0.1, 0.4))
+    return InflightRegistry(redis, keys, heartbeat=0.05, timeout=timeout, **kwargs)
 
 
 async def eventually(sweep: Callable[[], Awaitable[int]], seconds: float = 5.0) -> int:
@@ -91,6 +95,7 @@ async def test_a_live_reply_is_never_finalised(redis: Redis, keys: Keys) -> None
         stored = await redis.hget(keys.inflight_records("slack"), "r1")
         assert stored is not None
         assert InflightRecord.from_json(stored).text == "text 11"
+        tracker.settled = True  # its final state was shown
     assert finalise.calls == 0
     # Finished: its entry is gone, and a late update does not bring it back.
     await tracker.update(text="too late")
@@ -120,16 +125,33 @@ async def test_a_failed_finalisation_is_retried_later(redis: Redis, keys: Keys) 
     assert finalise.calls == 2
 
 
-async def test_an_orphan_that_keeps_failing_is_dropped(
+async def test_an_orphan_that_keeps_failing_is_retried_with_backoff_then_dropped(
     redis: Redis, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await orphan(redis, keys, InflightRecord("r1", "slack"))
-    await redis.hset(keys.inflight_tries("slack"), "r1", MAX_TRIES - 1)
+    await orphan(redis, keys, InflightRecord("r1", "slack", started=time.time()))
     finalise = Finaliser(fail_first=99)
-    assert await registry(redis, keys).sweep({"slack": finalise}) == 0
-    assert finalise.calls == 1
+    sweeper = registry(redis, keys, backoff=(30.0, 60.0))
+    assert await sweeper.sweep({"slack": finalise}) == 0
+    due = await redis.zscore(keys.inflight_beats("slack"), "r1")
+    seconds, micros = await redis.time()
+    server_now = seconds * 1000 + micros // 1000
+    assert due is not None and 29_000 < due - server_now <= 30_500  # the first backoff
+    # An hour later (FINAL_RETRY_FOR), the next failure drops it with an error.
+    await orphan(redis, keys, InflightRecord("r1", "slack", started=time.time() - 3601))
+    assert await sweeper.sweep({"slack": finalise}) == 0
+    assert finalise.calls == 2
     assert await redis.exists(keys.inflight_beats("slack")) == 0
     assert any("giving up" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_message_gone_ends_the_record_at_once(redis: Redis, keys: Keys) -> None:
+    await orphan(redis, keys, InflightRecord("r1", "slack", started=time.time()))
+
+    async def finalise(record: InflightRecord) -> None:
+        raise MessageGone("message_not_found")
+
+    assert await registry(redis, keys).sweep({"slack": finalise}) == 1
+    assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
 
 
 async def test_sweeps_touch_only_their_platforms_and_skip_garbage(
@@ -162,8 +184,12 @@ async def test_the_sweeper_runs_at_start_up(redis: Redis, keys: Keys) -> None:
 
 
 def test_records_round_trip_and_reject_garbage() -> None:
-    record = InflightRecord("r", "slack", {"ts": "1"}, "text é", 2, "me", 1700.5)
+    messages = (MessageRecord({"ts": "0"}, "a", True), MessageRecord({"ts": "1"}, "text é"))
+    record = InflightRecord(
+        "r", "slack", {"ts": "1"}, "text é", 1, "me", 1700.5, messages, "failed", "why", 1701.0
+    )
     assert InflightRecord.from_json(record.to_json()) == record
+    assert record.pending == ((1, messages[1]),)
     for bad in ("[]", '{"platform": "x"}', '{"reply_id": "r", "platform": "p", "target": [1]}'):
         with pytest.raises(ValueError):
             InflightRecord.from_json(bad)
@@ -172,3 +198,80 @@ def test_records_round_trip_and_reject_garbage() -> None:
 async def test_timeout_must_allow_for_a_late_heartbeat(redis: Redis, keys: Keys) -> None:
     with pytest.raises(ValueError, match="twice"):
         InflightRegistry(redis, keys, heartbeat=1.0, timeout=1.5)
+
+
+async def test_a_cancelled_reply_keeps_its_record_due_at_once(redis: Redis, keys: Keys) -> None:
+    """A shutdown cancels replies still finalising: their records must survive,
+    due now, so another replica finishes them instead of nobody."""
+    live = registry(redis, keys, timeout=30.0)
+    entered = asyncio.Event()
+
+    async def reply() -> None:
+        async with live.track(InflightRecord("r1", "slack", {"team": "T1"})) as tracker:
+            await tracker.update(text="half", index=0, target={"channel": "C1", "ts": "1.2"})
+            entered.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(reply())
+    await entered.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    finalise = Finaliser()
+    assert await registry(redis, keys).sweep({"slack": finalise}) == 1
+    [record] = finalise.records
+    assert record.outcome == "" and record.pending == (
+        (0, MessageRecord({"channel": "C1", "ts": "1.2"}, "half")),
+    )
+
+
+async def test_an_undelivered_final_state_is_left_with_its_outcome(
+    redis: Redis, keys: Keys
+) -> None:
+    live = registry(redis, keys, timeout=30.0)
+    async with live.track(InflightRecord("r1", "slack")) as tracker:
+        await tracker.update(index=0, target={"ts": "1"}, text="page one")
+        tracker.confirmed(0, "page one", True)
+        await tracker.update(index=1, target={"ts": "2"}, text="page t")
+        await tracker.defer_final("failed", "the provider broke", {1: "page two"})
+    finalise = Finaliser()
+    assert await registry(redis, keys).sweep({"slack": finalise}) == 1
+    [record] = finalise.records
+    assert (record.outcome, record.reason) == ("failed", "the provider broke")
+    assert record.pending == ((1, MessageRecord({"ts": "2"}, "page two")),)
+
+
+async def test_a_settled_reply_leaves_nothing_behind(redis: Redis, keys: Keys) -> None:
+    async with registry(redis, keys).track(InflightRecord("r1", "slack")) as tracker:
+        tracker.confirmed(0, "all", True)
+        tracker.settled = True
+    assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
+
+
+async def test_recording_never_waits_for_a_redis_that_does_not_answer(keys: Keys) -> None:
+    """A server that accepts and never replies (a paused Redis, a partition)."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 20)
+        await asyncio.Event().wait()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    silent = Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    stuck = InflightRegistry(silent, keys, heartbeat=0.05, timeout=1.0, write_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        async with stuck.track(InflightRecord("r1", "slack")) as tracker:
+            entered = loop.time()
+            for i in range(20):
+                await tracker.update(text="x" * i, index=0, target={"ts": "1"})
+                tracker.confirmed(0, "x" * i, False)
+            updated = loop.time()
+            tracker.settled = True
+        ended = loop.time()
+    finally:
+        server.close()
+        await silent.aclose()
+    assert entered - started < 0.5  # one bounded write
+    assert updated - entered < 0.05  # updates never wait for Redis
+    assert ended - updated < 0.5

@@ -1,0 +1,114 @@
+"""Every Slack Web API call chatrelay makes, through one door.
+
+- **Nothing pings.** ``SafeWebClient`` neutralises every text field of every
+  call (``text``, ``markdown_text``, block texts, titles, prompts), whichever
+  listener or sink makes it, so model output can't notify a channel or a user
+  from a field someone forgot: one choke point instead of one call per site.
+- **Errors become what the engine understands**: a 429 is ``RateLimited`` on
+  the method's budget scope, a vanished message ``MessageGone``, a closed
+  stream ``Reroute`` (after the sink switched to edits), Slack's own Stop
+  ``UserStopped``.
+- **Budget scopes are named here**, so a sink declares exactly the scopes of
+  the methods it will call and the finaliser spends the same ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bots.slack.format import neutralise
+from core.sink import MessageGone, RateLimited
+
+TEXT_FIELDS = frozenset({"text", "markdown_text", "title", "message", "alt_text", "status"})
+"""Fields whose string values reach people's eyes (and Slack's mention parser)."""
+
+UNSUPPORTED = frozenset(
+    {
+        "feature_not_enabled",
+        "unknown_method",
+        "not_allowed",
+        "method_not_supported_for_channel_type",
+    }
+)
+"""Errors meaning this workspace (or channel) can't use native streaming."""
+
+GONE = frozenset(
+    {"message_not_found", "channel_not_found", "thread_not_found", "is_archived", "not_in_channel"}
+)
+"""Errors meaning the message can never be written again."""
+
+STREAM_CLOSED = frozenset({"message_not_in_streaming_state"})
+STOPPED_BY_USER = "stopped_by_user"
+
+
+def scope(team: str, method: str, channel: str) -> str:
+    """The budget scope of ``method``: per workspace, and per channel for posts
+    (Slack limits ``chat.postMessage`` to about one per second per channel)."""
+    if method == "chat.postMessage":
+        return f"slack:{team}:chat.postMessage:{channel}"
+    return f"slack:{team}:{method}"
+
+
+def neutralised(value: Any, key: str = "") -> Any:
+    """``value`` with every string under a text field neutralised, recursively."""
+    if isinstance(value, str):
+        return neutralise(value) if key in TEXT_FIELDS else value
+    if isinstance(value, dict):
+        return {k: neutralised(v, k) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [neutralised(v, key) for v in value]
+    return value
+
+
+class SafeWebClient(AsyncWebClient):
+    """slack_sdk's client with every outgoing text neutralised (see the module doc)."""
+
+    async def api_call(
+        self,
+        api_method: str,
+        *,
+        http_verb: str = "POST",
+        files: dict[str, Any] | None = None,
+        data: Any = None,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
+        auth: dict[str, Any] | None = None,
+    ) -> AsyncSlackResponse:
+        return await super().api_call(
+            api_method,
+            http_verb=http_verb,
+            files=files,
+            data=neutralised(data) if isinstance(data, dict) else data,
+            params=neutralised(params) if params else params,
+            json=neutralised(json) if json else json,
+            headers=headers,
+            auth=auth,
+        )
+
+
+def error_of(exc: SlackApiError) -> str:
+    return str(exc.response.get("error", "")) if exc.response is not None else ""
+
+
+def rate_limited(exc: SlackApiError, scope_name: str) -> RateLimited | None:
+    """A 429 as the engine's ``RateLimited`` on ``scope_name``, else None."""
+    response = exc.response
+    if response is None or response.status_code != 429:
+        return None
+    headers = response.headers or {}
+    raw = headers.get("Retry-After", headers.get("retry-after", 1))
+    try:
+        retry_after = float(raw)
+    except (TypeError, ValueError):
+        retry_after = 1.0
+    return RateLimited(retry_after, scope_name)
+
+
+def gone(method: str, exc: SlackApiError) -> MessageGone | None:
+    error = error_of(exc)
+    return MessageGone(f"{method}: {error}") if error in GONE else None
