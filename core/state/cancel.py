@@ -10,6 +10,15 @@ a short-lived marker key. It covers the two gaps pub/sub has: a Stop pressed
 before the reply registered here (checked when it registers) and a Stop sent
 while this replica's subscription was reconnecting (checked after every
 resubscribe).
+
+Every Redis call here is bounded by ``timeout`` (``REPLY_PATH_TIMEOUT``), so a
+paused or partitioned Redis degrades the bus exactly as a refused connection
+does, after at most that long: ``watching`` skips the early-Stop check (with a
+warning) and the reply runs; ``cancel`` still stops a reply streaming in this
+process and returns False; the listener counts the failure as an outage and
+keeps reconnecting in its own task, which no reply ever waits on. A Stop
+whose ``cancel`` timed out may still take effect when Redis resumes: it had
+been sent, and the resumed server stores its marker and publishes it.
 """
 
 from __future__ import annotations
@@ -26,10 +35,13 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.state.connection import REDIS_FAILURES
+from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)
+
+POLL = 1.0
+"""Seconds the listener waits for a message before looking again."""
 
 
 class Stoppable(Protocol):
@@ -48,10 +60,12 @@ class CancelBus:
         *,
         marker_ttl: int = 3600,
         reconnect_delay: float = 0.5,
+        timeout: float = REPLY_PATH_TIMEOUT,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self.marker_ttl = marker_ttl
+        self.timeout = timeout
         self._reconnect_delay = reconnect_delay
         self._channel = keys.cancel_channel()
         self._watched: dict[str, Stoppable] = {}
@@ -87,7 +101,9 @@ class CancelBus:
         self._watched[reply_id] = reply
         try:
             try:
-                marker = await self._redis.get(self._keys.cancel_marker(reply_id))
+                marker = await bounded(
+                    self._redis.get(self._keys.cancel_marker(reply_id)), self.timeout
+                )
             except REDIS_FAILURES as exc:
                 log.warning("could not check for an early Stop of %s: %s", reply_id, exc)
                 marker = None
@@ -106,21 +122,26 @@ class CancelBus:
             local.stop("stopped", reason)
         payload = json.dumps({"reply": reply_id, "reason": reason})
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._keys.cancel_marker(reply_id), payload, ex=self.marker_ttl)
-                pipe.publish(self._channel, payload)
-                await pipe.execute()
+            await bounded(self._publish(reply_id, payload), self.timeout)
         except REDIS_FAILURES as exc:
             log.warning("could not publish the Stop of %s: %s", reply_id, exc)
             return False
         return True
 
+    async def _publish(self, reply_id: str, payload: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.cancel_marker(reply_id), payload, ex=self.marker_ttl)
+            pipe.publish(self._channel, payload)
+            await pipe.execute()
+
     async def _subscribe(self) -> PubSub:
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.subscribe(self._channel)
+            # Connecting to a paused server succeeds (the kernel accepts) and then
+            # the handshake is never answered: bounded, so the loop keeps trying.
+            await bounded(pubsub.subscribe(self._channel), self.timeout)
             for _ in range(5):
-                message = await pubsub.get_message(timeout=1.0)
+                message = await pubsub.get_message(timeout=POLL)
                 if message is not None and message["type"] == "subscribe":
                     return pubsub
             raise RedisTimeoutError("no confirmation of the cancel subscription")
@@ -137,7 +158,10 @@ class CancelBus:
                         pubsub = await self._subscribe()
                         await self._resubscribed(outage)
                         outage = False
-                    message = await pubsub.get_message(timeout=1.0)
+                    # redis-py reconnects a dropped subscription inside get_message,
+                    # and that handshake has no timeout of its own: bounded, so a
+                    # paused server turns into an outage this loop handles.
+                    message = await bounded(pubsub.get_message(timeout=POLL), POLL + self.timeout)
                     if message is None:
                         continue
                     if message["type"] == "message":
@@ -185,7 +209,8 @@ class CancelBus:
         ids = list(self._watched)
         if not ids:
             return
-        markers = await self._redis.mget([self._keys.cancel_marker(i) for i in ids])
+        keys = [self._keys.cancel_marker(i) for i in ids]
+        markers = await bounded(self._redis.mget(keys), self.timeout)
         for reply_id, marker in zip(ids, markers, strict=True):
             target = self._watched.get(reply_id)
             if marker is not None and target is not None:

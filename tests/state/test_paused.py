@@ -7,13 +7,16 @@ Each test pauses a private redis-server (``pausable``), never the shared one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
 
 from core.llm.events import Usage
+from core.state.cancel import CancelBus
 from core.state.connection import REDIS_FAILURES, connect
 from core.state.conversations import Conversations, Turn
 from core.state.dedupe import Dedupe
@@ -26,7 +29,7 @@ BOUND = 0.2
 """The bound every object under test is given instead of ``REPLY_PATH_TIMEOUT``."""
 
 CONV = ConversationKey("slack", "T1", "C1", "1700.1")
-DEDUPE, USAGE = "core.state.dedupe", "core.state.usage"
+DEDUPE, USAGE, CANCEL = "core.state.dedupe", "core.state.usage", "core.state.cancel"
 
 
 @pytest.fixture
@@ -148,3 +151,93 @@ async def test_conversation_calls_raise_after_the_bound_and_work_after(
     assert await conversations.history(CONV) == [question]
     messages = await conversations.context(CONV, "Be brief.", late)
     assert [m.content for m in messages] == ["Be brief.", "hi", "are you there?"]
+
+
+class Stops:
+    """A stoppable that remembers how it was stopped."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None]] = []
+        self.stopped = asyncio.Event()
+
+    def stop(self, state: str = "stopped", reason: str | None = None) -> None:
+        self.calls.append((state, reason))
+        self.stopped.set()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
+    return any(text in r.getMessage() for r in caplog.records if r.name == CANCEL)
+
+
+async def test_the_cancel_bus_watches_and_stops_locally_after_the_bound_and_shares_after(
+    pausable: PausableRedis, client: Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=CANCEL)
+    sender = connect(pausable.url)
+    streaming, local = Stops(), Stops()
+    try:
+        async with (
+            CancelBus(client, keys, timeout=BOUND) as bus,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            with pausable.paused():
+                # Registering a reply checks for an early Stop: skipped after the bound.
+                entered, seconds = await timed(
+                    stack.enter_async_context(bus.watching("r1", streaming))
+                )
+                assert entered is None and within_bound(seconds)
+                await stack.enter_async_context(bus.watching("r2", local))
+                # A Stop can't reach other replicas, but stops the reply streaming here.
+                told, seconds = await timed(bus.cancel("r2", "by hand"))
+                assert told is False and within_bound(seconds)
+                assert local.calls == [("stopped", "by hand")]
+            assert streaming.calls == []
+            assert await CancelBus(sender, keys).cancel("r1", "after") is True
+            await asyncio.wait_for(streaming.stopped.wait(), 3.0)
+            assert streaming.calls == [("stopped", "after")]
+        assert [r.getMessage() for r in caplog.records if r.name == CANCEL] == [
+            f"could not check for an early Stop of r1: no answer from Redis within {BOUND:g} s",
+            f"could not check for an early Stop of r2: no answer from Redis within {BOUND:g} s",
+            f"could not publish the Stop of r2: no answer from Redis within {BOUND:g} s",
+        ]
+    finally:
+        await sender.aclose()
+
+
+async def test_a_listener_reconnecting_to_a_paused_redis_holds_no_reply_and_comes_back(
+    pausable: PausableRedis, client: Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=CANCEL)
+    sender = connect(pausable.url)
+    streaming = Stops()
+    try:
+        # The listener waits reconnect_delay after losing its connection, so it
+        # tries to reconnect only once the server is paused.
+        async with (
+            CancelBus(client, keys, timeout=BOUND, reconnect_delay=BOUND) as bus,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            await sender.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            with pausable.paused():
+                await until(lambda: logged(caplog, "Stop works on this replica only"))
+                entered, seconds = await timed(
+                    stack.enter_async_context(bus.watching("r1", streaming))
+                )
+                assert entered is None and within_bound(seconds)
+                told, seconds = await timed(bus.cancel("r9"))
+                assert told is False and within_bound(seconds)
+                assert not logged(caplog, "Stop works across replicas again")
+            await until(lambda: logged(caplog, "Stop works across replicas again"))
+            assert await CancelBus(sender, keys).cancel("r1", "after") is True
+            await asyncio.wait_for(streaming.stopped.wait(), 3.0)
+            assert streaming.calls == [("stopped", "after")]
+    finally:
+        await sender.aclose()
