@@ -6,7 +6,7 @@ Shutting down takes three steps, so that no event is lost: ``stop_intake``
 (the bot drains: the gateway stays open, new messages are handed over to the
 next process of their shard, a new ``/ask`` is told to ask again), then the
 caller drains the replies in flight (``ActiveReplies.drain``), then ``close``
-(handlers still waiting hand over, and the gateway closes). Discord never
+(event handlers finish handing over, then the gateway closes). Discord never
 redelivers an event, so a gateway closed any earlier would drop what arrives
 during the drain.
 
@@ -98,8 +98,9 @@ class DiscordService:
                 self.pickup.cancel()  # once: it then waits for the answers it started
 
     async def close(self, within: float = SETTLE) -> None:
-        """After the drain: hand over what still waits to start, then close the
-        gateway. Call ``stop_intake`` and drain the replies first."""
+        """After the drain: give event handlers ``within`` seconds to finish handing
+        over (messages arrive until the very end), then close the gateway. Call
+        ``stop_intake`` and drain the replies first."""
         await self.stop_intake()
         await self.bot.settle(within)
         if self.pickup is not None:
