@@ -140,13 +140,6 @@ class Responder:
         self, request: ReplyRequest, reply_id: str, hooks: ReplyHooks, make_sink: SinkFactory
     ) -> ReplyResult:
         state = self.state
-        if request.prepare is not None:
-            await request.prepare()
-        messages = await state.conversations.context(
-            request.conversation,
-            request.system_prompt,
-            Turn("user", request.author, request.text),
-        )
         observer = self.metrics.observer(request.platform) if self.metrics else None
         reply = Reply(
             make_sink(reply_id, hooks),
@@ -157,11 +150,20 @@ class Responder:
             progress=hooks.confirmed,
         )
         hooks.reply = reply
-        record = InflightRecord(reply_id, request.platform, dict(request.target))
-        extra = {"model": request.model} if request.model else None
+        # Refused (draining) before anything is stored, so the request can be
+        # handed over whole to the next process.
         self.active.add(reply)
-        self._started(request.platform)
         try:
+            if request.prepare is not None:
+                await request.prepare()
+            messages = await state.conversations.context(
+                request.conversation,
+                request.system_prompt,
+                Turn("user", request.author, request.text),
+            )
+            record = InflightRecord(reply_id, request.platform, dict(request.target))
+            extra = {"model": request.model} if request.model else None
+            self._started(request.platform)
             async with (
                 state.cancel.watching(reply_id, reply),
                 state.inflight.track(record) as tracker,

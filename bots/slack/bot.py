@@ -37,6 +37,7 @@ from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
 from core.sink import Sink
 from core.state.connection import REDIS_FAILURES
 from core.state.conversations import Turn
+from core.state.deferred import DeferredRequest
 from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey
 from core.state.store import State
@@ -72,6 +73,9 @@ GROUP_CACHE_SECONDS = 300.0
 
 NATIVE_UNSUPPORTED_TTL = 24 * 3600
 """How long a workspace without native streaming is remembered (it may gain it)."""
+
+HANDOVER_VERSION = 1
+"""Of the hand-over payload: a process that reads another one drops it."""
 
 REDIS_WAIT = 1.0
 """Seconds a listener waits for Redis on a reply's path before going on without it."""
@@ -257,22 +261,62 @@ class SlackBot:
             target={"team": team, "channel": channel},
             prepare=prepare,
         )
+        handover = {
+            "v": HANDOVER_VERSION,
+            "team": team,
+            "channel": channel,
+            "thread_ts": thread_ts,
+            "text": text,
+            "conversation": [
+                conversation.platform,
+                conversation.workspace,
+                conversation.channel,
+                conversation.thread,
+            ],
+            "event": {k: event[k] for k in ("user", "ts", "channel_type") if k in event},
+        }
         # The reply runs in a task of its own: Bolt's listener task may be cancelled
         # when intake stops (shutdown), and a reply must still finish or be finalised.
-        task = asyncio.create_task(self._respond(request, make_sink))
+        task = asyncio.create_task(self._respond(request, make_sink, handover))
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
         await asyncio.shield(task)
 
     async def _respond(
-        self, request: ReplyRequest, make_sink: Callable[[str, ReplyHooks], Sink]
+        self,
+        request: ReplyRequest,
+        make_sink: Callable[[str, ReplyHooks], Sink],
+        handover: dict[str, Any],
     ) -> None:
         try:
             await self.responder.respond(request, make_sink)
         except ShuttingDown:
-            log.info("not answering: shutting down (Slack redelivers to another replica)")
+            # Acknowledged and claimed in dedupe: Slack won't send it again, so the
+            # next process that is alive answers it (``answer_handed_over``).
+            try:
+                await self.state.deferred.push("slack", "", handover)
+            except REDIS_FAILURES as exc:
+                log.error("shutting down and could not hand a message over: %s", exc)
+            else:
+                log.info("shutting down: message handed over to the next process")
         except Exception:
             log.exception("reply failed")
+
+    async def answer_handed_over(self, deferred: DeferredRequest) -> None:
+        """Answer a message a draining process accepted and handed over."""
+        payload = deferred.payload
+        if payload.get("v") != HANDOVER_VERSION:
+            log.warning("dropping a handed-over Slack message of unknown version")
+            return
+        platform, workspace, channel, thread = payload["conversation"]
+        await self._reply(
+            dict(payload["event"]),
+            str(payload["team"]),
+            str(payload["channel"]),
+            payload.get("thread_ts"),
+            str(payload["text"]),
+            ConversationKey(platform, workspace, channel, thread),
+        )
 
     async def _rebuild_if_lost(
         self, conversation: ConversationKey, channel: str, thread_ts: str, current_ts: str

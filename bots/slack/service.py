@@ -45,6 +45,8 @@ class SlackService:
     app: AsyncApp
     bot: SlackBot
     socket: AsyncSocketModeHandler | None = None
+    pickup: asyncio.Task[None] | None = None
+    """Answers messages other processes handed over while they drained."""
 
     async def connected(self) -> bool:
         """Readiness: the Socket Mode connection is up (HTTP mode needs none)."""
@@ -53,7 +55,10 @@ class SlackService:
         return bool(await self.socket.client.is_connected())
 
     async def stop_intake(self) -> None:
-        """Take no more events (Slack redelivers them to other connections)."""
+        """Take no more events (Slack redelivers them to other connections), nor
+        hand-overs (they are for a process that stays)."""
+        if self.pickup is not None:
+            self.pickup.cancel()  # awaited at close: it finishes the answers it began
         if self.socket is not None:
             await self.socket.close_async()  # type: ignore[no-untyped-call]
             self.socket = None
@@ -150,6 +155,9 @@ async def running_slack(
         bot,
     ):
         service = SlackService(app, bot)
+        service.pickup = asyncio.create_task(
+            state.deferred.run_pickup("slack", [""], bot.answer_handed_over)
+        )
         if settings.socket_mode:
             assert settings.slack_app_token is not None
             service.socket = AsyncSocketModeHandler(
@@ -165,3 +173,5 @@ async def running_slack(
             yield service
         finally:
             await service.stop_intake()
+            if service.pickup is not None:
+                await asyncio.gather(service.pickup, return_exceptions=True)

@@ -15,9 +15,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.finalise import finalise_record
 from bots.slack.service import EVENTS_PATH, http_routes
 from core.budget import Limit, LocalBudget
+from core.lifecycle import ActiveReplies
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord, MessageRecord
 from core.state.keys import ConversationKey
 from core.state.settings import DEFAULT_LIMITS
+from core.state.store import State
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse
 from tests.fakes.slack_server import FakeSlack, Message, assistant_thread_started
 from tests.fakes.slack_server import Limit as FakeLimit
@@ -492,3 +494,36 @@ async def test_an_agent_from_a_user_group_takes_over_too(
         await eventually(lambda: running.bot.handoffs.is_handed_over(conversation))
     assert len(llm_server.requests) == 1
     assert slack.calls_to("usergroups.users.list")
+
+
+async def test_a_mention_refused_while_draining_is_handed_over_and_answered_once(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot, state: State
+) -> None:
+    """Acknowledged and claimed, then refused by a draining process: Slack won't
+    send it again, so the next process answers it, exactly once."""
+    llm_server.enqueue(stream(PIECES))
+    draining = ActiveReplies()
+    draining.accepting = False
+    handed = state.keys.deferred("slack", "")
+    async with make_bot(active=draining) as old, socket_mode(old, slack):
+        event = slack.user_message("C1", "hi", user="U1", mention=True)
+        delivery = await slack.deliver_socket(event, event_id="EvDrain")
+        assert delivery.acked
+        await eventually(lambda: _truthy(state.redis.llen(handed)))
+        retried = await slack.deliver_socket(event, event_id="EvDrain", retry_attempt=1)
+        assert retried.acked
+    assert slack.bot_messages("C1") == []
+    assert await state.redis.llen(handed) == 1  # the retry was a duplicate: not handed twice
+    async with make_bot() as new:
+        [request] = await state.deferred.take("slack", "")
+        await new.bot.answer_handed_over(request)
+    [reply] = slack.bot_messages("C1")
+    assert reply.thread_ts == event["ts"]
+    assert answer_of(reply) == ANSWER and not reply.streaming
+    assert len(llm_server.requests) == 1
+    history = await state.conversations.history(ConversationKey("slack", "T1", "C1", event["ts"]))
+    assert [(t.role, t.text) for t in history] == [("user", "hi"), ("assistant", ANSWER)]
+
+
+async def _truthy(value: Awaitable[object]) -> bool:
+    return bool(await value)
