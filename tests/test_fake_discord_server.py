@@ -28,8 +28,11 @@ from tests.fakes.discord_server import (
     BOB,
     BOT_USER_ID,
     CHANNEL_ID,
+    EDIT_INTERACTION_MESSAGE,
+    EDIT_MESSAGE,
     FLAG_LOADING,
     GUILD_ID,
+    SEND_MESSAGE,
     FakeDiscord,
     Limit,
     point_discord_py_at,
@@ -522,3 +525,308 @@ async def test_threads_and_typing(fake: FakeDiscord) -> None:
     assert [m.id for m in fake.channel_messages(thread.id)] == [reply.id]
     assert fake.calls_to("POST", "channels/{channel_id}/typing")
     assert f"channel_messages:{thread.id}" in {c.bucket for c in fake.calls}
+
+
+# --------------------------------------------------------------------------- fault schedule
+
+
+def bot_http(fake: FakeDiscord) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(headers={"Authorization": f"Bot {fake.bot_token}"})
+
+
+async def test_injected_429_is_discords_and_discord_py_retries_it(fake: FakeDiscord) -> None:
+    """An injected 429 carries what discord.py needs to trust it (JSON body, ``Via``,
+    the bucket headers), so discord.py sleeps ``retry_after`` and retries; the faulted
+    edits change nothing, and the fake's own limits count no 429."""
+    fake.faults.add(EDIT_MESSAGE, "429", count=2, retry_after=0.05)
+    async with connected(fake) as client:
+        message = await text_channel(client).send("draft")
+        await asyncio.wait_for(message.edit(content="final"), 5)
+
+    patches = fake.calls_to("PATCH", "channels/{channel_id}/messages/{message_id}")
+    assert [(c.ordinal, c.injected, c.status) for c in patches] == [
+        (1, "429", 429),
+        (2, "429", 429),
+        (3, None, 200),
+    ]
+    limited = patches[0]
+    assert limited.response == {
+        "message": "You are being rate limited.",
+        "retry_after": 0.05,
+        "global": False,
+    }
+    assert limited.headers["Via"] == "1.1 google"
+    assert limited.headers["Retry-After"] == "1"
+    assert limited.headers["X-RateLimit-Limit"] == "5"
+    assert limited.headers["X-RateLimit-Remaining"] == "0"
+    assert limited.headers["X-RateLimit-Reset-After"] == "0.050"
+    assert limited.headers["X-RateLimit-Scope"] == "user"
+    assert limited.headers["X-RateLimit-Bucket"] == patches[2].headers["X-RateLimit-Bucket"]
+    assert [r.content for r in fake.message(CHANNEL_ID, message.id).edits] == ["final"]
+    assert fake.rate_limited == {}
+    assert fake.natural_429s() == 0
+    assert fake.faults.count(EDIT_MESSAGE, "429") == 2
+    assert fake.injected_calls("429") == patches[:2]
+
+
+async def test_injected_500_and_drop_apply_nothing(fake: FakeDiscord) -> None:
+    """Over raw HTTP (discord.py retries 500s after seconds of backoff): a 500 with
+    Discord's body, and a connection closed without an answer; no message either way."""
+    url = f"{fake.api_url}/channels/{CHANNEL_ID}/messages"
+    fake.faults.add(SEND_MESSAGE, "500")
+    fake.faults.add(SEND_MESSAGE, "drop")
+    async with bot_http(fake) as http:
+        async with http.post(url, json={"content": "one"}) as resp:
+            assert resp.status == 500
+            assert resp.headers["Content-Type"] == "application/json"
+            assert await resp.json() == {"message": "500: Internal Server Error", "code": 0}
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await http.post(url, json={"content": "two"})
+        async with http.post(url, json={"content": "three"}) as resp:
+            assert resp.status == 200
+    assert [m.content for m in fake.channel_messages(CHANNEL_ID)] == ["three"]
+    sends = fake.calls_to("POST", "channels/{channel_id}/messages")
+    assert [(c.injected, c.status) for c in sends] == [("500", 500), ("drop", 0), (None, 200)]
+    with pytest.raises(ValueError, match="cannot answer"):
+        fake.faults.add(SEND_MESSAGE, "internal_error")  # a Slack-only answer
+
+
+async def test_fault_keys_in_discords_spelling_narrow_to_original(fake: FakeDiscord) -> None:
+    """Discord documents ``PATCH /webhooks/{application.id}/{interaction.token}/messages/
+    @original``: the fake maps it to its route and faults only ``@original`` edits, so a
+    followup's edit in between goes through."""
+    key, path = fake.fault_key(
+        "PATCH /webhooks/{application.id}/{interaction.token}/messages/@original"
+    )
+    assert key == EDIT_INTERACTION_MESSAGE
+    assert path is not None and path.search("webhooks/1/tok/messages/@original")
+    assert not path.search("webhooks/1/tok/messages/123")
+    assert fake.fault_key("GET /users/@me") == ("GET users/@me", None)
+    assert fake.fault_key("patch channels/{id}/messages/{id}") == (EDIT_MESSAGE, None)
+    with pytest.raises(ValueError, match="no route"):
+        fake.fault_key("PATCH /nowhere")
+
+    client = discord.Client(intents=MINIMAL, guild_ready_timeout=0.05)
+    tree = app_commands.CommandTree(client)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @tree.command(name="ask", description="Ask the model")
+    async def ask(interaction: discord.Interaction) -> None:
+        try:
+            await interaction.response.defer(thinking=True)
+            await interaction.edit_original_response(content="answer")
+            followup = await interaction.followup.send("more", wait=True)
+            fake.faults.add(
+                "PATCH /webhooks/{application.id}/{interaction.token}/messages/@original",
+                "429",
+                retry_after=0.05,
+            )
+            await followup.edit(content="more, edited")  # not @original: not faulted
+            await interaction.edit_original_response(content="answer, edited")  # retried
+        except Exception as exc:
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    async def sync(_: discord.Client) -> None:
+        await tree.sync()
+
+    async with connected(fake, client, after_ready=sync):
+        rec = await fake.inject_slash_command("ask")
+        await asyncio.wait_for(done, 5)
+
+    edits = fake.calls_to("PATCH", "webhooks/{webhook_id}/{webhook_token}/messages/{message_id}")
+    assert [(c.path.rsplit("/", 1)[1], c.injected) for c in edits] == [
+        ("@original", None),
+        (str(rec.followups[0].id), None),
+        ("@original", "429"),
+        ("@original", None),
+    ]
+    assert rec.original is not None and rec.original.content == "answer, edited"
+
+
+async def test_seeded_schedule_gives_the_same_faults_for_the_same_seed() -> None:
+    async def faults_seen(seed: int) -> list[tuple[int, str | None, int]]:
+        async with serve() as fake, bot_http(fake) as http:
+            fake.faults.schedule(seed, ["GET /channels/{channel_id}"], p_429=0.3, p_500=0.3)
+            for _ in range(20):
+                async with http.get(f"{fake.api_url}/channels/{CHANNEL_ID}") as resp:
+                    await resp.read()
+            calls = fake.calls_to("GET", "channels/{channel_id}")
+            planned = fake.faults.planned("GET channels/{channel_id}", 20)
+            assert planned == [c.injected for c in calls]
+            return [(c.ordinal, c.injected, c.status) for c in calls]
+
+    first = await faults_seen(5)
+    assert first == await faults_seen(5)
+    assert first != await faults_seen(6)
+    assert {kind for _, kind, _ in first} == {None, "429", "500"}
+
+
+async def test_fail_next_is_recorded_as_injected(fake: FakeDiscord) -> None:
+    fake.fail_next("POST", r"channels/\d+/messages$", 503, {"message": "busy", "code": 0})
+    async with bot_http(fake) as http:
+        url = f"{fake.api_url}/channels/{CHANNEL_ID}/messages"
+        async with http.post(url, json={"content": "x"}) as resp:
+            assert resp.status == 503 and await resp.json() == {"message": "busy", "code": 0}
+    assert fake.channel_messages(CHANNEL_ID) == []
+    assert [c.injected for c in fake.calls] == ["error"]
+
+
+# --------------------------------------------------------------------------- gateway RESUME
+
+
+async def test_dropped_connection_resumes_and_replays_what_was_missed(fake: FakeDiscord) -> None:
+    """A connection cut without a close frame (a network failure): the session stays,
+    an event dispatched meanwhile is kept, and the real discord.py reconnects to READY's
+    ``resume_gateway_url``, RESUMEs and gets that event before RESUMED — no new
+    IDENTIFY, no lost message."""
+    seen: asyncio.Queue[discord.Message] = asyncio.Queue()
+    resumed = asyncio.Event()
+    client = discord.Client(intents=MINIMAL, guild_ready_timeout=0.05)
+
+    @client.event
+    async def on_message(message: discord.Message) -> None:
+        await seen.put(message)
+
+    @client.event
+    async def on_resumed() -> None:
+        resumed.set()
+
+    async with connected(fake, client):
+        [session] = fake.live_sessions
+        last_seen = session.seq
+        assert await fake.kill_connections() == 1
+        assert (session.state, session.connection) == ("resumable", None)
+        missed = await fake.inject_message(
+            CHANNEL_ID, "while you were away", ALICE, mentions_bot=True
+        )
+        assert session.connection is None and session.seq == last_seen + 1  # kept, not sent
+
+        received = await asyncio.wait_for(seen.get(), 5)
+        assert received.id == missed.id
+        assert received.content == f"<@{BOT_USER_ID}> while you were away"
+        await asyncio.wait_for(resumed.wait(), 5)
+        assert fake.resumes == [
+            {"session_id": session.id, "seq": last_seen, "replayed": 1, "path": "/resume-gateway"}
+        ]
+        assert [e["t"] for e in session.events[-2:]] == ["MESSAGE_CREATE", "RESUMED"]
+        assert (session.state, session.resumes, len(fake.identifies)) == ("connected", 1, 1)
+
+        after = await fake.inject_message(CHANNEL_ID, "and now", ALICE, mentions_bot=True)
+        assert (await asyncio.wait_for(seen.get(), 5)).id == after.id
+
+
+async def test_expired_session_is_invalid_and_discord_py_identifies_anew(
+    fake: FakeDiscord,
+) -> None:
+    """Past the resume window the RESUME gets op 9 INVALID_SESSION ``d: false``;
+    discord.py then forgets the session and IDENTIFYs anew (the event dispatched while
+    it was away is lost with the session)."""
+
+    class Impatient(discord.Client):
+        async def before_identify_hook(
+            self, shard_id: int | None, *, initial: bool = False
+        ) -> None:
+            """discord.py waits 5 s before a re-IDENTIFY (the identify rate limit)."""
+
+    seen: asyncio.Queue[discord.Message] = asyncio.Queue()
+    client = Impatient(intents=MINIMAL, guild_ready_timeout=0.05)
+
+    @client.event
+    async def on_message(message: discord.Message) -> None:
+        await seen.put(message)
+
+    async with connected(fake, client):
+        [old] = fake.live_sessions
+        await fake.kill_connections()
+        fake.expire_sessions()
+        assert await fake.dispatch("TYPING_START", {"channel_id": str(CHANNEL_ID)}) == 0
+        await fake.wait_until(lambda: fake.connections and fake.connections[0].session)
+        [new] = fake.live_sessions
+        [conn] = fake.connections
+        later = await fake.inject_message(CHANNEL_ID, "after", ALICE, mentions_bot=True)
+        assert (await asyncio.wait_for(seen.get(), 5)).id == later.id
+    assert [i["session_id"] for i in fake.invalid_sessions] == [old.id]
+    assert fake.resumes == [] and len(fake.identifies) == 2
+    assert old.state == "invalidated" and new.id != old.id and new.seq > 2
+    assert conn.identify == fake.identifies[1]
+
+
+async def raw_identify(
+    http: aiohttp.ClientSession, fake: FakeDiscord
+) -> tuple[aiohttp.ClientWebSocketResponse, str, int]:
+    """A bare gateway client: HELLO, IDENTIFY, READY and GUILD_CREATE; returns the
+    socket, the session id and the last seq."""
+    ws = await http.ws_connect(f"{fake.gateway_url}?v=10&encoding=json")
+    assert (await ws.receive_json())["op"] == 10
+    identify = {"token": fake.bot_token, "intents": MINIMAL.value, "properties": {}}
+    await ws.send_json({"op": 2, "d": identify})
+    ready = await ws.receive_json()
+    assert ready["t"] == "READY" and ready["d"]["resume_gateway_url"] == fake.resume_gateway_url
+    guild = await ws.receive_json()
+    assert guild["t"] == "GUILD_CREATE"
+    return ws, ready["d"]["session_id"], guild["s"]
+
+
+async def raw_resume(
+    http: aiohttp.ClientSession, fake: FakeDiscord, session_id: str, seq: int
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(f"{fake.resume_gateway_url}?v=10&encoding=json")
+    assert (await ws.receive_json())["op"] == 10
+    resume = {"token": fake.bot_token, "session_id": session_id, "seq": seq}
+    await ws.send_json({"op": 6, "d": resume})
+    return ws
+
+
+async def test_a_session_closed_with_1000_cannot_be_resumed(fake: FakeDiscord) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws, session_id, seq = await raw_identify(http, fake)
+        await ws.close(code=1000)
+        await fake.wait_until(lambda: fake.sessions[session_id].state == "invalidated")
+        again = await raw_resume(http, fake, session_id, seq)
+        assert await again.receive_json() == {"op": 9, "d": False, "s": None, "t": None}
+        await again.close()
+        unknown = await raw_resume(http, fake, "no-such-session", 0)
+        assert (await unknown.receive_json())["op"] == 9
+        await unknown.close()
+    assert [i["session_id"] for i in fake.invalid_sessions] == [session_id, "no-such-session"]
+
+
+async def test_resume_after_a_resumable_close_replays_in_order(fake: FakeDiscord) -> None:
+    """The gateway closing with 4000 keeps the session: a RESUME from a ``seq`` it never
+    sent is closed with 4007, the right one gets the missed dispatches then RESUMED, and
+    a RESUME of a session still connected elsewhere takes it over (the old connection,
+    a zombie, is cut)."""
+    async with aiohttp.ClientSession() as http:
+        ws, session_id, seq = await raw_identify(http, fake)
+        await fake.disconnect_all(4000)
+        closing = await ws.receive()
+        assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 4000)
+        await fake.wait_until(lambda: fake.sessions[session_id].state == "resumable")
+        first = await fake.inject_message(CHANNEL_ID, "one", ALICE, mentions_bot=True)
+        second = await fake.inject_message(CHANNEL_ID, "two", ALICE, mentions_bot=True)
+
+        ahead = await raw_resume(http, fake, session_id, seq + 10)
+        refused = await ahead.receive()
+        assert (refused.type, refused.data) == (aiohttp.WSMsgType.CLOSE, 4007)
+
+        resumed = await raw_resume(http, fake, session_id, seq)
+        replay = [await resumed.receive_json() for _ in range(3)]
+        assert [(p["t"], p["s"]) for p in replay] == [
+            ("MESSAGE_CREATE", seq + 1),
+            ("MESSAGE_CREATE", seq + 2),
+            ("RESUMED", seq + 3),
+        ]
+        assert [p["d"]["id"] for p in replay[:2]] == [str(first.id), str(second.id)]
+
+        takeover = await raw_resume(http, fake, session_id, seq + 1)
+        assert [(p["t"], p["s"]) for p in [await takeover.receive_json() for _ in range(3)]] == [
+            ("MESSAGE_CREATE", seq + 2),
+            ("RESUMED", seq + 3),
+            ("RESUMED", seq + 4),
+        ]
+        cut = await resumed.receive()
+        assert cut.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+        await takeover.close()
+    assert [(r["seq"], r["replayed"]) for r in fake.resumes] == [(seq, 2), (seq + 1, 2)]

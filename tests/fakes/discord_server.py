@@ -36,12 +36,24 @@ What it does like Discord:
   JSON body, ``Retry-After``, ``X-RateLimit-Scope``, ``X-RateLimit-Global`` when global,
   and ``Via: 1.1 google`` (without it discord.py assumes a Cloudflare ban — which
   :attr:`FakeDiscord.cloudflare_banned` simulates).
-* Gateway: HELLO, IDENTIFY (token, intents, shard, privileged intents checked), READY,
-  GUILD_CREATE per guild of the shard, heartbeat ACKs, RESUME, REQUEST_GUILD_MEMBERS;
-  ``compress=zlib-stream`` honoured. Bot REST actions are echoed as MESSAGE_CREATE /
-  MESSAGE_UPDATE / MESSAGE_DELETE / THREAD_CREATE to connections whose intents ask for
-  them, and message content is blanked for connections without MESSAGE_CONTENT unless
-  the message is a DM, the bot's own, or mentions the bot.
+* Gateway: HELLO, IDENTIFY (token, intents, shard, privileged intents checked), READY
+  (with ``session_id`` and ``resume_gateway_url``), GUILD_CREATE per guild of the
+  shard, heartbeat ACKs, REQUEST_GUILD_MEMBERS; ``compress=zlib-stream`` honoured. Bot
+  REST actions are echoed as MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE /
+  THREAD_CREATE to sessions whose intents ask for them, and message content is blanked
+  for sessions without MESSAGE_CONTENT unless the message is a DM, the bot's own, or
+  mentions the bot.
+* Sessions and RESUME (:class:`GatewaySession`): a session outlives a connection that
+  dropped (no close frame, or a resumable close code) for ``resume_timeout`` seconds and
+  buffers its dispatches; RESUME replays every dispatch after the client's ``seq``, then
+  RESUMED. A session the client closed with 1000/1001, or that expired, gets op 9
+  INVALID_SESSION (``d: false``). :meth:`FakeDiscord.kill_connections` cuts connections
+  as a network failure would.
+* Faults (:attr:`FakeDiscord.faults`, a ``tests.fakes.faults.FaultSchedule`` keyed by
+  route, e.g. :data:`EDIT_MESSAGE`): injected 429s (Discord's body and headers), 500s,
+  slow answers and dropped connections on chosen calls, or at random from a seed; every
+  :class:`CallRecord` says which fault it got (``injected``), so injected 429s are told
+  apart from the fake's own (:meth:`FakeDiscord.natural_429s`).
 * Interactions: :meth:`FakeDiscord.inject_slash_command` and
   :meth:`FakeDiscord.inject_component`; the callback must come within
   ``callback_deadline`` seconds, the token works for ``interaction_ttl`` seconds, the
@@ -76,6 +88,15 @@ import discord.gateway
 import discord.http
 import yarl
 from aiohttp import WSMsgType, web
+
+from tests.fakes.faults import (
+    ALL_KINDS,
+    Fault,
+    FaultKind,
+    FaultSchedule,
+    kind_for_status,
+    retry_after_header,
+)
 
 Json = dict[str, Any]
 
@@ -167,6 +188,18 @@ BOT_USER_ID = APP_ID  # new applications share the bot user's id
 GUILD_ID = 1_200_000_000_000_000_100
 CHANNEL_ID = 1_200_000_000_000_000_200
 OTHER_CHANNEL_ID = 1_200_000_000_000_000_201
+
+
+# Route keys for ``FakeDiscord.faults`` ("<HTTP method> <route template>").
+SEND_MESSAGE = "POST channels/{channel_id}/messages"
+EDIT_MESSAGE = "PATCH channels/{channel_id}/messages/{message_id}"
+DELETE_MESSAGE = "DELETE channels/{channel_id}/messages/{message_id}"
+INTERACTION_CALLBACK = "POST interactions/{interaction_id}/{interaction_token}/callback"
+FOLLOWUP = "POST webhooks/{webhook_id}/{webhook_token}"
+EDIT_INTERACTION_MESSAGE = "PATCH webhooks/{webhook_id}/{webhook_token}/messages/{message_id}"
+"""Edits of ``@original`` and of followups alike; Discord's own spelling,
+``"PATCH /webhooks/{application.id}/{interaction.token}/messages/@original"``, narrows
+a fault to ``@original``."""
 
 
 def _now_iso() -> str:
@@ -418,6 +451,32 @@ class CallRecord:
     """Response headers."""
     bucket: str | None = None
     """The rate-limit key that counted this call (the keys of ``rate_limited``)."""
+    ordinal: int = 0
+    """1 for the first call to this route (``key``), 2 for the next… (what fault rules
+    count); 0 for a path no route matched."""
+    injected: FaultKind | None = None
+    """The fault ``faults`` put on this call; None for a call the fake handled itself
+    (its 429s then come from the fake's own rate limits). A ``drop`` leaves ``status``
+    at 0: no answer was sent."""
+
+    @property
+    def key(self) -> str:
+        """The route key faults use: ``"PATCH channels/{channel_id}/messages/{message_id}"``."""
+        return f"{self.method} {self.route}" if self.route else ""
+
+
+NON_RESUMABLE_CLOSE_CODES = frozenset({4004, 4007, 4009, 4010, 4011, 4012, 4013, 4014})
+"""Close codes (sent by the gateway) after which a session can't be resumed: bad token,
+invalid seq, session timed out, shard/intent errors. Discord closes with the others
+(4000 unknown error, 4001-4003, 4005, 4008) and lets the client RESUME."""
+
+CLIENT_INVALIDATING_CLOSE_CODES = frozenset({1000, 1001})
+"""A client closing with these ends its session (Discord: "your session will be
+invalidated and your bot will appear offline"); discord.py closes with 4000 when it
+means to resume."""
+
+MAX_REPLAY = 10_000
+"""Dispatches a session keeps for replay; a RESUME from before them is refused."""
 
 
 @dataclass
@@ -435,8 +494,21 @@ class GatewayConnection:
     identify: Json | None = None
     """The IDENTIFY (or RESUME) payload's ``d``."""
     seq: int = 0
+    """The last sequence number sent on this connection."""
     heartbeats: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    path: str = "/gateway"
+    """The URL path the client connected to (``/resume-gateway`` for READY's
+    ``resume_gateway_url``)."""
+    session: GatewaySession | None = None
+    """The session this connection carries (after IDENTIFY or RESUME)."""
+    transport: asyncio.Transport | None = None
+    client_close_code: int | None = None
+    """The code of the client's close frame; None when it sent none."""
+    server_close_code: int | None = None
+    """The code the fake closed with; None when it did not close it."""
+    killed: bool = False
+    """Cut by the fake without a close frame (:meth:`FakeDiscord.kill_connections`)."""
     _zlib: Any = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -446,25 +518,37 @@ class GatewayConnection:
 
     def owns(self, guild_id: int | None) -> bool:
         """Whether events of this guild (None: DMs, which shard 0 gets) go to this shard."""
-        shard_id, count = self.shard
-        if guild_id is None:
-            return shard_id == 0
-        return (guild_id >> 22) % count == shard_id
+        return _shard_owns(self.shard, guild_id)
 
     def wants(self, intent: int | None) -> bool:
         return intent is None or self.intents is None or bool(self.intents & intent)
+
+    @property
+    def ends_session(self) -> bool:
+        """Whether the way this connection closed invalidates its session. The fake's
+        own close code wins over the client's (aiohttp answers any close with 1000)."""
+        if self.killed:
+            return False
+        if self.server_close_code is not None:
+            return self.server_close_code in NON_RESUMABLE_CLOSE_CODES
+        return self.client_close_code in CLIENT_INVALIDATING_CLOSE_CODES
 
     async def send(self, payload: Json) -> None:
         async with self._lock:
             await self._send_locked(payload)
 
     async def send_dispatch(self, event: str, data: Json) -> None:
+        """A DISPATCH numbered by the session (by the connection before IDENTIFY)."""
         async with self._lock:
-            self.seq += 1
-            await self._send_locked({"op": 0, "t": event, "s": self.seq, "d": data})
+            if self.session is not None:
+                payload = self.session.record(event, data)
+            else:
+                payload = {"op": 0, "t": event, "s": self.seq + 1, "d": data}
+            self.seq = int(payload["s"])
+            await self._send_locked(payload)
 
     async def _send_locked(self, payload: Json) -> None:
-        if self.ws.closed:
+        if self.ws.closed or self.killed:
             return
         text = json.dumps(payload, separators=(",", ":"))
         with contextlib.suppress(ConnectionError):
@@ -473,6 +557,75 @@ class GatewayConnection:
                 await self.ws.send_bytes(chunk)
             else:
                 await self.ws.send_str(text)
+
+
+@dataclass
+class GatewaySession:
+    """What IDENTIFY starts and RESUME continues: the sequence numbers and every
+    dispatch, so a client that lost its connection gets what it missed.
+
+    Discord keeps a session after its connection drops (unless the client closed it
+    with 1000/1001 or the gateway closed it with a non-resumable code) and buffers its
+    events; a RESUME with the last ``seq`` the client saw replays everything after it,
+    then RESUMED. The fake keeps it ``resume_timeout`` seconds (Discord doesn't say how
+    long; observed: a few minutes)."""
+
+    id: str
+    intents: int | None
+    shard: tuple[int, int]
+    identify: Json
+    seq: int = 0
+    """The last sequence number given out."""
+    events: list[Json] = field(default_factory=list)
+    """Every DISPATCH payload (with its ``s``), oldest first (the last ``MAX_REPLAY``)."""
+    connection: GatewayConnection | None = None
+    """The open connection carrying it; None while the client is away."""
+    state: str = "connected"
+    """``connected``, ``resumable`` (no connection, may RESUME until
+    ``resumable_until``) or ``invalidated``."""
+    resumable_until: float | None = None
+    resumes: int = 0
+    """Accepted RESUMEs."""
+
+    def owns(self, guild_id: int | None) -> bool:
+        return _shard_owns(self.shard, guild_id)
+
+    def wants(self, intent: int | None) -> bool:
+        return intent is None or self.intents is None or bool(self.intents & intent)
+
+    def live(self, now: float) -> bool:
+        """Connected, or resumable and not expired (expiry is applied here, lazily)."""
+        if self.state == "resumable" and (
+            self.resumable_until is None or now >= self.resumable_until
+        ):
+            self.state = "invalidated"
+        return self.state != "invalidated"
+
+    def record(self, event: str, data: Json) -> Json:
+        """Numbers a dispatch and keeps it for replay; returns the payload to send."""
+        self.seq += 1
+        payload: Json = {"op": 0, "t": event, "s": self.seq, "d": data}
+        self.events.append(payload)
+        if len(self.events) > MAX_REPLAY:
+            del self.events[: len(self.events) - MAX_REPLAY]
+        return payload
+
+    def after(self, seq: int) -> list[Json] | None:
+        """The dispatches after ``seq``; None when ``seq`` can't be resumed from (ahead of
+        the session, or older than what it kept)."""
+        if seq > self.seq:
+            return None
+        oldest = int(self.events[0]["s"]) if self.events else self.seq + 1
+        if seq < oldest - 1:
+            return None
+        return [e for e in self.events if int(e["s"]) > seq]
+
+
+def _shard_owns(shard: tuple[int, int], guild_id: int | None) -> bool:
+    shard_id, count = shard
+    if guild_id is None:
+        return shard_id == 0
+    return (guild_id >> 22) % count == shard_id
 
 
 class ApiError(Exception):
@@ -543,13 +696,8 @@ class _Request:
             raise ApiError(404, 0, "404: Not Found") from None
 
 
-@dataclass
-class _Failure:
-    method: str
-    pattern: re.Pattern[str]
-    status: int
-    body: Json
-    times: int
+class _Dropped(Exception):
+    """A ``drop`` fault: the call gets no answer, its connection closes."""
 
 
 class FakeDiscord:
@@ -568,6 +716,7 @@ class FakeDiscord:
         interaction_ttl: float = 900.0,
         callback_deadline: float = 3.0,
         allow_privileged_intents: bool = True,
+        resume_timeout: float = 60.0,
     ) -> None:
         self.bot_token = bot_token
         self.app_id = app_id
@@ -584,6 +733,8 @@ class FakeDiscord:
         """False: heartbeats go unanswered (a zombie connection)."""
         self.cloudflare_banned = False
         """True: every REST call gets Cloudflare's 429 (HTML, no ``Via``)."""
+        self.resume_timeout = resume_timeout
+        """Seconds a session whose connection dropped stays resumable."""
 
         self.guilds: dict[int, FakeGuild] = {}
         self.channels: dict[int, FakeChannel] = {}
@@ -607,6 +758,13 @@ class FakeDiscord:
         """The query string of every gateway connection (``v``, ``encoding``, ``compress``)."""
         self.gateway_sends: list[Json] = []
         """Every payload a client sent on the gateway, in order."""
+        self.sessions: dict[str, GatewaySession] = {}
+        """Gateway sessions by id, ended ones included (``state`` says which)."""
+        self.resumes: list[Json] = []
+        """Every accepted RESUME: ``session_id``, ``seq`` (the client's), ``replayed``
+        (how many dispatches were sent again) and ``path`` (the URL it came to)."""
+        self.invalid_sessions: list[Json] = []
+        """Every RESUME answered with op 9 INVALID_SESSION (its ``d``, token masked)."""
 
         for guild in guilds if guilds is not None else default_guilds():
             self.add_guild(guild)
@@ -614,13 +772,20 @@ class FakeDiscord:
         self._last_id = 0
         self._windows: dict[str, _Window] = {}
         self._global_window: _Window | None = None
-        self._failures: list[_Failure] = []
-        self._sessions: dict[str, tuple[int | None, tuple[int, int]]] = {}
         self._ready = asyncio.Event()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._routes = self._build_routes()
+        self.faults = FaultSchedule(
+            kinds=ALL_KINDS - {"internal_error"},
+            resolve=self.fault_key,
+            known=lambda key: any(f"{r.method} {r.template}" == key for r in self._routes),
+        )
+        """Scripted and seeded faults per route (see ``tests.fakes.faults``), keyed like
+        :data:`EDIT_MESSAGE`: ``fake.faults.add(EDIT_MESSAGE, "429", retry_after=0.2)``.
+        A faulted call (other than ``slow``) is answered after the token check and
+        before the rate limits and the handler: it changes nothing, uses up no window."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -630,6 +795,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
         app.router.add_get("/gateway/", self._gateway)
+        app.router.add_get("/resume-gateway", self._gateway)
         app.router.add_route("*", r"/api/v{version:\d+}/{tail:.*}", self._handle_api)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -648,6 +814,7 @@ class FakeDiscord:
         if runner is None:
             return
         for conn in list(self.connections):
+            conn.server_close_code = 1001
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.ws.close(code=1001, message=b"shutting down"), 2)
         for conn in list(self.connections):
@@ -682,6 +849,12 @@ class FakeDiscord:
     @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
+
+    @property
+    def resume_gateway_url(self) -> str:
+        """READY's ``resume_gateway_url``: a path of its own, so a test can see that a
+        client resumed there (``GatewayConnection.path``) as Discord asks."""
+        return f"ws://127.0.0.1:{self.port}/resume-gateway"
 
     # ------------------------------------------------------------------ world setup
 
@@ -786,12 +959,70 @@ class FakeDiscord:
         *,
         times: int = 1,
     ) -> None:
-        """Answers the next ``times`` matching calls with this error (after auth and rate
-        limits, before the handler)."""
+        """Answers the next ``times`` matching calls with this error (after auth, before
+        rate limits and the handler). A rule of ``faults``, recorded like the others."""
         default = {"message": "500: Internal Server Error", "code": 0}
-        self._failures.append(
-            _Failure(method, re.compile(path_regex), status, body or default, times)
+        fault = Fault(
+            kind_for_status(status), retry_after=None, status=status, body=body or default
         )
+        self.faults.add_rule(
+            fault, http_method=method.upper(), path=re.compile(path_regex), count=times
+        )
+
+    def fault_key(self, key: str) -> tuple[str, re.Pattern[str] | None]:
+        """The canonical route key for a key as a test writes it, and a path filter when
+        it names a literal where the route has a parameter.
+
+        Accepted: the fake's templates (``"PATCH channels/{channel_id}/messages/{message_id}"``)
+        and Discord's documentation style, with a leading slash, any parameter names and
+        literals: ``"PATCH /webhooks/{application.id}/{interaction.token}/messages/@original"``
+        is the interaction-message edit route, limited to ``@original``."""
+        method, _, path = key.strip().partition(" ")
+        method = method.upper()
+        given = path.strip().strip("/").split("/")
+        best: tuple[int, _Route] | None = None
+        for route in self._routes:
+            template = route.template.split("/")
+            if route.method != method or len(template) != len(given):
+                continue
+            exact = 0
+            for want, have in zip(template, given, strict=True):
+                if want.startswith("{") or have.startswith("{"):
+                    if not want.startswith("{"):
+                        break  # a parameter where the route has a literal
+                elif want != have:
+                    break
+                else:
+                    exact += 1
+            else:
+                if best is None or exact > best[0]:
+                    best = (exact, route)
+        if best is None:
+            raise ValueError(f"no route of the fake matches {key!r}")
+        route = best[1]
+        literals = [
+            not have.startswith("{") and want.startswith("{")
+            for want, have in zip(route.template.split("/"), given, strict=True)
+        ]
+        path_filter = None
+        if any(literals):
+            regex = "/".join("[^/]+" if have.startswith("{") else re.escape(have) for have in given)
+            path_filter = re.compile(f"^{regex}$")
+        return f"{route.method} {route.template}", path_filter
+
+    def natural_429s(self, key: str | None = None) -> int:
+        """429s the fake's own rate limits (or Cloudflare ban) answered, injected ones
+        left out: what a bot pacing itself within Discord's limits never causes."""
+        canonical = self.fault_key(key)[0] if key is not None else None
+        return sum(
+            1
+            for c in self.calls
+            if c.status == 429 and c.injected is None and (canonical is None or c.key == canonical)
+        )
+
+    def injected_calls(self, kind: str | None = None) -> list[CallRecord]:
+        """Calls ``faults`` put a fault on, optionally of one kind."""
+        return [c for c in self.calls if c.injected is not None and kind in (None, c.injected)]
 
     def expire_interaction(self, token: str) -> None:
         """Makes the token as dead as after ``interaction_ttl``."""
@@ -811,6 +1042,14 @@ class FakeDiscord:
         self.calls.append(call)
         try:
             status, payload, headers = await self._process(request, call, files)
+        except _Dropped:
+            # No answer at all: aiohttp's attempt to send the returned response fails
+            # quietly on the closed transport.
+            if request.transport is not None:
+                request.transport.close()
+            async with self._changed:
+                self._changed.notify_all()
+            return web.Response(status=500)
         except Exception as exc:  # a bug in the fake: answer 500 and keep the evidence
             status, payload, headers = 500, {"message": f"fake bug: {exc!r}", "code": 0}, {}
         call.status, call.response, call.headers = status, payload, headers
@@ -864,24 +1103,61 @@ class FakeDiscord:
         if route is None:
             return 404, {"message": "404: Not Found", "code": 0}, via
         call.route = route.template
+        call.ordinal = self.faults.arrive(call.key)
         if route.auth and request.headers.get("Authorization") != f"Bot {self.bot_token}":
             return 401, {"message": "401: Unauthorized", "code": 0}, via
+        fault = self.faults.take(call.key, call.ordinal, call.path)
+        if fault is not None:
+            call.injected = fault.kind
+            if fault.delay > 0:
+                await asyncio.sleep(fault.delay)
+            if fault.kind == "drop":
+                raise _Dropped
+            if fault.kind != "slow":
+                return self._fault_answer(fault, route, params)
         limited, headers = self._rate_limit(route, params, call)
         headers = {**via, **headers}
         if limited is not None:
             return 429, limited, headers
-        for failure in self._failures:
-            if failure.method == request.method and failure.pattern.search(call.path):
-                failure.times -= 1
-                if failure.times <= 0:
-                    self._failures.remove(failure)
-                return failure.status, failure.body, headers
         req = _Request(params, call.json, call.query, files, call.time, call.path)
         try:
             status, payload = await route.handler(req)
         except ApiError as err:
             status, payload = err.status, err.body
         return status, payload, headers
+
+    def _fault_answer(
+        self, fault: Fault, route: _Route, params: dict[str, str]
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Discord's answer for an injected fault. A 429 looks like one of the route's
+        bucket (all the ``X-RateLimit-*`` headers, ``Via``, the JSON body), without
+        touching the fake's own windows."""
+        via = {"Via": "1.1 google"}
+        if fault.kind == "429":
+            _, limit, hash_name = self._bucket_for(route, params)
+            retry = fault.retry_after
+            if retry is None:
+                retry = float((fault.body or {}).get("retry_after", 1.0))
+            headers = {
+                **via,
+                "X-RateLimit-Limit": str(limit.limit),
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": f"{time.time() + retry:.3f}",
+                "X-RateLimit-Reset-After": f"{retry:.3f}",
+                "X-RateLimit-Bucket": _bucket_hash(hash_name),
+                "X-RateLimit-Scope": limit.scope,
+                "Retry-After": retry_after_header(retry),
+            }
+            body = fault.body or {
+                "message": "You are being rate limited.",
+                "retry_after": retry,
+                "global": False,
+            }
+            return fault.status or 429, body, headers
+        if fault.kind in ("500", "error"):
+            body = fault.body or {"message": "500: Internal Server Error", "code": 0}
+            return fault.status or 500, body, via
+        raise ValueError(f"no answer for a {fault.kind!r} fault")
 
     def _match(self, method: str, path: str) -> tuple[_Route | None, dict[str, str]]:
         for route in self._routes:
@@ -1629,11 +1905,11 @@ class FakeDiscord:
                     mention["member"] = self._member_payload(guild, user, with_user=False)
         return data
 
-    def _visible_to(self, conn: GatewayConnection, rec: MessageRecord, data: Json) -> Json:
+    def _visible_to(self, session: GatewaySession, rec: MessageRecord, data: Json) -> Json:
         """Without MESSAGE_CONTENT the bot sees text only in DMs, its own messages and
         messages that mention it."""
         if (
-            conn.wants(INTENT_MESSAGE_CONTENT)
+            session.wants(INTENT_MESSAGE_CONTENT)
             or rec.guild_id is None
             or rec.author.id == self.bot.id
             or self.bot.id in rec.mentions
@@ -1649,7 +1925,7 @@ class FakeDiscord:
             data,
             guild_id=rec.guild_id,
             intent=intent,
-            transform=lambda conn, d: self._visible_to(conn, rec, d),
+            transform=lambda session, d: self._visible_to(session, rec, d),
         )
 
     # ------------------------------------------------------------------ payload builders
@@ -1827,7 +2103,9 @@ class FakeDiscord:
         query = dict(request.query)
         self.gateway_queries.append(query)
         compress = query.get("compress") if query.get("compress") == "zlib-stream" else None
-        conn = GatewayConnection(ws=ws, query=query, compress=compress)
+        conn = GatewayConnection(
+            ws=ws, query=query, compress=compress, path=request.path, transport=request.transport
+        )
         self.connections.append(conn)
         try:
             await conn.send(
@@ -1838,19 +2116,46 @@ class FakeDiscord:
                     "t": None,
                 }
             )
-            async for msg in ws:
+            while True:
+                # receive() rather than ``async for``: the loop must see the client's
+                # CLOSE frame (and its code) to know whether the session ends.
+                msg = await ws.receive()
                 if msg.type == WSMsgType.TEXT:
                     payload = json.loads(msg.data)
                 elif msg.type == WSMsgType.BINARY:
                     payload = json.loads(zlib.decompress(msg.data))
                 else:
+                    if msg.type == WSMsgType.CLOSE:
+                        conn.client_close_code = int(msg.data)
                     break
                 self.gateway_sends.append(payload)
                 await self._on_gateway_op(conn, payload)
         finally:
             self.connections.remove(conn)
+            self._detach(conn)
             conn.closed.set()
+            await self._notify()
         return ws
+
+    def _detach(self, conn: GatewayConnection) -> None:
+        """The connection is gone: its session ends, or waits for a RESUME."""
+        session = conn.session
+        if session is None or session.connection is not conn:
+            return
+        session.connection = None
+        if conn.ends_session:
+            session.state = "invalidated"
+        else:
+            session.state = "resumable"
+            session.resumable_until = time.monotonic() + self.resume_timeout
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _close(self, conn: GatewayConnection, code: int, reason: bytes) -> None:
+        conn.server_close_code = code
+        await conn.ws.close(code=code, message=reason)
 
     async def _on_gateway_op(self, conn: GatewayConnection, payload: Json) -> None:
         op, data = payload.get("op"), payload.get("d")
@@ -1867,33 +2172,35 @@ class FakeDiscord:
         elif op == 3:
             pass  # presence update: accepted, nothing to do
         else:
-            await conn.ws.close(code=4001, message=b"Unknown opcode.")
+            await self._close(conn, 4001, b"Unknown opcode.")
 
     def _token_ok(self, token: Any) -> bool:
         return isinstance(token, str) and token.removeprefix("Bot ") == self.bot_token
 
     async def _identify(self, conn: GatewayConnection, data: Json) -> None:
         if conn.identified:
-            await conn.ws.close(code=4005, message=b"Already authenticated.")
+            await self._close(conn, 4005, b"Already authenticated.")
             return
         if not self._token_ok(data.get("token")):
-            await conn.ws.close(code=4004, message=b"Authentication failed.")
+            await self._close(conn, 4004, b"Authentication failed.")
             return
         intents = data.get("intents")
         if not isinstance(intents, int):
-            await conn.ws.close(code=4013, message=b"Invalid intent(s).")
+            await self._close(conn, 4013, b"Invalid intent(s).")
             return
         if intents & PRIVILEGED_INTENTS and not self.allow_privileged_intents:
-            await conn.ws.close(code=4014, message=b"Disallowed intent(s).")
+            await self._close(conn, 4014, b"Disallowed intent(s).")
             return
         shard = tuple(data.get("shard") or (0, 1))
         if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
-            await conn.ws.close(code=4010, message=b"Invalid shard.")
+            await self._close(conn, 4010, b"Invalid shard.")
             return
         conn.intents, conn.shard, conn.identify = intents, (int(shard[0]), int(shard[1])), data
         conn.session_id = uuid.uuid4().hex
         conn.identified = True
-        self._sessions[conn.session_id] = (conn.intents, conn.shard)
+        session = GatewaySession(conn.session_id, conn.intents, conn.shard, data, connection=conn)
+        conn.session = session
+        self.sessions[session.id] = session
         self.identifies.append(data)
         guilds = [g for g in self.guilds.values() if conn.owns(g.id)]
         await conn.send_dispatch(
@@ -1904,7 +2211,7 @@ class FakeDiscord:
                 "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
                 "session_id": conn.session_id,
                 "session_type": "normal",
-                "resume_gateway_url": self.gateway_url,
+                "resume_gateway_url": self.resume_gateway_url,
                 "shard": list(conn.shard),
                 "application": {"id": str(self.app_id), "flags": 1 << 19 | 1 << 23},
                 "private_channels": [],
@@ -1921,16 +2228,52 @@ class FakeDiscord:
             for guild in guilds:
                 await conn.send_dispatch("GUILD_CREATE", self._guild_create(guild, conn))
         self._ready.set()
+        await self._notify()
 
     async def _resume(self, conn: GatewayConnection, data: Json) -> None:
-        session = self._sessions.get(str(data.get("session_id")))
-        if not self._token_ok(data.get("token")) or session is None:
-            await conn.send({"op": 9, "d": False, "s": None, "t": None})
+        """Discord's RESUME: replay every dispatch after the client's ``seq``, then
+        RESUMED. An unknown, ended or expired session gets op 9 INVALID_SESSION with
+        ``d: false`` (the client must IDENTIFY anew); a ``seq`` the session can't replay
+        from closes the connection with 4007 (Invalid seq)."""
+        if conn.identified:
+            await self._close(conn, 4005, b"Already authenticated.")
             return
-        conn.intents, conn.shard = session
-        conn.session_id, conn.identify, conn.identified = str(data["session_id"]), data, True
-        conn.seq = int(data.get("seq") or 0)
-        await conn.send_dispatch("RESUMED", {"_trace": ['["fake-discord",{"micros":0}]']})
+        session = self.sessions.get(str(data.get("session_id")))
+        if (
+            not self._token_ok(data.get("token"))
+            or session is None
+            or not session.live(time.monotonic())
+        ):
+            self.invalid_sessions.append({**data, "token": "***"})
+            await conn.send({"op": 9, "d": False, "s": None, "t": None})
+            await self._notify()
+            return
+        seq = data.get("seq")
+        missed = session.after(seq if isinstance(seq, int) else 0)
+        if missed is None:
+            await self._close(conn, 4007, b"Invalid seq.")
+            return
+        previous = session.connection
+        if previous is not None and previous is not conn:
+            # The client gave that connection up (a zombie): it no longer carries the
+            # session, and Discord cuts it.
+            previous.session = None
+            self._kill(previous)
+        async with conn._lock:
+            conn.intents, conn.shard = session.intents, session.shard
+            conn.session_id, conn.identify, conn.identified = session.id, data, True
+            conn.session = session
+            session.connection, session.state, session.resumable_until = conn, "connected", None
+            session.resumes += 1
+            for payload in missed:
+                await conn._send_locked(payload)
+            resumed = session.record("RESUMED", {"_trace": ['["fake-discord",{"micros":0}]']})
+            conn.seq = int(resumed["s"])
+            await conn._send_locked(resumed)
+        self.resumes.append(
+            {"session_id": session.id, "seq": seq, "replayed": len(missed), "path": conn.path}
+        )
+        await self._notify()
 
     async def _request_members(self, conn: GatewayConnection, data: Json) -> None:
         guild = self.guilds.get(int(data.get("guild_id") or 0))
@@ -1964,15 +2307,22 @@ class FakeDiscord:
         *,
         guild_id: int | None = None,
         intent: int | None = None,
-        transform: Callable[[GatewayConnection, Json], Json] | None = None,
+        transform: Callable[[GatewaySession, Json], Json] | None = None,
     ) -> int:
-        """Sends a DISPATCH to every identified connection of the guild's shard (shard 0
-        for DMs) whose intents include ``intent``; returns how many got it."""
+        """Sends a DISPATCH to every live session of the guild's shard (shard 0 for DMs)
+        whose intents include ``intent``; returns how many sessions got it. A session
+        whose connection dropped keeps it for its RESUME."""
         sent = 0
-        for conn in list(self.connections):
-            if not conn.identified or not conn.owns(guild_id) or not conn.wants(intent):
+        now = time.monotonic()
+        for session in list(self.sessions.values()):
+            if not session.live(now) or not session.owns(guild_id) or not session.wants(intent):
                 continue
-            await conn.send_dispatch(event, transform(conn, data) if transform else data)
+            payload = transform(session, data) if transform else data
+            conn = session.connection
+            if conn is not None:
+                await conn.send_dispatch(event, payload)
+            else:
+                session.record(event, payload)
             sent += 1
         return sent
 
@@ -1982,12 +2332,51 @@ class FakeDiscord:
             await conn.send({"op": op, "d": data, "s": None, "t": None})
 
     async def disconnect_all(self, code: int = 4000) -> None:
-        """Closes every gateway connection with this close code."""
+        """Closes every gateway connection with this close code (4000, the default,
+        lets clients RESUME; a code of ``NON_RESUMABLE_CLOSE_CODES`` ends sessions)."""
         for conn in list(self.connections):
-            await conn.ws.close(code=code, message=b"closed by the fake")
+            await self._close(conn, code, b"closed by the fake")
+
+    async def kill_connections(self, session_id: str | None = None) -> int:
+        """Cuts gateway connections (all, or the one carrying ``session_id``) without a
+        close frame, as a network failure does: their sessions stay resumable. Returns
+        how many were cut; waits until the fake has seen them close."""
+        cut = [
+            c
+            for c in list(self.connections)
+            if session_id is None or (c.session is not None and c.session.id == session_id)
+        ]
+        for conn in cut:
+            self._kill(conn)
+        for conn in cut:
+            await asyncio.wait_for(conn.closed.wait(), 5)
+        return len(cut)
+
+    def _kill(self, conn: GatewayConnection) -> None:
+        conn.killed = True
+        if conn.transport is not None:
+            conn.transport.abort()
+
+    def expire_sessions(self) -> None:
+        """Every session without a connection expires now (as after ``resume_timeout``)."""
+        for session in self.sessions.values():
+            if session.state == "resumable":
+                session.state = "invalidated"
+
+    @property
+    def live_sessions(self) -> list[GatewaySession]:
+        """Sessions connected or still resumable."""
+        now = time.monotonic()
+        return [s for s in self.sessions.values() if s.live(now)]
+
+    async def wait_until(self, condition: Callable[[], object], timeout: float = 5.0) -> None:  # noqa: ASYNC109 - bounded by design
+        """Until ``condition()`` is truthy, re-checked after each REST call answered and
+        each gateway IDENTIFY, RESUME, INVALID_SESSION or closed connection."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: bool(condition()))
 
     def _require_client(self) -> None:
-        if not any(c.identified for c in self.connections):
+        if not any(c.identified for c in self.connections) and not self.live_sessions:
             raise RuntimeError("no identified gateway client: call wait_ready() first")
 
     # ------------------------------------------------------------------ injection
@@ -2313,8 +2702,14 @@ __all__ = [
     "BOB",
     "BOT_USER_ID",
     "CHANNEL_ID",
+    "DELETE_MESSAGE",
+    "EDIT_INTERACTION_MESSAGE",
+    "EDIT_MESSAGE",
+    "FOLLOWUP",
     "GUILD_ID",
+    "INTERACTION_CALLBACK",
     "OTHER_CHANNEL_ID",
+    "SEND_MESSAGE",
     "ApiError",
     "CallRecord",
     "FakeChannel",
@@ -2322,6 +2717,7 @@ __all__ = [
     "FakeGuild",
     "FakeUser",
     "GatewayConnection",
+    "GatewaySession",
     "InteractionRecord",
     "Limit",
     "MessageRecord",
