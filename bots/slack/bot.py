@@ -27,6 +27,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.slack.api import scope
 from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
 from bots.slack.settings import SlackSettings
 from bots.slack.sink import SlackReplySink, SlackTarget
@@ -76,6 +77,10 @@ NATIVE_UNSUPPORTED_TTL = 24 * 3600
 
 HANDOVER_VERSION = 1
 """Of the hand-over payload: a process that reads another one drops it."""
+
+STOP_REFUSED = (
+    "Only the person who asked, this channel's agents or a workspace admin can stop this reply."
+)
 
 REDIS_WAIT = 1.0
 """Seconds a listener waits for Redis on a reply's path before going on without it."""
@@ -127,10 +132,11 @@ class SlackBot:
         text = strip_mention(event.get("text", ""), self.bot_user_id)
         if policy.mode == "auto" and event.get("thread_ts"):
             if (
-                await self._is_agent(policy, event.get("user", ""))
+                await self._is_agent(policy, event.get("user", ""), team)
                 and text.lower() == RESUME_COMMAND
             ):
                 await self.handoffs.resume(conversation)
+                await self._budgeted(team, "chat.postMessage", channel)
                 await self.client.chat_postMessage(
                     channel=channel, thread_ts=thread, text="I'm back in this thread."
                 )
@@ -156,7 +162,7 @@ class SlackBot:
             return  # mentions are answered by on_mention
         thread = thread_ts or event["ts"]
         conversation = ConversationKey("slack", team, channel, thread)
-        if await self._is_agent(policy, event.get("user", "")):
+        if await self._is_agent(policy, event.get("user", ""), team):
             if thread_ts:
                 await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
             return
@@ -173,16 +179,36 @@ class SlackBot:
         channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
         if not channel or not thread_ts or not await self._first_delivery(body):
             return
+        await self._budgeted(_team(body, event), "assistant.threads.setSuggestedPrompts", channel)
         await self.client.assistant_threads_setSuggestedPrompts(
             channel_id=channel, thread_ts=thread_ts, prompts=SUGGESTED_PROMPTS
         )
 
     async def on_stop(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
-        reply_id = body["actions"][0].get("value", "")
-        if reply_id:
-            user = body.get("user", {}).get("id", "someone")
-            await self.state.cancel.cancel(reply_id, f"stopped by <@{user}>")
+        reply_id, _, asker = str(body["actions"][0].get("value", "")).partition(":")
+        user = body.get("user", {}).get("id", "")
+        channel = body.get("channel", {}).get("id", "")
+        team = str(body.get("team", {}).get("id") or body.get("user", {}).get("team_id") or "")
+        if not reply_id or not user:
+            return
+        if user != asker and not await self._may_stop_others(team, channel, user):
+            await self._budgeted(team, "chat.postEphemeral", channel)
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=STOP_REFUSED)
+            return
+        await self.state.cancel.cancel(reply_id, f"stopped by <@{user}>")
+
+    async def _may_stop_others(self, team: str, channel: str, user: str) -> bool:
+        """The channel's human agents and workspace admins may stop any reply."""
+        if await self._is_agent(self.rules.policy("slack", channel), user, team):
+            return True
+        try:
+            await self._budgeted(team, "users.info", channel)
+            info: dict[str, Any] = (await self.client.users_info(user=user)).get("user", {})
+        except SlackApiError as exc:
+            log.warning("could not look up user %s: %s", user, exc)
+            return False
+        return any(info.get(flag) for flag in ("is_admin", "is_owner", "is_primary_owner"))
 
     async def on_feedback(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
@@ -196,6 +222,8 @@ class SlackBot:
         channel = body.get("channel", {}).get("id")
         user = body.get("user", {}).get("id")
         if channel and user:
+            team = str(body.get("team", {}).get("id") or "")
+            await self._budgeted(team, "chat.postEphemeral", channel)
             await self.client.chat_postEphemeral(
                 channel=channel, user=user, text="Thanks for the feedback!"
             )
@@ -226,6 +254,7 @@ class SlackBot:
             and thread_ts
             and not await self.state.conversations.history(conversation)
         ):
+            await self._budgeted(team, "assistant.threads.setTitle", channel)
             await self.client.assistant_threads_setTitle(
                 channel_id=channel, thread_ts=thread_ts, title=_title(text)
             )
@@ -327,6 +356,7 @@ class SlackBot:
         if await self.state.conversations.history(conversation):
             return
         try:
+            await self._budgeted(conversation.workspace, "conversations.replies", channel)
             response = await self.client.conversations_replies(
                 channel=channel, ts=thread_ts, limit=100
             )
@@ -349,7 +379,7 @@ class SlackBot:
             await self.state.conversations.append(conversation, *turns)
             log.info("rebuilt %d turns of thread %s from Slack", len(turns), thread_ts)
 
-    async def _is_agent(self, policy: ChannelPolicy, user: str) -> bool:
+    async def _is_agent(self, policy: ChannelPolicy, user: str, team: str = "") -> bool:
         """A configured agent, by user id or by membership of a configured user group."""
         if policy.is_agent(user):
             return True
@@ -358,6 +388,7 @@ class SlackBot:
             cached = self._group_members.get(group)
             if cached is None or now - cached[0] > GROUP_CACHE_SECONDS:
                 try:
+                    await self._budgeted(team, "usergroups.users.list", "")
                     response = await self.client.usergroups_users_list(usergroup=group)
                 except SlackApiError as exc:
                     log.warning("could not list user group %s: %s", group, exc)
@@ -384,6 +415,10 @@ class SlackBot:
         if not event_id:
             return True
         return await self.state.dedupe.claim(f"slack:{event_id}")
+
+    async def _budgeted(self, team: str, method: str, channel: str) -> None:
+        """Every Slack call spends the budget of the method it calls."""
+        await self.state.budget.acquire(scope(team, method, channel))
 
     async def _native_ok(self, team: str) -> bool:
         """Whether to try native streaming (yes when Redis can't tell: the first

@@ -55,7 +55,9 @@ def fallback_text(text: str) -> str:
     return flat or "…"
 
 
-def stop_button(reply_id: str) -> dict[str, Any]:
+def stop_button(reply_id: str, asker: str = "") -> dict[str, Any]:
+    """The Stop button; its value names the reply and who asked, so a press can
+    be checked without a lookup."""
     return {
         "type": "actions",
         "block_id": "chatrelay_controls",
@@ -64,7 +66,7 @@ def stop_button(reply_id: str) -> dict[str, Any]:
                 "type": "button",
                 "action_id": STOP_ACTION,
                 "text": {"type": "plain_text", "text": "Stop"},
-                "value": reply_id,
+                "value": f"{reply_id}:{asker}" if asker else reply_id,
                 "style": "danger",
             }
         ],
@@ -120,6 +122,7 @@ def message_blocks(
     streaming: bool,
     reply_id: str,
     outcome: Outcome | None = None,
+    asker: str = "",
 ) -> list[dict[str, Any]]:
     """The blocks of one message of a reply, streaming or final."""
     blocks: list[dict[str, Any]] = []
@@ -128,7 +131,7 @@ def message_blocks(
     elif streaming:
         blocks.append(context(reasoning_preview(reasoning)))
     if streaming:
-        blocks.append(stop_button(reply_id))
+        blocks.append(stop_button(reply_id, asker))
         return blocks
     if outcome is not None:
         note = outcome_note(outcome)

@@ -330,6 +330,7 @@ class SlackReplySink:
             streaming=streaming,
             reply_id=self.reply_id,
             outcome=outcome,
+            asker=self.target.recipient_user or "",
         )
 
     async def _switch_to_edits(self) -> None:

@@ -527,3 +527,46 @@ async def test_a_mention_refused_while_draining_is_handed_over_and_answered_once
 
 async def _truthy(value: Awaitable[object]) -> bool:
     return bool(await value)
+
+
+async def test_only_the_asker_an_agent_or_an_admin_may_stop_a_reply(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    slack.native_streaming = False
+    slack.users["UADMIN"] = {"id": "UADMIN", "name": "boss", "is_admin": True}
+    llm_server.enqueue(stream(["word "] * 200, delay=0.05))
+    channels = '[[channels]]\nplatform = "slack"\nid = "C1"\nagents = ["UAGENT"]\n'
+    refused = (
+        "Only the person who asked, this channel's agents or a workspace admin can stop this reply."
+    )
+    async with (
+        make_bot(channels, slack_app_token="xapp-test") as running,
+        socket_mode(running, slack),
+    ):
+        await slack.deliver_socket(slack.user_message("C1", "talk", user="U1", mention=True))
+        await slack.wait_for(lambda: slack.calls_to("chat.update", ok=True), timeout=10)
+        [reply] = slack.bot_messages("C1")
+
+        def stop_value() -> str | None:
+            blocks = slack.message("C1", reply.ts).blocks or []
+            button = next((b for b in blocks if b.get("block_id") == "chatrelay_controls"), None)
+            return str(button["elements"][0]["value"]) if button else None
+
+        value = stop_value()
+        assert value is not None and value.endswith(":U1")
+        await slack.deliver_interaction(
+            slack.block_actions("C1", reply.ts, "chatrelay_stop", user="U2", value=value)
+        )
+        await slack.wait_for(lambda: slack.ephemerals, timeout=5)
+        assert [(e["user"], e["text"]) for e in slack.ephemerals] == [("U2", refused)]
+        assert stop_value() == value  # still writing
+        # An agent of the channel passes the check (a reply that is already gone).
+        await slack.deliver_interaction(
+            slack.block_actions("C1", reply.ts, "chatrelay_stop", user="UAGENT", value="x:U9")
+        )
+        # A workspace admin stops it.
+        await slack.deliver_interaction(
+            slack.block_actions("C1", reply.ts, "chatrelay_stop", user="UADMIN", value=value)
+        )
+        await slack.wait_for(lambda: "Stopped" in slack.rendered("C1", reply.ts), timeout=5)
+    assert len(slack.ephemerals) == 1
