@@ -150,12 +150,16 @@ class DiscordBot:
         """After the drain, before the gateway closes: give every event handler
         ``within`` seconds to finish handing over (or answering)."""
         self.begin_draining()
-        busy = [t for t in self._busy if not t.done() and t is not asyncio.current_task()]
-        if not busy:
-            return
-        _, pending = await asyncio.wait(busy, timeout=within)
-        if pending:
-            log.warning("Discord: %d event handlers still running at shutdown", len(pending))
+        await asyncio.sleep(0)  # handlers of events just dispatched start, and count
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        # Again and again: events keep arriving until the gateway closes.
+        while busy := [t for t in self._busy if not t.done() and t is not asyncio.current_task()]:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning("Discord: %d event handlers still running at shutdown", len(busy))
+                return
+            await asyncio.wait(busy, timeout=remaining)
 
     @contextlib.contextmanager
     def _working(self) -> Iterator[None]:

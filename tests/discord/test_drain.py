@@ -9,6 +9,8 @@ The bot is put into draining mode the way ``chatrelay run`` does on SIGTERM:
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bots.discord.bot import RESTARTING_TEXT
@@ -123,6 +125,21 @@ async def test_while_draining_a_new_ask_is_told_to_ask_again_within_3_seconds(
     assert interaction.responded_at - interaction.created_at < 3.0
     assert llm_server.requests == []
     assert len(fake.identifies) == 1
+
+
+async def test_a_message_arriving_as_the_process_closes_is_still_handed_over(
+    fake: FakeDiscord, start_bot: StartBot, state: State
+) -> None:
+    async with start_bot() as service:
+        await service.stop_intake()
+        await drain(service, grace=1.0)
+        received = asyncio.ensure_future(service.client.wait_for("message", timeout=5))
+        question = await fake.inject_message(CHANNEL_ID, "last one", ALICE, mentions_bot=True)
+        await received  # dispatched to the bot, which now waits for a live process
+        await service.close()
+        [entry] = await handed_over(state)  # before the gateway closed
+        assert entry.payload["to"]["reference"] == str(question.id)
+    assert bot_messages(fake, CHANNEL_ID) == []
 
 
 async def test_a_mention_during_the_drain_is_answered_once_by_the_next_process(
