@@ -19,6 +19,14 @@ once per outage, and a background probe switches back when Redis answers
 again (replaying any 429 blocks learnt meanwhile). While degraded each replica
 spends the whole limit on its own, so a few 429s are possible; the engine
 handles those as it always does.
+
+"Stops answering" includes a server that is paused or cut off, which never
+refuses anything: each script call is bounded by ``timeout``
+(``REPLY_PATH_TIMEOUT``), and the first call to run out of time switches the
+budget to the fallback *and* cuts short every other call still waiting on
+Redis, so a pause costs the replies sharing this budget one bound in all, not
+one per call in flight. Once degraded, acquires never wait on Redis again
+until the probe has seen it answer.
 """
 
 from __future__ import annotations
@@ -30,8 +38,8 @@ from redis.asyncio import Redis
 
 from core.budget import LimitTable, LocalBudget
 from core.clock import Clock, MonotonicClock
-from core.state.connection import COMMAND_TIMEOUT
 from core.state.connection import REDIS_FAILURES as REDIS_FAILURES  # re-exported
+from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -100,6 +108,7 @@ class RedisBudget:
         clock: Clock | None = None,
         server_time: bool = True,
         retry_interval: float = 1.0,
+        timeout: float = REPLY_PATH_TIMEOUT,
     ) -> None:
         self._redis = redis
         self._keys = keys
@@ -107,11 +116,13 @@ class RedisBudget:
         self._clock = clock or MonotonicClock()
         self._server_time = server_time
         self._retry_interval = retry_interval
+        self.timeout = timeout
         self._script = redis.register_script(_GCRA)
         self._fallback = LocalBudget(self.limits, self._clock)
         self._degraded = False
         self._pending_blocks: dict[str, float] = {}  # learnt while degraded: scope -> until
         self._probe: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Timeout] = set()  # deadlines of script calls in flight
 
     @property
     def degraded(self) -> bool:
@@ -124,10 +135,12 @@ class RedisBudget:
         if not self._degraded:
             try:
                 wait = await self._call("acquire", scope)
-                while wait > 0:
+                while wait > 0 and not self._degraded:
                     await clock.sleep(wait)
-                    wait = await self._call("confirm", scope)
-                return clock.now() - start
+                    if not self._degraded:  # else Redis left while we slept: don't ask it
+                        wait = await self._call("confirm", scope)
+                if not self._degraded:
+                    return clock.now() - start
             except REDIS_FAILURES as exc:
                 self._lost(exc)
         await self._fallback.acquire(scope)
@@ -158,11 +171,21 @@ class RedisBudget:
         interval = _micros(limit.interval) if limit else 0
         tolerance = interval * (limit.burst - 1) if limit else 0
         now = "" if self._server_time else str(_micros(self._clock.now()))
-        async with asyncio.timeout(COMMAND_TIMEOUT):  # a hung Redis must not hold replies
-            wait = await self._script(
-                keys=[self._keys.bucket(scope)],
-                args=[mode, interval, tolerance, now, _micros(block)],
-            )
+        # A hung Redis must not hold replies: bounded, and cut short by ``_lost``
+        # as soon as any other call finds Redis gone.
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                self._calls.add(deadline)
+                wait = await self._script(
+                    keys=[self._keys.bucket(scope)],
+                    args=[mode, interval, tolerance, now, _micros(block)],
+                )
+        except TimeoutError:
+            if deadline.expired():
+                raise TimeoutError(f"no answer from Redis within {self.timeout:g} s") from None
+            raise
+        finally:
+            self._calls.discard(deadline)
         return int(wait) / MICROS
 
     def _lost(self, exc: BaseException) -> None:
@@ -172,6 +195,9 @@ class RedisBudget:
                 "Redis is unreachable (%s): rate budgets are per-process until it returns",
                 str(exc) or type(exc).__name__,
             )
+        now = asyncio.get_running_loop().time()
+        for deadline in self._calls:  # their answer would come too late to matter
+            deadline.reschedule(now)
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._wait_for_redis())
 
@@ -179,8 +205,7 @@ class RedisBudget:
         while True:
             await self._clock.sleep(self._retry_interval)
             try:
-                async with asyncio.timeout(COMMAND_TIMEOUT):
-                    await self._redis.ping()
+                await bounded(self._redis.ping(), self.timeout)
                 await self._replay_blocks()
             except REDIS_FAILURES:
                 continue

@@ -26,6 +26,7 @@ from core.state.connection import EmbeddedRedis, connect
 from core.state.keys import Keys
 from tests.fakes.recording_sink import RecordingSink
 from tests.state import replicas
+from tests.state.pausable import MARGIN, PausableRedis, timed
 
 
 def fake_budget(redis: Redis, keys: Keys, clock: FakeClock, **rules: Limit) -> RedisBudget:
@@ -267,3 +268,95 @@ async def test_blocks_learnt_during_an_outage_reach_redis_when_it_returns(
         await budget.aclose()
         await client.aclose()
         server.stop()
+
+
+PAUSE_BOUND = 0.4
+"""The budget's bound in the pause tests: room for a second call to start halfway."""
+
+
+async def test_a_pause_costs_one_bound_then_acquires_are_local_until_redis_answers(
+    pausable: PausableRedis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="core.state.buckets")
+    client = connect(pausable.url)
+    limits = LimitTable({"s": Limit(1000, 1, burst=1000)})  # never makes anyone wait
+    budget = RedisBudget(client, keys, limits, retry_interval=0.05, timeout=PAUSE_BOUND)
+    try:
+        await budget.acquire("s")
+        with pausable.paused():
+            first = asyncio.create_task(timed(budget.acquire("s")))
+            await asyncio.sleep(PAUSE_BOUND / 2)
+            # Still waiting on Redis when the first call gives up: cut short with it.
+            (_, first_took), (_, second_took) = await asyncio.gather(
+                first, timed(budget.acquire("s"))
+            )
+            assert PAUSE_BOUND - 0.01 <= first_took < PAUSE_BOUND + MARGIN
+            assert second_took < PAUSE_BOUND * 0.75
+            assert budget.degraded
+            # Degraded: no acquire waits on Redis again.
+            _, fifty_took = await timed(asyncio.gather(*(budget.acquire("s") for _ in range(50))))
+            assert fifty_took < PAUSE_BOUND / 2
+            for _ in range(5):
+                _, one_took = await timed(budget.acquire("s"))
+                assert one_took < PAUSE_BOUND / 2
+            assert budget.degraded  # the probe can't get an answer either
+        for _ in range(500):  # the probe notices the server is back
+            if not budget.degraded:
+                break
+            await asyncio.sleep(0.01)
+        assert not budget.degraded
+        await client.delete(keys.bucket("s"))
+        await budget.acquire("s")
+        assert await client.exists(keys.bucket("s")) == 1  # shared again
+        assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+            (
+                logging.WARNING,
+                f"Redis is unreachable (no answer from Redis within {PAUSE_BOUND:g} s): "
+                "rate budgets are per-process until it returns",
+            ),
+            (logging.INFO, "Redis is back: rate budgets are shared again"),
+        ]
+    finally:
+        await budget.aclose()
+        await client.aclose()
+
+
+async def test_a_reply_paced_by_the_budget_keeps_moving_while_redis_is_paused(
+    pausable: PausableRedis, keys: Keys
+) -> None:
+    """The issue's reply that stood still for 15 s: now it waits one bound, once."""
+    client = connect(pausable.url)
+    budget = RedisBudget(
+        client, keys, LimitTable({"test:channel": Limit(100, 1)}), timeout=PAUSE_BOUND
+    )
+    sink = RecordingSink(MonotonicClock())
+    words = [f"w{n} " for n in range(40)]
+    paused_at: list[float] = []
+    resumed_at: list[float] = []
+
+    async def model() -> AsyncIterator[object]:
+        for n, word in enumerate(words):
+            if n == 10:
+                pausable.pause()
+                paused_at.append(asyncio.get_running_loop().time())
+            if n == 30:
+                pausable.resume()
+                resumed_at.append(asyncio.get_running_loop().time())
+            yield TextDelta(word)
+            await asyncio.sleep(0.05)  # 20 words paused: a second, two and a half bounds
+        yield Finish("stop")
+
+    try:
+        reply = Reply(sink, budget=budget, pacing=Pacing(min_interval=0.01, max_wait=0.01))
+        result = await reply.run(model())
+        assert result.outcome.state == "done"
+        assert "".join(sink.texts()) == "".join(words)
+        # The sink's clock is monotonic: calls during the pause, none far apart.
+        during = [c.at for c in sink.calls if paused_at[0] <= c.at <= resumed_at[0]]
+        assert len(during) >= 5
+        edges = [paused_at[0], *during, resumed_at[0]]
+        assert max(b - a for a, b in itertools.pairwise(edges)) < PAUSE_BOUND + MARGIN
+    finally:
+        pausable.resume()
+        await budget.aclose()
+        await client.aclose()

@@ -225,7 +225,7 @@ async def test_a_listener_reconnecting_to_a_paused_redis_holds_no_reply_and_come
             CancelBus(client, keys, timeout=BOUND, reconnect_delay=BOUND) as bus,
             contextlib.AsyncExitStack() as stack,
         ):
-            await sender.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await sender.client_kill_filter(_type="pubsub")
             with pausable.paused():
                 await until(lambda: logged(caplog, "Stop works on this replica only"))
                 entered, seconds = await timed(
