@@ -19,16 +19,31 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from tests.fakes.llm_server import FakeLLMServer, FakeResponse, error_response, sse_response
+from tests.fakes.llm_server import (
+    FakeLLMServer,
+    FakeResponse,
+    error_response,
+    sse_response,
+    stress_response,
+)
 from tests.fakes.streams import (
     BOM,
+    CODE_FENCE_TEXT,
+    MENTION_SAMPLES,
     Tool,
     anthropic_stream,
     chat_stream,
+    chunk_text,
+    code_fence_streams,
     expected_text,
+    large_reply_stream,
+    long_line_stream,
+    mention_stress_streams,
     responses_stream,
     split_bytes,
     split_events,
+    split_text,
+    stress_streams,
     two_way_splits,
 )
 
@@ -531,3 +546,106 @@ async def test_sse_response_sends_one_event_per_write(
     async with client.stream("POST", "/messages", json={}) as resp:
         pieces = [piece async for piece in resp.aiter_raw()]
     assert pieces == split_events(body) and len(pieces) == len(typed_events(body))
+
+
+# --------------------------------------------------------------------------- stress replies
+
+
+def anthropic_text(body: bytes) -> str:
+    return "".join(
+        e["delta"]["text"]
+        for e in typed_events(body)
+        if e["type"] == "content_block_delta" and e["delta"]["type"] == "text_delta"
+    )
+
+
+def responses_text(body: bytes) -> str:
+    return "".join(
+        e["delta"] for e in typed_events(body) if e["type"] == "response.output_text.delta"
+    )
+
+
+def test_mention_streams_split_every_token_at_every_position() -> None:
+    """Hold-back code is only proven if a mention can arrive cut anywhere: every sample
+    comes cut at each offset from just before its token to just after it, and once
+    with each character of the token on its own."""
+    streams = mention_stress_streams()
+    for name, (text, token) in MENTION_SAMPLES.items():
+        mine = [s for s in streams if s.name.startswith(f"{name}/")]
+        assert all(s.text == text and all(s.pieces) for s in mine)
+        start = text.index(token)
+        cuts: set[int] = set()
+        for stream in mine:
+            if not stream.name.endswith("/chars"):
+                ends = itertools.accumulate(len(p) for p in stream.pieces)
+                cuts |= {0, *ends}  # the text's own edges count as clean cuts
+        assert {c - start for c in cuts} >= set(range(len(token) + 1)), name
+        [chars] = [s for s in mine if s.name.endswith("/chars")]
+        assert list(token) == [p for p in chars.pieces if len(p) == 1][: len(token)]
+        assert len(mine) == len(token) + 2
+    assert MENTION_SAMPLES["bare_everyone"][0].endswith("@everyone")  # a token at the end
+    assert MENTION_SAMPLES["slack_channel"][0].startswith("<!channel>")  # and at the start
+
+
+def test_code_fence_streams_cut_through_the_fences() -> None:
+    streams = code_fence_streams()
+    assert {s.text for s in streams} == {CODE_FENCE_TEXT}
+    assert CODE_FENCE_TEXT.endswith("\n```\nstill code")  # the reply ends in an open fence
+    opening = CODE_FENCE_TEXT.index("```python")
+    cuts = {len(s.pieces[0]) - opening for s in streams if s.name.startswith("fence/open")}
+    assert cuts == set(range(len("```python\n") + 1))
+    assert all(1 <= len(p) <= 5 for s in streams if "seed" in s.name for p in s.pieces)
+
+
+def test_long_line_and_large_reply() -> None:
+    line = long_line_stream()
+    assert max(len(word) for word in line.text.split()) == 5_000
+    assert line == long_line_stream() and line != long_line_stream(seed=1)
+    assert all(1 <= len(p) <= 64 for p in line.pieces)
+
+    large = large_reply_stream()
+    assert len(large.text.encode()) >= 50_000 > len(large.text)  # multi-byte characters
+    assert large == large_reply_stream()
+    fences = [x for x in large.text.split("\n") if x.startswith("```")]
+    assert fences and len(fences) % 2 == 0
+    assert all(1 <= len(p) <= 40 for p in large.pieces)
+    assert {s.name for s in stress_streams()} >= {"long_line/5000", "large_reply/50000"}
+
+
+def test_split_and_chunk_text() -> None:
+    assert split_text("abcdef", [4, 2, 2, 0, 9]) == ("ab", "cd", "ef")
+    assert chunk_text("abcdefg", 3) == ("abc", "def", "g")
+    assert chunk_text("abcdefg", [1, 2]) == ("a", "bc", "d", "ef", "g")
+    assert chunk_text("x" * 100, seed=4) == chunk_text("x" * 100, seed=4)
+    assert chunk_text("x" * 100, seed=4) != chunk_text("x" * 100, seed=5)
+
+
+@pytest.mark.parametrize("dialect", ["chat", "anthropic", "responses"])
+def test_stress_bodies_carry_exactly_the_text(
+    dialect: Literal["chat", "anthropic", "responses"],
+) -> None:
+    decode = {
+        "chat": lambda body: deltas(body, "content"),
+        "anthropic": anthropic_text,
+        "responses": responses_text,
+    }[dialect]
+    for stream in stress_streams():
+        assert decode(stream.body(dialect)) == stream.text, stream.name
+
+
+async def test_served_stress_reply_tells_what_the_model_wrote(
+    server: FakeLLMServer, client: httpx.AsyncClient
+) -> None:
+    """A checker compares the platform's final text with ``requests[i].text``: the
+    server copies it from the response it served, one model piece per SSE event."""
+    large = large_reply_stream()
+    mention = mention_stress_streams()[3]
+    server.enqueue(stress_response(large), stress_response(mention, "anthropic"))
+    first = await client.post("/chat/completions", json={})
+    second = await client.post("/messages", json={})
+    await client.post("/chat/completions", json={})  # the default reply: text unknown
+    assert deltas(first.content, "content") == large.text
+    assert anthropic_text(second.content) == mention.text
+    assert server.texts == [large.text, mention.text, None]
+    assert server.requests[1].text == mention.text
+    assert len(split_events(first.content)) > len(large.pieces)

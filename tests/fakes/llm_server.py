@@ -14,6 +14,11 @@ Usage::
         ...  # point the client at server.base_url
         await server.wait_disconnect(timeout=2)
 
+Stress replies (``tests.fakes.streams.stress_streams()``: mentions cut at every
+position, code fences, a 5,000-character line, a 50 KB reply) are served with
+``stress_response(stream)``; ``server.requests[i].text`` (or ``server.texts``) is then
+the exact reply the model wrote, for a checker to compare with the platform's text.
+
 A conftest can wrap it as a fixture::
 
     @pytest.fixture
@@ -38,7 +43,14 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from tests.fakes.streams import anthropic_stream, chat_stream, responses_stream, split_events
+from tests.fakes.streams import (
+    Dialect,
+    StressStream,
+    anthropic_stream,
+    chat_stream,
+    responses_stream,
+    split_events,
+)
 
 Outcome = Literal["pending", "completed", "client_disconnected", "cut", "stopped"]
 
@@ -67,6 +79,9 @@ class FakeResponse:
     ``Content-Type`` in ``headers`` wins."""
     chunked: bool = True
     """False sends a ``Content-Length`` instead (error bodies usually come that way)."""
+    text: str | None = None
+    """The reply the model wrote in this stream, when the test knows it (set by
+    ``stress_response``): copied to the request's record, for checkers."""
 
     @property
     def body(self) -> bytes:
@@ -95,6 +110,9 @@ class RecordedRequest:
     outcome: Outcome = "pending"
     ended_at: float | None = None
     """``time.monotonic()`` when the response ended, however it ended."""
+    text: str | None = None
+    """The full reply the model wrote in the response served (``FakeResponse.text``):
+    what the platform should show in the end. None when the response didn't say."""
 
 
 def error_response(
@@ -140,6 +158,13 @@ _ERROR_TYPES = {
 def sse_response(body: bytes, **kwargs: Any) -> FakeResponse:
     """A stream body sent one SSE event per write, as providers flush it."""
     return FakeResponse(chunks=split_events(body), **kwargs)
+
+
+def stress_response(stream: StressStream, dialect: Dialect = "chat", **kwargs: Any) -> FakeResponse:
+    """A stress reply served one model piece per SSE event, as providers flush them,
+    with ``text`` set so the request's record tells a checker what the model wrote.
+    ``kwargs`` go to ``FakeResponse`` (``chunk_delay``, ``stall_after``...)."""
+    return sse_response(stream.body(dialect), text=stream.text, **kwargs)
 
 
 def default_responses() -> dict[str, FakeResponse]:
@@ -233,6 +258,12 @@ class FakeLLMServer:
         if self._port is None:
             raise RuntimeError("server not started")
         return self._port
+
+    @property
+    def texts(self) -> list[str | None]:
+        """The model's full reply per request, in arrival order (None where the
+        response didn't say): what each reply on the platform should end up showing."""
+        return [r.text for r in self.requests]
 
     @property
     def base_url(self) -> str:
@@ -330,6 +361,7 @@ class FakeLLMServer:
         self.requests.append(record)
         self._signal.fire()
         spec = self._next(record)
+        record.text = spec.text
         try:
             return await self._send(request, record, spec)
         except asyncio.CancelledError:

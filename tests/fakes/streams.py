@@ -5,14 +5,21 @@ they exercise the same bytes a provider would put on the wire, not a simplified
 stand-in. Every builder is deterministic: same arguments, same bytes. JSON is
 compact and keeps non-ASCII characters as raw UTF-8, as the providers do, so that
 cutting a body with ``split_bytes`` can land inside a multi-byte character.
+
+:class:`StressStream` replies (see :func:`stress_streams`) stress what a bot does with
+the text rather than the wire: mention-like tokens split at every position, code
+fences, a line without whitespace, a reply far past every message limit. Each knows
+its full ``text``, so a checker can compare the platform's final text with it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
-from collections.abc import Iterator, Sequence
+import string
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -518,3 +525,204 @@ def two_way_splits(data: bytes) -> Iterator[list[bytes]]:
     """Every way to cut ``data`` once: exhaustive where random cuts would be luck."""
     for i in range(1, len(data)):
         yield [data[:i], data[i:]]
+
+
+# --------------------------------------------------------------------------- stress replies
+
+Dialect = Literal["chat", "anthropic", "responses"]
+
+
+@dataclass(frozen=True)
+class StressStream:
+    """A reply the model writes in exactly these pieces, to stress what a bot does
+    between the model and the platform (mention hold-back and neutralisation, fence
+    balancing, splitting into messages). ``text`` is what the model wrote, so a
+    checker can compare the platform's final text against it."""
+
+    name: str
+    pieces: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """The full reply, exactly as the model wrote it."""
+        return "".join(self.pieces)
+
+    def body(self, dialect: Dialect = "chat", **options: Any) -> bytes:
+        """The stream in one of the three dialects (``options`` go to the builder)."""
+        if dialect == "chat":
+            return chat_stream(self.pieces, **options)
+        if dialect == "anthropic":
+            return anthropic_stream(self.pieces, **options)
+        return responses_stream(self.pieces, **options)
+
+
+MENTION_SAMPLES: dict[str, tuple[str, str]] = {
+    "email": ("Write to alice.smith@example.org for access.", "alice.smith@example.org"),
+    "email_at_here": ("Mail ops@here.example if it breaks.", "ops@here.example"),
+    "slack_user": ("Ask <@U123ABC> about the deploy.", "<@U123ABC>"),
+    "slack_channel": ("<!channel> the build is red.", "<!channel>"),
+    "slack_here": ("Heads up <!here>, deploying now.", "<!here>"),
+    "slack_everyone": ("Hello <!everyone>!", "<!everyone>"),
+    "slack_usergroup": ("Paging <!subteam^S0123ABC> now.", "<!subteam^S0123ABC>"),
+    "bare_here": ("Ping @here when you are done.", "@here"),
+    "bare_channel": ("Tell @channel about it.", "@channel"),
+    "bare_everyone": ("Thanks @everyone", "@everyone"),
+    "discord_user": ("Thanks <@123456789012345678> for that.", "<@123456789012345678>"),
+    "discord_nick": ("cc <@!123456789012345678> too", "<@!123456789012345678>"),
+    "discord_role": ("Paging <@&987654321098765432> now.", "<@&987654321098765432>"),
+}
+"""name → (a reply, the mention-like token in it). The token sits at the start
+(``slack_channel``), in the middle, and at the very end (``bare_everyone``), where a
+bot holding back a possible mention must still flush it when the stream ends.
+``email_at_here`` contains ``@here`` without being a mention."""
+
+
+def split_text(text: str, cuts: Iterable[int]) -> tuple[str, ...]:
+    """``text`` cut at these character offsets (out-of-range and repeated cuts ignored);
+    no piece is empty and joining them gives ``text`` back."""
+    points = sorted({c for c in cuts if 0 < c < len(text)})
+    bounds = [0, *points, len(text)]
+    return tuple(text[a:b] for a, b in itertools.pairwise(bounds) if b > a)
+
+
+def chunk_text(
+    text: str, sizes: int | Sequence[int] | None = None, *, seed: int = 0, max_size: int = 12
+) -> tuple[str, ...]:
+    """Cut ``text`` into model-like pieces: every ``sizes`` characters, pieces of the
+    listed sizes in turn (cycling), or, with ``sizes=None``, random sizes from 1 to
+    ``max_size`` drawn from ``random.Random(seed)``."""
+    if isinstance(sizes, int):
+        sizes = [sizes]
+    rng = random.Random(seed)
+    cuts: list[int] = []
+    pos = 0
+    for n in itertools.count():
+        step = sizes[n % len(sizes)] if sizes else rng.randint(1, max_size)
+        if step <= 0:
+            raise ValueError("sizes must be positive")
+        pos += step
+        if pos >= len(text):
+            break
+        cuts.append(pos)
+    return split_text(text, cuts)
+
+
+def cuts_through(name: str, text: str, token: str) -> list[StressStream]:
+    """One stream per cut position from just before ``token`` to just after it (every
+    way the token can straddle two pieces, and its two clean edges), then one with
+    each character of the token in a piece of its own."""
+    start = text.index(token)
+    end = start + len(token)
+    streams = [
+        StressStream(f"{name}/cut{cut - start}", split_text(text, [cut]))
+        for cut in range(start, end + 1)
+    ]
+    streams.append(StressStream(f"{name}/chars", split_text(text, range(start, end + 1))))
+    return streams
+
+
+def mention_stress_streams() -> list[StressStream]:
+    """Every sample of :data:`MENTION_SAMPLES` split at every position of its token."""
+    return [
+        s
+        for name, (text, token) in MENTION_SAMPLES.items()
+        for s in cuts_through(name, text, token)
+    ]
+
+
+CODE_FENCE_TEXT = (
+    "Here is the fix:\n"
+    "```python\n"
+    "def greet(name: str) -> str:\n"
+    '    return f"hello {name}"  # `inline` ticks and a ``` in a comment\n'
+    "```\n"
+    "Run it with `python greet.py`, then:\n"
+    "~~~bash\n"
+    "echo done\n"
+    "~~~\n"
+    "````markdown\n"
+    "```nested```\n"
+    "````\n"
+    "And an unclosed one to finish:\n"
+    "```\n"
+    "still code"
+)
+"""Fences of backticks and tildes, a longer fence around a shorter one, a fence-like
+run inside code, inline code, and a reply that ends inside an open fence."""
+
+
+def code_fence_streams() -> list[StressStream]:
+    """:data:`CODE_FENCE_TEXT` cut at every position of its first opening and closing
+    fences, plus whole-text random chunkings (seeds 0-4)."""
+    opening = CODE_FENCE_TEXT.index("```python")
+    closing = CODE_FENCE_TEXT.index("\n```\n", opening) + 1
+    streams = [
+        StressStream(f"fence/open{cut - opening}", split_text(CODE_FENCE_TEXT, [cut]))
+        for cut in range(opening, opening + len("```python\n") + 1)
+    ]
+    streams += [
+        StressStream(f"fence/close{cut - closing}", split_text(CODE_FENCE_TEXT, [cut]))
+        for cut in range(closing, closing + len("```\n") + 1)
+    ]
+    streams += [
+        StressStream(f"fence/seed{seed}", chunk_text(CODE_FENCE_TEXT, seed=seed, max_size=5))
+        for seed in range(5)
+    ]
+    return streams
+
+
+_NO_SPACE_ALPHABET = string.ascii_letters + string.digits + "-_.~/+=%"
+
+
+def long_line_stream(length: int = 5_000, *, seed: int = 0) -> StressStream:
+    """A line of ``length`` characters without any whitespace (a token, a URL-ish
+    blob) between two ordinary lines, in random 1-64 character pieces: a splitter
+    looking for a space or newline to cut at finds none."""
+    rng = random.Random(seed)
+    line = "".join(rng.choice(_NO_SPACE_ALPHABET) for _ in range(length))
+    text = f"The key is:\n{line}\nKeep it safe."
+    return StressStream(f"long_line/{length}", chunk_text(text, seed=seed, max_size=64))
+
+
+_WORDS = (
+    *("stream", "message", "reply", "token", "limit", "edit", "platform", "model"),
+    *("chunk", "buffer", "the", "a", "of", "to", "and", "in", "is", "it", "for", "on"),
+    *("with", "as", "café", "naïve", "façade", "über", "日本語", "テキスト", "🙂", "🚀"),
+)
+
+
+def large_reply_stream(size: int = 50_000, *, seed: int = 0) -> StressStream:
+    """A reply of at least ``size`` UTF-8 bytes (50 KB by default): headings,
+    paragraphs, lists and a fenced code block every few kilobytes, with multi-byte
+    characters throughout (so characters and bytes differ), in random 1-40 character
+    pieces. Far past every platform's per-message limit: the bot must split it into
+    continuation messages without losing or duplicating a character."""
+    rng = random.Random(seed)
+    parts: list[str] = []
+    total = 0
+    section = 0
+    while total < size:
+        section += 1
+        block = [f"## Section {section}\n"]
+        for _ in range(rng.randint(2, 4)):
+            words = [rng.choice(_WORDS) for _ in range(rng.randint(30, 90))]
+            block.append(" ".join(words).capitalize() + ".\n")
+        block.append("".join(f"- item {section}.{n}\n" for n in range(rng.randint(2, 5))))
+        if section % 3 == 0:
+            lines = "".join(f"    value_{n} = {rng.randint(0, 10**6)}\n" for n in range(8))
+            block.append(f"```python\ndef section_{section}():\n{lines}```\n")
+        chunk = "\n".join(block) + "\n"
+        parts.append(chunk)
+        total += len(chunk.encode())
+    return StressStream(f"large_reply/{size}", chunk_text("".join(parts), seed=seed, max_size=40))
+
+
+def stress_streams() -> list[StressStream]:
+    """Every stress reply: the mention splits, the fence splits, a 5,000-character line
+    without whitespace and a 50 KB reply."""
+    return [
+        *mention_stress_streams(),
+        *code_fence_streams(),
+        long_line_stream(),
+        large_reply_stream(),
+    ]
