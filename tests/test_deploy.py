@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import inspect
 import json
 import os
 import re
@@ -625,6 +626,11 @@ def literal_env(container: dict[str, Any]) -> dict[str, str]:
     for name, item in env_of(container).items():
         if "value" in item:
             env[name] = str(item["value"])
+        elif "configMapKeyRef" in item.get("valueFrom", {}):
+            ref = item["valueFrom"]["configMapKeyRef"]
+            config_map = named("ConfigMap", ref["name"])
+            if config_map is not None and ref["key"] in config_map.get("data", {}):
+                env[name] = str(config_map["data"][ref["key"]])
         elif "secretKeyRef" in item.get("valueFrom", {}):
             ref = item["valueFrom"]["secretKeyRef"]
             secret = named("Secret", ref["name"])
@@ -818,15 +824,80 @@ def shutdown_grace(env: dict[str, str]) -> float:
     return float(owners[0].model_fields[field].default) if owners else 30.0
 
 
-def test_k8s_grace_period_covers_the_shutdown_grace() -> None:
+SHUTDOWN_MARGIN_S = 10.0
+"""Seconds a pod needs after the drain: closing the platforms' connections, the HTTP
+server and Redis, and exiting."""
+
+
+def finalise_window() -> float:
+    """Seconds replies still streaming at the end of ``SHUTDOWN_GRACE_S`` get to show
+    they were interrupted: ``ActiveReplies.drain``'s ``finalise_within`` default, which
+    ``chatrelay run`` uses. Read from the code, so a longer window shows up here."""
+    from core.lifecycle import ActiveReplies
+
+    parameter = inspect.signature(ActiveReplies.drain).parameters.get("finalise_within")
+    assert parameter is not None and isinstance(parameter.default, int | float), (
+        "ActiveReplies.drain has no finalise_within default any more: tell finalise_window()"
+        " in tests/test_deploy.py where the finalise window lives now"
+    )
+    return float(parameter.default)
+
+
+def pre_stop_seconds(container: dict[str, Any]) -> float:
+    """How long the container's preStop hook holds SIGTERM back: ``exec`` of
+    ``sleep N`` (directly or through ``sh -c``), or the ``sleep`` action. Any other hook
+    fails: its duration can't be read, so the grace period can't be checked."""
+    pre_stop = container.get("lifecycle", {}).get("preStop")
+    if pre_stop is None:
+        return 0.0
+    if set(pre_stop) == {"sleep"}:
+        return float(pre_stop["sleep"]["seconds"])
+    command = [str(word) for word in pre_stop.get("exec", {}).get("command", [])]
+    if len(command) == 3 and command[0] in ("sh", "/bin/sh") and command[1] == "-c":
+        command = command[2].split()
+    if len(command) == 2 and command[0] in ("sleep", "/bin/sleep") and command[1].isdigit():
+        return float(command[1])
+    pytest.fail(f"{container['name']}: can't tell how long preStop {pre_stop} takes")
+
+
+def test_pre_stop_seconds_reads_every_sleep_form() -> None:
+    def container(pre_stop: dict[str, Any] | None) -> dict[str, Any]:
+        return {"name": "c", "lifecycle": {"preStop": pre_stop} if pre_stop else {}}
+
+    assert pre_stop_seconds(container(None)) == 0.0
+    assert pre_stop_seconds(container({"exec": {"command": ["sleep", "5"]}})) == 5.0
+    assert pre_stop_seconds(container({"exec": {"command": ["/bin/sh", "-c", "sleep 7"]}})) == 7.0
+    assert pre_stop_seconds(container({"sleep": {"seconds": 9}})) == 9.0
+    for unreadable in (
+        {"httpGet": {"path": "/drain", "port": 3000}},
+        {"exec": {"command": ["sh", "-c", "sleep 5; curl localhost/drain"]}},
+    ):
+        with pytest.raises(pytest.fail.Exception, match="can't tell how long preStop"):
+            pre_stop_seconds(container(unreadable))
+
+
+def test_k8s_grace_period_covers_prestop_drain_and_finalise() -> None:
+    """Kubernetes counts ``terminationGracePeriodSeconds`` from the start of the preStop
+    hook, sends SIGTERM when the hook ends, and SIGKILLs when the period runs out. A
+    pod must outlive: the preStop sleep, then SHUTDOWN_GRACE_S for replies to finish,
+    then the finalise window for the rest to be shown interrupted, then the margin to
+    close and exit. A shorter period kills replies while they are being finalised,
+    leaving them "writing…" until another replica's sweeper finds them."""
+    finalise = finalise_window()
+    checked = set()
     for workload, container in chatrelay_containers():
         where = f"{workload['kind']} {workload['metadata']['name']}"
         period = pod_spec(workload).get("terminationGracePeriodSeconds", 30)
-        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {})
-        sleep = pre_stop.get("command", [None, 0])
-        wait = float(sleep[1]) if sleep[:1] == ["sleep"] else 0.0
+        pre_stop = pre_stop_seconds(container)
         grace = shutdown_grace(literal_env(container))
-        assert period > wait + grace, f"{where}: {period}s kills replies still in their grace"
+        needed = pre_stop + grace + finalise + SHUTDOWN_MARGIN_S
+        assert period >= needed, (
+            f"{where}: terminationGracePeriodSeconds {period} < preStop {pre_stop:g} +"
+            f" SHUTDOWN_GRACE_S {grace:g} + finalise {finalise:g} + margin"
+            f" {SHUTDOWN_MARGIN_S:g} = {needed:g}"
+        )
+        checked.add((workload["kind"], workload["metadata"]["name"]))
+    assert {("Deployment", "chatrelay-slack"), ("StatefulSet", "chatrelay-discord")} <= checked
 
 
 def test_k8s_discord_statefulset() -> None:
