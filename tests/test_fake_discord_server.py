@@ -591,6 +591,19 @@ async def test_injected_500_and_drop_apply_nothing(fake: FakeDiscord) -> None:
         fake.faults.add(SEND_MESSAGE, "internal_error")  # a Slack-only answer
 
 
+async def test_slow_answer_is_applied_after_the_client_gave_up(fake: FakeDiscord) -> None:
+    """``slow`` holds the answer but applies the call: a client that timed out can't
+    tell, and a blind retry would post twice."""
+    fake.faults.add(SEND_MESSAGE, "slow", delay=0.5)
+    url = f"{fake.api_url}/channels/{CHANNEL_ID}/messages"
+    async with bot_http(fake) as http:
+        with pytest.raises(TimeoutError):
+            await http.post(url, json={"content": "late"}, timeout=aiohttp.ClientTimeout(0.1))
+        call = await fake.wait_for_call("POST", "messages$", timeout=2)
+    assert (call.injected, call.status) == ("slow", 200)
+    assert [m.content for m in fake.channel_messages(CHANNEL_ID)] == ["late"]
+
+
 async def test_fault_keys_in_discords_spelling_narrow_to_original(fake: FakeDiscord) -> None:
     """Discord documents ``PATCH /webhooks/{application.id}/{interaction.token}/messages/
     @original``: the fake maps it to its route and faults only ``@original`` edits, so a
