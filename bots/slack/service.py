@@ -26,6 +26,7 @@ from bots.slack.bot import SlackBot
 from bots.slack.finalise import finalise_record
 from bots.slack.settings import SlackSettings
 from core.config import Settings
+from core.engine import FinalRetry
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
 from core.metrics import ChatrelayMetrics
@@ -74,6 +75,7 @@ async def slack_app(
     *,
     metrics: ChatrelayMetrics | None = None,
     active: ActiveReplies | None = None,
+    retry: FinalRetry | None = None,
 ) -> AsyncIterator[tuple[AsyncApp, SlackBot]]:
     """The Bolt app with chatrelay's listeners, and the orphan sweeper running."""
     assert settings.slack_bot_token is not None
@@ -92,6 +94,7 @@ async def slack_app(
         pacing=Pacing(min_interval=settings.slack_edit_interval),
         metrics=metrics,
         active=active,
+        retry=retry,
     )
     bot = SlackBot(
         settings=settings,

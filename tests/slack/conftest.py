@@ -14,6 +14,7 @@ from bots.slack.bot import SlackBot
 from bots.slack.service import slack_app
 from bots.slack.settings import load_slack_settings
 from core.config import load_settings
+from core.engine import FinalRetry
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient, RetryPolicy, Timeouts
 from core.llm.provider import Provider
@@ -68,7 +69,10 @@ def make_bot(
 ) -> Callable[..., AbstractAsyncContextManager[RunningBot]]:
     @asynccontextmanager
     async def start(
-        channels: str = "", active: ActiveReplies | None = None, **overrides: object
+        channels: str = "",
+        active: ActiveReplies | None = None,
+        retry: FinalRetry | None = None,
+        **overrides: object,
     ) -> AsyncIterator[RunningBot]:
         rules_file = tmp_path / "channels.toml"
         rules_file.write_text(channels)
@@ -80,7 +84,9 @@ def make_bot(
             **overrides,
         )
         core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
-        async with slack_app(settings, core, state, llm, load_rules(rules_file), active=active) as (
+        async with slack_app(
+            settings, core, state, llm, load_rules(rules_file), active=active, retry=retry
+        ) as (
             app,
             bot,
         ):
