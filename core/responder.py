@@ -23,10 +23,12 @@ from core.engine import FinalRetry, Reply, ReplyResult
 from core.lifecycle import ActiveReplies, ShuttingDown
 from core.llm.client import LLMClient
 from core.llm.events import Event, Finish, TextDelta
+from core.llm.messages import ChatMessage
 from core.metrics import ChatrelayMetrics
 from core.pacing import Pacing
 from core.sink import Sink
-from core.state.conversations import Turn
+from core.state.connection import REDIS_FAILURES
+from core.state.conversations import Turn, build_context
 from core.state.inflight import InflightRecord, Tracker
 from core.state.keys import ConversationKey
 from core.state.store import State
@@ -156,11 +158,7 @@ class Responder:
         try:
             if request.prepare is not None:
                 await request.prepare()
-            messages = await state.conversations.context(
-                request.conversation,
-                request.system_prompt,
-                Turn("user", request.author, request.text),
-            )
+            messages = await self._context(request)
             record = InflightRecord(reply_id, request.platform, dict(request.target))
             extra = {"model": request.model} if request.model else None
             self._started(request.platform)
@@ -182,9 +180,12 @@ class Responder:
             self.active.discard(reply)
         self._ended(request, result)
         if result.text:
-            await state.conversations.append(
-                request.conversation, Turn("assistant", None, result.text)
-            )
+            try:
+                await state.conversations.append(
+                    request.conversation, Turn("assistant", None, result.text)
+                )
+            except REDIS_FAILURES as exc:  # shown already: only the model's memory of it is lost
+                log.warning("could not store the answer in its conversation: %s", exc)
         if result.usage is not None:
             user, channel = request.quota_ids
             await state.usage.record(user=user, channel=channel, usage=result.usage)
@@ -196,6 +197,19 @@ class Responder:
             result.stats.updates,
         )
         return result
+
+    async def _context(self, request: ReplyRequest) -> list[ChatMessage]:
+        """The model's context with the user's turn stored; without Redis, an
+        answer without history beats no answer."""
+        conversations = self.state.conversations
+        turn = Turn("user", request.author, request.text)
+        try:
+            return await conversations.context(request.conversation, request.system_prompt, turn)
+        except REDIS_FAILURES as exc:
+            log.warning("Redis is unavailable (%s): answering without the conversation", exc)
+            return build_context(
+                request.system_prompt, [], conversations.prepare(turn), conversations.context_tokens
+            )
 
     def _started(self, platform: str) -> None:
         if self.metrics:

@@ -249,11 +249,7 @@ class SlackBot:
             assistant_thread=event.get("channel_type") == "im" and thread_ts is not None,
         )
         native = self.settings.slack_native_streaming == "auto" and await self._native_ok(team)
-        if (
-            target.assistant_thread
-            and thread_ts
-            and not await self.state.conversations.history(conversation)
-        ):
+        if target.assistant_thread and thread_ts and not await self._remembers(conversation):
             await self._budgeted(team, "assistant.threads.setTitle", channel)
             await self.client.assistant_threads_setTitle(
                 channel_id=channel, thread_ts=thread_ts, title=_title(text)
@@ -352,8 +348,12 @@ class SlackBot:
     ) -> None:
         """A thread we have no memory of (expired, or Redis lost it): read it back
         from Slack once. ``conversations.replies`` is heavily rate-limited for
-        many apps, which is why Redis, not Slack, is the memory."""
-        if await self.state.conversations.history(conversation):
+        many apps, which is why Redis, not Slack, is the memory. Without Redis
+        there is nowhere to put it: skipped."""
+        try:
+            if await self.state.conversations.history(conversation):
+                return
+        except REDIS_FAILURES:
             return
         try:
             await self._budgeted(conversation.workspace, "conversations.replies", channel)
@@ -376,8 +376,20 @@ class SlackBot:
                     Turn("user", message.get("user"), strip_mention(text, self.bot_user_id))
                 )
         if turns:
-            await self.state.conversations.append(conversation, *turns)
+            try:
+                await self.state.conversations.append(conversation, *turns)
+            except REDIS_FAILURES as exc:
+                log.warning("could not store the rebuilt thread %s: %s", thread_ts, exc)
+                return
             log.info("rebuilt %d turns of thread %s from Slack", len(turns), thread_ts)
+
+    async def _remembers(self, conversation: ConversationKey) -> bool:
+        """Whether the conversation has history (when Redis can't say: yes, so a
+        thread's title is not set twice)."""
+        try:
+            return bool(await self.state.conversations.history(conversation))
+        except REDIS_FAILURES:
+            return True
 
     async def _is_agent(self, policy: ChannelPolicy, user: str, team: str = "") -> bool:
         """A configured agent, by user id or by membership of a configured user group."""

@@ -151,12 +151,12 @@ async def running_slack(
     *,
     metrics: ChatrelayMetrics | None = None,
     active: ActiveReplies | None = None,
+    retry: FinalRetry | None = None,
 ) -> AsyncIterator[SlackService]:
     """Slack connected and taking events until the block ends."""
-    async with slack_app(settings, core, state, llm, rules, metrics=metrics, active=active) as (
-        app,
-        bot,
-    ):
+    async with slack_app(
+        settings, core, state, llm, rules, metrics=metrics, active=active, retry=retry
+    ) as (app, bot):
         service = SlackService(app, bot)
         service.pickup = asyncio.create_task(
             state.deferred.run_pickup("slack", [""], bot.answer_handed_over)
