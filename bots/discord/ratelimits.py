@@ -47,6 +47,8 @@ GLOBAL_SCOPE = "discord:global"
 
 _CHANNEL_MESSAGE = re.compile(r"/channels/(\d+)/messages(?:/\d+)?/?$")
 _WEBHOOK = re.compile(r"/webhooks/\d+/([^/]+)(?:/messages/[^/]+)?/?$")
+_TOKEN_IN_PATH = re.compile(r"/(webhooks|interactions)/\d+/[^/]+")
+_ID = re.compile(r"/\d+(?=/|$)")
 
 
 def channel_scope(channel_id: int) -> str:
@@ -63,6 +65,15 @@ def interaction_scope(token: str) -> str:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:20]
+
+
+def route_template(path: str) -> str:
+    """``path`` as the route it belongs to, for logs: ids become ``{id}`` and the
+    token of a webhook or interaction ``{token}``
+    (``/api/v10/webhooks/{id}/{token}/messages/@original``). The token is a
+    credential; the route, with the bucket and the scope logged next to it, says
+    what was limited without it."""
+    return _ID.sub("/{id}", _TOKEN_IN_PATH.sub(r"/\1/{id}/{token}", path))
 
 
 def scope_of(method: str, path: str) -> str | None:
@@ -117,9 +128,10 @@ class RateLimitLearner:
                 _seconds(headers.get("X-RateLimit-Reset-After")),
             )
             log.warning(
-                "Discord answered 429 to %s %s (%s scope): %s blocked for %.2fs",
+                "Discord answered 429 to %s %s (bucket %s, %s scope): %s blocked for %.2fs",
                 method,
-                path,
+                route_template(path),
+                headers.get("X-RateLimit-Bucket", "unknown"),
                 headers.get("X-RateLimit-Scope", "unknown"),
                 scope or "no paced scope",
                 wait,
