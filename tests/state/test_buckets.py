@@ -360,3 +360,30 @@ async def test_a_reply_paced_by_the_budget_keeps_moving_while_redis_is_paused(
         pausable.resume()
         await budget.aclose()
         await client.aclose()
+
+
+async def test_a_429_learnt_while_redis_is_paused_costs_one_bound_and_reaches_redis_after(
+    pausable: PausableRedis, keys: Keys
+) -> None:
+    client = connect(pausable.url)
+    budget = RedisBudget(
+        client, keys, LimitTable({"s": Limit(10, 1)}), retry_interval=0.05, timeout=PAUSE_BOUND
+    )
+    try:
+        await budget.acquire("s")
+        with pausable.paused():
+            blocked, took = await timed(budget.block("s", 30.0))
+            assert blocked is None and PAUSE_BOUND - 0.01 <= took < PAUSE_BOUND + MARGIN
+            assert budget.degraded
+        for _ in range(500):
+            if not budget.degraded:
+                break
+            await asyncio.sleep(0.01)
+        assert not budget.degraded
+        blocked_until = int(await client.hget(keys.bucket("s"), "b") or 0)
+        redis_now = await client.time()
+        remaining = blocked_until / 1e6 - (redis_now[0] + redis_now[1] / 1e6)
+        assert 25 < remaining <= 30  # other replicas now see it too
+    finally:
+        await budget.aclose()
+        await client.aclose()

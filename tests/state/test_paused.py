@@ -16,12 +16,14 @@ import pytest
 from redis.asyncio import Redis
 
 from core.llm.events import Usage
+from core.state.buckets import RedisBudget
 from core.state.cancel import CancelBus
-from core.state.connection import REDIS_FAILURES, connect
+from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, connect
 from core.state.conversations import Conversations, Turn
 from core.state.dedupe import Dedupe
 from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey, Keys
+from core.state.locks import ConversationLocks
 from core.state.usage import QuotaDecision, UsageLedger, UsageTotals
 from tests.state.pausable import MARGIN, PausableRedis, settled, timed
 
@@ -40,6 +42,21 @@ async def client(pausable: PausableRedis) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+async def test_every_reply_path_piece_is_bounded_by_default(redis: Redis, keys: Keys) -> None:
+    """What ``open_state`` and the adapters build, with no timeout given."""
+    pieces = (
+        Dedupe(redis, keys),
+        UsageLedger(redis, keys),
+        Handoffs(redis, keys),
+        Conversations(redis, keys),
+        CancelBus(redis, keys),
+        ConversationLocks(redis, keys),
+        RedisBudget(redis, keys),
+    )
+    assert [piece.timeout for piece in pieces] == [REPLY_PATH_TIMEOUT] * len(pieces)
+    assert 0 < REPLY_PATH_TIMEOUT <= 2.0  # about an edit interval, well under 5 s
 
 
 def within_bound(seconds: float) -> bool:
