@@ -725,7 +725,6 @@ async def run_discord(
                             outlet,
                             reply_id=f"r{reply}",
                             asker=1,
-                            budget=budget,
                             clock=clock,
                             on_created=on_created,
                         )

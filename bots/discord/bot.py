@@ -576,7 +576,6 @@ class DiscordBot:
                 outlet(),
                 reply_id=reply_id,
                 asker=asker,
-                budget=self.state.budget,
                 mode=self.settings.discord_render,
                 fallback=fallback(),
                 deadline=deadline,

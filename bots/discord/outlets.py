@@ -39,10 +39,16 @@ UNKNOWN_CHANNEL = 10003
 UNKNOWN_MESSAGE = 10008
 UNKNOWN_WEBHOOK = 10015
 UNKNOWN_INTERACTION = 10062
+INVALID_WEBHOOK_TOKEN = 50027
+GONE_CODES = frozenset(
+    {UNKNOWN_CHANNEL, UNKNOWN_MESSAGE, UNKNOWN_WEBHOOK, UNKNOWN_INTERACTION, INVALID_WEBHOOK_TOKEN}
+)
+"""Discord's codes for a message, channel or interaction that can't be written any more."""
 
 
 class TokenExpired(Exception):
-    """The interaction token no longer works (Discord: 404 Unknown Webhook)."""
+    """The interaction token no longer works (Discord: 404 Unknown Webhook, or 401
+    Invalid Webhook Token)."""
 
 
 class Outlet(Protocol):
@@ -132,7 +138,10 @@ class ChannelOutlet:
         return self.channel.get_partial_message(message_id).jump_url
 
     def target(self, message_id: int) -> dict[str, str]:
-        return {"kind": "channel", "channel": str(self.channel.id), "message": str(message_id)}
+        target = {"kind": "channel", "channel": str(self.channel.id), "message": str(message_id)}
+        if self.channel.guild_id is not None:  # for links to the message (a moved note)
+            target["guild"] = str(self.channel.guild_id)
+        return target
 
 
 class InteractionOutlet:
@@ -186,11 +195,9 @@ class InteractionOutlet:
     async def _call(self, call: Awaitable[T]) -> T:
         try:
             return await call
-        except discord.NotFound as exc:
-            if exc.code == UNKNOWN_WEBHOOK:
-                raise TokenExpired(str(exc)) from exc
-            raise translate(exc, self._scopes[0]) from exc
         except discord.HTTPException as exc:
+            if exc.code in (UNKNOWN_WEBHOOK, INVALID_WEBHOOK_TOKEN):
+                raise TokenExpired(str(exc)) from exc
             raise translate(exc, self._scopes[0]) from exc
 
     def target(self, message_id: int) -> dict[str, str]:
@@ -221,12 +228,7 @@ def translate(exc: discord.HTTPException, scope: str) -> Exception:
     if exc.status == 429:
         headers = exc.response.headers if exc.response is not None else {}
         return RateLimited(_retry_after(headers.get("Retry-After")), scope)
-    if isinstance(exc, discord.NotFound) and exc.code in (
-        UNKNOWN_CHANNEL,
-        UNKNOWN_MESSAGE,
-        UNKNOWN_WEBHOOK,
-        UNKNOWN_INTERACTION,
-    ):
+    if exc.code in GONE_CODES:
         return MessageGone(f"{exc.status} {exc.code}: {exc.text}")
     if isinstance(exc, discord.Forbidden):
         # Permissions changed under a streaming reply: stop rather than collect 403s,

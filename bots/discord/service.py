@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -40,17 +39,17 @@ from bots.discord.client import (
     wants_message_content,
 )
 from bots.discord.commands import build_tree, sync_commands
+from bots.discord.finalise import finalise_record
 from bots.discord.handover import PLATFORM
 from bots.discord.ratelimits import RateLimitLearner
-from bots.discord.settings import INTERACTION_TOKEN_LIFETIME, DiscordSettings
-from bots.discord.sink import finalise_orphan
+from bots.discord.settings import DiscordSettings
 from core.config import ConfigError, Settings
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
 from core.metrics import ChatrelayMetrics
 from core.pacing import Pacing
 from core.responder import Responder
-from core.state.inflight import INTERRUPTED_REASON, Finalise, InflightRecord
+from core.state.inflight import Finalise, InflightRecord
 from core.state.store import State
 
 log = logging.getLogger(__name__)
@@ -255,13 +254,7 @@ async def _until_ready(client: discord.Client, connection: asyncio.Task[None]) -
 
 def _finaliser(client: discord.Client, state: State) -> Finalise:
     async def finalise(record: InflightRecord) -> None:
-        target = record.target
-        if "message" not in target:
-            return  # nothing was posted yet
-        too_old = time.time() - record.started > INTERACTION_TOKEN_LIFETIME
-        if target.get("kind") == "interaction" and too_old:
-            return  # the token is dead: nobody can edit those messages any more
-        await finalise_orphan(client, state.budget, target, record.text, INTERRUPTED_REASON)
+        await finalise_record(client, state.budget, record)
 
     return finalise
 

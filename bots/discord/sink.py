@@ -7,19 +7,42 @@ message *i* of the reply, through an outlet (``bots.discord.outlets``):
   replies to the user's message, continuations are silent;
 - ``/ask`` writes the deferred original response, then followups. Its token
   dies after 15 minutes, so once ``DISCORD_INTERACTION_WINDOW`` has passed (or
-  Discord says the token is gone) the message being written moves to a
+  Discord says the token is gone) the message being written **moves** to a
   channel message, the old one points to it, and the reply carries on there.
 
 The message being written carries the Stop button and a "writing…" state; the
 final frame of each message removes both, and the last one shows how the
-reply ended. Each write reports the message to the in-flight record (so a
-replica can finish it if this process dies) and each new message to
-``on_created`` (so replies to it continue the conversation).
+reply ended.
+
+**The sink renders; the engine spends.** ``scopes`` names every call the next
+``render``/``finish`` may make, and the engine acquires them all before it
+calls; the sink never touches the budget:
+
+- a write names its outlet's scopes (the channel's and the bot's global one,
+  or the interaction's);
+- a move names the channel message it creates *and* the note it then writes
+  on the old interaction message ("continues here: <link>");
+- a note that could not be written yet (a 429 or an error once discord.py's
+  own retries were spent) stays owed: every later call names its scope and
+  tries it again, and a message's final frame does not succeed while a note is
+  owed, so the engine keeps retrying it and, after ``FinalRetry``, leaves it to
+  the in-flight registry, whose finaliser writes the note from the ids the
+  record carries (``bots.discord.finalise``);
+- when Discord says the token is dead before our deadline, the sink switches
+  to the channel and raises ``Reroute``: nothing was shown, so the engine asks
+  ``scopes`` again (now the channel's) and sends the same frame there. A dead
+  token's messages can't be pointed on, so no note is owed then.
+
+**Nothing is recorded before Discord confirms.** A message's ids and text go
+to the in-flight record (``on_shown``) only after the call that shows them
+succeeded, and a new message id to ``on_created`` only once it exists; a call
+that raises leaves the sink's own state as it was, except where Discord
+already applied part of it (a move's create), which is then what the sink
+holds, so the retry continues from there instead of posting twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,10 +52,9 @@ import discord
 from bots.discord.controls import stop_view
 from bots.discord.format import Rendered, RenderMode, message_limit, moved_note, render
 from bots.discord.outlets import ChannelOutlet, InteractionOutlet, Outlet, TokenExpired
-from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
-from core.budget import Budget, acquire_all
+from bots.discord.ratelimits import GLOBAL_SCOPE
 from core.clock import Clock, MonotonicClock
-from core.sink import Frame, MessageGone, Outcome, SinkCall
+from core.sink import Frame, MessageGone, Outcome, Reroute, SinkCall
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +70,16 @@ class _Message:
     id: int
 
 
+@dataclass(frozen=True)
+class _Note:
+    """An interaction message owed its "this reply continues here" note."""
+
+    outlet: InteractionOutlet
+    message_id: int
+    index: int
+    """The reply's message it points to (the channel message it moved to)."""
+
+
 class DiscordReplySink:
     def __init__(
         self,
@@ -55,7 +87,6 @@ class DiscordReplySink:
         *,
         reply_id: str,
         asker: int,
-        budget: Budget,
         mode: RenderMode = "content",
         fallback: ChannelOutlet | None = None,
         deadline: float | None = None,
@@ -72,11 +103,11 @@ class DiscordReplySink:
         self._clock = clock or MonotonicClock()
         self.reply_id = reply_id
         self.asker = asker
-        self._budget = budget
         self.mode: RenderMode = mode
         self._on_shown = on_shown
         self._on_created = on_created
         self._messages: list[_Message] = []
+        self._notes: list[_Note] = []
         self._expired = False  # the interaction can no longer be written: use the fallback
         self._token_dead = False  # Discord said so: its messages can't even be pointed on
 
@@ -98,7 +129,13 @@ class DiscordReplySink:
         # acquires budget for the call, so the call spends the scopes it was granted.
         if not self._expired and self._deadline is not None and self._fallback is not None:
             self._expired = self._clock.now() >= self._deadline
-        return self._outlet_for(index).scopes
+        scopes = list(self._outlet_for(index).scopes)
+        moving = self._moving(index)
+        if moving is not None and not self._token_dead:
+            scopes += moving.outlet.scopes  # the note on the message it moves from
+        for note in self._notes:
+            scopes += note.outlet.scopes
+        return scopes
 
     def _outlet_for(self, index: int) -> Outlet:
         """Where message ``index`` is written next."""
@@ -106,6 +143,14 @@ class DiscordReplySink:
         if self._expired and isinstance(outlet, InteractionOutlet) and self._fallback is not None:
             return self._fallback
         return outlet
+
+    def _moving(self, index: int) -> _Message | None:
+        """Message ``index`` when its next write moves it to the channel."""
+        if index < len(self._messages):
+            message = self._messages[index]
+            if message.outlet is not self._outlet_for(index):
+                return message
+        return None
 
     # -- the Sink protocol ---------------------------------------------------
 
@@ -127,26 +172,25 @@ class DiscordReplySink:
     async def _write(self, index: int, text: str, shown: Rendered, streaming: bool) -> None:
         view = stop_view(self.reply_id, self.asker) if streaming else None
         outlet = self._outlet_for(index)
-        if index < len(self._messages):
-            message = self._messages[index]
-            if message.outlet is not outlet:
-                await self._move(index, text, shown, view)
-                return
-            await self._report(index, message, text)
-            try:
-                await outlet.edit(message.id, shown, view)
-            except TokenExpired:
-                await self._token_died()
-                await self._move(index, text, shown, view)
-            return
         try:
-            message_id = await self._create(outlet, index, shown, view)
-        except TokenExpired:
-            await self._token_died()
-            outlet = self._need_fallback()
-            message_id = await self._create(outlet, index, shown, view)
-        self._messages.append(_Message(outlet, message_id))
-        await self._created(index, text)
+            if self._moving(index) is not None:
+                await self._move(index, shown, view)
+            elif index < len(self._messages):
+                await outlet.edit(self._messages[index].id, shown, view)
+            else:
+                message_id = await self._create(outlet, index, shown, view)
+                self._messages.append(_Message(outlet, message_id))
+                await self._created(message_id)
+        except TokenExpired as exc:
+            self._token_died()
+            raise Reroute("the interaction token is dead: continuing in the channel") from exc
+        failure = await self._write_notes()
+        await self._report(index, text)
+        if failure is not None and not streaming:
+            # A message's final frame is not done while a note is owed: the engine
+            # retries it (the edit again, harmlessly) and at last leaves it, with the
+            # ids of the note's message, to the in-flight registry.
+            raise failure
 
     async def _create(
         self, outlet: Outlet, index: int, shown: Rendered, view: discord.ui.View | None
@@ -156,86 +200,75 @@ class DiscordReplySink:
             self._fallback.continue_from(self._messages[index - 1].id)
         return await outlet.create(shown, view, first=first)
 
-    async def _move(
-        self, index: int, text: str, shown: Rendered, view: discord.ui.View | None
-    ) -> None:
+    async def _move(self, index: int, shown: Rendered, view: discord.ui.View | None) -> None:
         """Continue message ``index`` (an interaction message) as a channel message:
-        post it there whole, replying to the old one, then make the old one point to
-        the new (unless the token is already dead)."""
+        post it there whole, replying to the old one, which then owes a note
+        pointing to the new one (unless its token is already dead)."""
         fallback = self._need_fallback()
         old = self._messages[index]
         fallback.continue_from(old.id)
         message_id = await fallback.create(shown, view, first=True)
         self._messages[index] = _Message(fallback, message_id)
-        await self._created(index, text)
+        if not self._token_dead and isinstance(old.outlet, InteractionOutlet):
+            self._notes.append(_Note(old.outlet, old.id, index))
         log.info("reply %s continues in channel message %s", self.reply_id, message_id)
-        if not self._token_dead:
-            with contextlib.suppress(TokenExpired, MessageGone, discord.HTTPException):
-                await acquire_all(self._budget, old.outlet.scopes)
-                await old.outlet.edit(old.id, moved_note(fallback.jump_url(message_id)), None)
+        await self._created(message_id)
 
-    async def _token_died(self) -> None:
-        """Discord says the token is dead (before our deadline): move now, paying for
-        the channel call the engine did not budget."""
+    async def _write_notes(self) -> Exception | None:
+        """Write the notes owed; returns the first failure (the note stays owed)."""
+        failure: Exception | None = None
+        for note in list(self._notes):
+            url = self._need_fallback().jump_url(self._messages[note.index].id)
+            try:
+                await note.outlet.edit(note.message_id, moved_note(url), None)
+            except (TokenExpired, MessageGone) as exc:
+                log.info("reply %s: its first message can't point on: %s", self.reply_id, exc)
+            except Exception as exc:  # a 429 or an error discord.py's retries didn't cure
+                log.warning("reply %s: the moved note failed, owed still: %s", self.reply_id, exc)
+                failure = failure or exc
+                continue
+            self._notes.remove(note)
+        return failure
+
+    def _token_died(self) -> None:
+        """Discord says the token is dead (before our deadline): every later call
+        goes to the channel, and nothing can be written with the token any more."""
+        self._need_fallback()
         log.info("the interaction of reply %s expired: continuing in the channel", self.reply_id)
         self._expired = self._token_dead = True
-        await acquire_all(self._budget, self._need_fallback().scopes)
+        self._notes.clear()
 
     def _need_fallback(self) -> ChannelOutlet:
         if self._fallback is None:
             raise MessageGone("the interaction expired and the channel can't be written")
         return self._fallback
 
-    async def _created(self, index: int, text: str) -> None:
-        message = self._messages[index]
+    async def _created(self, message_id: int) -> None:
         if self._on_created is not None:
-            await self._on_created(message.id)
-        await self._report(index, message, text)
+            await self._on_created(message_id)
 
-    async def _report(self, index: int, message: _Message, text: str) -> None:
-        """Record what message ``index`` shows before it is edited (after it is
-        created), so a finaliser never shows less than the user saw."""
-        if self._on_shown is not None:
-            target = {**message.outlet.target(message.id), "render": self.mode}
-            await self._on_shown(index, target, text)
-
-
-async def finalise_orphan(
-    client: discord.Client, budget: Budget, target: Mapping[str, str], text: str, reason: str
-) -> None:
-    """Give a reply whose process died its last text and an "interrupted" state.
-
-    Channel messages can always be edited; an interaction's messages only while
-    its token lives, and a dead token or a deleted message means there is
-    nothing left to fix (the registry then drops the record)."""
-    mode: RenderMode = "embeds" if target.get("render") == "embeds" else "content"
-    shown = render(text, mode=mode, streaming=False, outcome=Outcome("interrupted", reason))
-    message_id = int(target["message"])
-    interaction = target.get("kind") == "interaction"
-    if interaction:
-        await budget.acquire(interaction_scope(target["token"]))
-    else:
-        await acquire_all(budget, (channel_scope(int(target["channel"])), GLOBAL_SCOPE))
-    try:
-        if interaction:
-            webhook = discord.Webhook.partial(int(target["app"]), target["token"], client=client)
-            await webhook.edit_message(
-                message_id,
-                content=shown.content,
-                embed=shown.embed,
-                view=None,
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-        else:
-            channel = client.get_partial_messageable(int(target["channel"]))
-            await channel.get_partial_message(message_id).edit(
-                content=shown.content,
-                embed=shown.embed,
-                view=None,
-                allowed_mentions=discord.AllowedMentions.none(),
-            )
-    except (discord.NotFound, discord.Forbidden) as exc:
-        log.info("orphaned reply message %s can't be finished: %s", message_id, exc)
+    async def _report(self, index: int, text: str) -> None:
+        """Record, once Discord confirmed it, where message ``index`` is and what it
+        shows, plus the ids of an interaction message still owed its note, so a
+        finaliser never has to guess."""
+        if self._on_shown is None:
+            return
+        message = self._messages[index]
+        target = {**message.outlet.target(message.id), "render": self.mode}
+        for note in self._notes:
+            if note.index == index:
+                target.update(_moved_from(note))
+        await self._on_shown(index, target, text)
 
 
-__all__ = ["DiscordReplySink", "finalise_orphan"]
+def _moved_from(note: _Note) -> dict[str, str]:
+    """The ids of the interaction message that must still point to ``note.index``."""
+    source = note.outlet.target(note.message_id)
+    return {
+        "from_app": source["app"],
+        "from_token": source["token"],
+        "from_message": source["message"],
+    }
+
+
+__all__ = ["DiscordReplySink"]

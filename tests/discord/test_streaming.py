@@ -7,7 +7,7 @@ import pytest
 
 from core.budget import Limit as BudgetLimit
 from core.clock import FakeClock
-from core.state.inflight import InflightRecord, InflightRegistry
+from core.state.inflight import InflightRecord, InflightRegistry, MessageRecord
 from core.state.store import State
 from tests.discord.conftest import (
     StartBot,
@@ -123,7 +123,8 @@ async def test_a_dead_processes_reply_is_finished_by_the_sweeper(
             state.redis, state.keys, heartbeat=0.2, timeout=0.5, clock=FakeClock()
         )
         target = {"kind": "channel", "channel": str(CHANNEL_ID), "message": str(message.id)}
-        record = InflightRecord("deadbeef", "discord", {**target, "render": "content"}, "Half an")
+        shown = MessageRecord({**target, "render": "content"}, "Half an")
+        record = InflightRecord("deadbeef", "discord", messages=(shown,))
         tracking = dead.track(record)
         await tracking.__aenter__()
         try:
