@@ -54,6 +54,7 @@ from bots.discord.conversations import (
 )
 from bots.discord.format import neutralise, strip_mention
 from bots.discord.handover import PLATFORM, ChannelTarget, from_payload, shard_of, to_payload
+from bots.discord.intake import IntakeLog, Outcome
 from bots.discord.models import ModelChoices
 from bots.discord.outlets import NO_MENTIONS, ChannelOutlet, InteractionOutlet, Outlet
 from bots.discord.permissions import PermissionLog, missing_permissions
@@ -101,6 +102,7 @@ class DiscordBot:
         responder: Responder,
         rules: RulesSource,
         clock: Clock | None = None,
+        on_intake: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -116,6 +118,8 @@ class DiscordBot:
         self.models = ModelChoices(state.redis, state.keys, settings.discord_models)
         self.access = Access.from_settings(settings)
         self.permission_log = PermissionLog()
+        self.intake = IntakeLog(on_intake)
+        """What became of each message received (``bots.discord.intake``)."""
         self.accepting = True
         """False once the process drains: new replies are handed over, or refused."""
         self._busy: set[asyncio.Task[Any]] = set()  # handlers of events and hand-overs
@@ -187,15 +191,30 @@ class DiscordBot:
 
     async def on_message(self, message: discord.Message) -> None:
         with self._working():
-            await self._on_message(message)
+            await self.take(message)
 
-    async def _on_message(self, message: discord.Message) -> None:
+    async def take(self, message: discord.Message) -> Outcome:
+        """The intake of one message, live or caught up after a restart: decide,
+        answer (or hand over), and record the outcome in ``intake``."""
+        self.intake.received()
+        outcome: Outcome = "failed"
+        try:
+            outcome = await self._on_message(message)
+        except asyncio.CancelledError:
+            if asyncio.current_task() in self._evicted:  # draining handed it over
+                outcome = "handed_over"
+            raise
+        finally:
+            self.intake.settle(message.id, outcome)
+        return outcome
+
+    async def _on_message(self, message: discord.Message) -> Outcome:
         me = self.me
         author = message.author
         if author.id == me.id or message.type not in ANSWERED_TYPES:
-            return
+            return "ignored"
         if author.bot and not self.settings.discord_allow_bots:
-            return
+            return "ignored"
         guild = message.guild
         channel = message.channel
         policy = self._policy(channel)
@@ -203,37 +222,36 @@ class DiscordBot:
         explicit = me.id in message.raw_mentions
         to_bot = _replies_to(message, me)
         if not (guild is None or explicit or to_bot or auto):
-            return
+            return "ignored"
         if not message.content:
-            return  # unreadable (no MESSAGE_CONTENT) or attachments only
+            return "ignored"  # unreadable (no MESSAGE_CONTENT) or attachments only
         if not self.access.allows_author(author, channel, dm=guild is None):
-            return
+            return "ignored"
         if not self.accepting:
             await asyncio.sleep(DEFERENCE)  # a live process on this shard claims it first
         if not await self.state.dedupe.claim(f"discord:{message.id}"):
-            return
+            return "deduplicated"
         text = strip_mention(message.content, me.id)
         conversation, continuing = await self._conversation_of(message)
         if auto:
             if policy.is_agent(str(author.id), {str(r) for r in role_ids(author)}):
                 if explicit and text.lower() == RESUME_COMMAND:
                     await self._resume(message, conversation)
-                    return
+                    return "answered"
                 if not explicit:
                     if continuing:
                         await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
-                    return
+                    return "ignored"
             if await self.handoffs.is_handed_over(conversation):
-                return
+                return "ignored"
         if (
             auto
             and policy.thread_per_message
             and not continuing
             and isinstance(channel, discord.TextChannel)
         ):
-            await self._reply_in_new_thread(message, channel, text, policy)
-            return
-        await self._reply_to_message(message, channel, conversation, text, policy)
+            return await self._reply_in_new_thread(message, channel, text, policy)
+        return await self._reply_to_message(message, channel, conversation, text, policy)
 
     async def _conversation_of(self, message: discord.Message) -> tuple[ConversationKey, bool]:
         """The message's conversation, and whether it continues an existing one
@@ -305,16 +323,16 @@ class DiscordBot:
         channel: discord.TextChannel,
         text: str,
         policy: ChannelPolicy,
-    ) -> None:
+    ) -> Outcome:
         """Auto-reply channels with ``thread_per_message``: each customer message
         gets its own thread (its own conversation and its own rate bucket)."""
         if not self._may_write(channel, reply=False, create_thread=True):
-            return
+            return "ignored"
         await self.state.budget.acquire(GLOBAL_SCOPE)
         thread = await message.create_thread(name=thread_name(text, message.author))
         conversation = channel_conversation(channel.guild.id, thread.id)
         target = ChannelTarget(thread.id, channel.guild.id)
-        await self._answer_message(message.author, conversation, text, policy, target)
+        return await self._answer_message(message.author, conversation, text, policy, target)
 
     async def _reply_to_message(
         self,
@@ -323,12 +341,12 @@ class DiscordBot:
         conversation: ConversationKey,
         text: str,
         policy: ChannelPolicy,
-    ) -> None:
+    ) -> Outcome:
         guild_id = message.guild.id if message.guild else None
         if guild_id is not None and not self._may_write(channel, reply=True):
-            return
+            return "ignored"
         target = ChannelTarget(message.channel.id, guild_id, reference=message.id, notify=True)
-        await self._answer_message(message.author, conversation, text, policy, target)
+        return await self._answer_message(message.author, conversation, text, policy, target)
 
     # -- interactions ------------------------------------------------------------
 
@@ -454,9 +472,9 @@ class DiscordBot:
         text: str,
         policy: ChannelPolicy,
         target: ChannelTarget,
-    ) -> None:
+    ) -> Outcome:
         request = await self._request(author.id, conversation, text, policy, target.channel)
-        await self._reply_in_channel(request, target)
+        return await self._reply_in_channel(request, target)
 
     async def answer_handed_over(self, deferred: DeferredRequest) -> None:
         """Answer a message that a draining process accepted (``run_pickup`` calls
@@ -470,7 +488,7 @@ class DiscordBot:
             )
             await self._reply_in_channel(handed.request, handed.target)
 
-    async def _reply_in_channel(self, request: ReplyRequest, target: ChannelTarget) -> None:
+    async def _reply_in_channel(self, request: ReplyRequest, target: ChannelTarget) -> Outcome:
         reference = None
         if target.reference is not None:
             reference = discord.MessageReference(
@@ -479,7 +497,7 @@ class DiscordBot:
                 guild_id=target.guild,
                 fail_if_not_exists=False,
             )
-        await self._deliver(
+        return await self._deliver(
             request,
             outlet=lambda: ChannelOutlet(
                 self._messageable(target.channel, target.guild),
@@ -497,13 +515,13 @@ class DiscordBot:
         fallback: Callable[[], ChannelOutlet | None] = lambda: None,
         deadline: float | None = None,
         refused: Callable[[], Awaitable[None]],
-    ) -> None:
+    ) -> Outcome:
         """Stream the reply, or, when it can't start in this process (draining), call
         ``refused``, which hands it over or tells the user: an accepted event is never
         dropped in silence."""
         if not self.accepting:
             await refused()
-            return
+            return "handed_over"
         task = asyncio.current_task()
         make_sink = self._sink_factory(
             request.conversation, int(request.author), outlet, fallback, deadline
@@ -521,6 +539,7 @@ class DiscordBot:
         except ShuttingDown:
             log.info("not answering in %s here: shutting down", request.conversation.id)
             await refused()
+            return "handed_over"
         except asyncio.CancelledError:
             if task in self._evicted:  # by draining, before the reply started
                 log.info("not waiting in %s any longer: shutting down", request.conversation.id)
@@ -528,6 +547,7 @@ class DiscordBot:
             raise
         finally:
             self._waiting.discard(task)
+        return "answered"
 
     async def _hand_over(self, request: ReplyRequest, target: ChannelTarget) -> None:
         """Leave the reply to the next process of the message's shard; without Redis,

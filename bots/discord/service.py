@@ -41,6 +41,7 @@ from bots.discord.client import (
 from bots.discord.commands import build_tree, sync_commands
 from bots.discord.finalise import finalise_record
 from bots.discord.handover import PLATFORM
+from bots.discord.intake import outcome_metric
 from bots.discord.ratelimits import RateLimitLearner
 from bots.discord.settings import DiscordSettings
 from core.config import ConfigError, Settings
@@ -140,6 +141,7 @@ async def discord_app(
                 state=state,
                 responder=Responder(state, llm, pacing=pacing, metrics=metrics, active=replies),
                 rules=rules,
+                on_intake=outcome_metric(metrics) if metrics is not None else None,
             )
             bot.register()
             tree = build_tree(client, bot, settings)

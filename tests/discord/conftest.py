@@ -163,6 +163,13 @@ async def eventually(check: Callable[[], object], within: float = 10.0) -> None:
             await asyncio.sleep(0.02)
 
 
+async def outcome_of(service: DiscordService, message: MessageRecord, within: float = 10.0) -> str:
+    """What the bot made of ``message`` (``bots.discord.intake``), once it is done
+    with it: a test that expects no reply waits for this, not for time to pass."""
+    async with asyncio.timeout(within):
+        return await service.bot.intake.wait(message.id)
+
+
 def pings_nobody(allowed: dict[str, object] | None, *, replied_user: bool = False) -> bool:
     """``allowed_mentions`` was sent and lets nothing notify (but, at most, the
     author of the message replied to)."""

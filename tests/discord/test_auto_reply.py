@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from core.config import ConfigError
@@ -18,6 +16,7 @@ from tests.discord.conftest import (
     eventually,
     every_write_limits_mentions,
     finished,
+    outcome_of,
     stream,
 )
 from tests.fakes.discord_server import (
@@ -52,7 +51,7 @@ async def test_a_customer_gets_a_thread_and_an_agent_takes_it_over_until_resume(
 ) -> None:
     llm_server.enqueue(stream(["How can I help?"]), stream(["Welcome back."]))
     handoffs = Handoffs(state.redis, state.keys)
-    async with start_bot(support_rules(threads=True)):
+    async with start_bot(support_rules(threads=True)) as service:
         assert fake.identifies[0]["intents"] & INTENT_MESSAGE_CONTENT  # needed to read them
         await fake.inject_message(CHANNEL_ID, "my order is late", ALICE)
         await eventually(lambda: [c for c in fake.channels.values() if c.parent_id == CHANNEL_ID])
@@ -63,9 +62,9 @@ async def test_a_customer_gets_a_thread_and_an_agent_takes_it_over_until_resume(
 
         await fake.inject_message(thread.id, "I'll take it from here", BOB)
         await eventually(lambda: handoffs.is_handed_over(conversation))
-        await fake.inject_message(thread.id, "thanks!", ALICE)
-        await asyncio.sleep(0.5)
-        assert len(llm_server.requests) == 1  # quiet while the agent has the thread
+        thanks = await fake.inject_message(thread.id, "thanks!", ALICE)
+        assert await outcome_of(service, thanks) == "ignored"  # quiet while the agent has it
+        assert len(llm_server.requests) == 1
 
         await fake.inject_message(thread.id, "resume", BOB, mentions_bot=True)
         await eventually(lambda: "I'm back in this conversation." in finished_in(fake, thread.id))
@@ -87,17 +86,18 @@ async def test_without_threads_an_agents_reply_hands_the_chain_over(
     fake: FakeDiscord, llm_server: FakeLLMServer, start_bot: StartBot
 ) -> None:
     llm_server.enqueue(stream(["Let me check."]))
-    async with start_bot(support_rules(threads=False)):
+    async with start_bot(support_rules(threads=False)) as service:
         question = await fake.inject_message(CHANNEL_ID, "where is my parcel?", ALICE)
         await eventually(lambda: finished_in(fake, CHANNEL_ID) == ["Let me check."])
         [reply] = bot_messages(fake, CHANNEL_ID)
         assert reply.message_reference is not None
         assert reply.message_reference["message_id"] == str(question.id)
-        await fake.inject_message(CHANNEL_ID, "on its way", BOB, reply_to=question.id)
-        await asyncio.sleep(0.3)
-        await fake.inject_message(CHANNEL_ID, "thank you", ALICE, reply_to=reply.id)
-        await fake.inject_message(CHANNEL_ID, "I'm an agent, no reply", BOB)
-        await asyncio.sleep(0.5)
+        agent = await fake.inject_message(CHANNEL_ID, "on its way", BOB, reply_to=question.id)
+        assert await outcome_of(service, agent) == "ignored"  # the chain is the agent's now
+        thanks = await fake.inject_message(CHANNEL_ID, "thank you", ALICE, reply_to=reply.id)
+        other = await fake.inject_message(CHANNEL_ID, "I'm an agent, no reply", BOB)
+        assert await outcome_of(service, thanks) == "ignored"
+        assert await outcome_of(service, other) == "ignored"
     assert len(llm_server.requests) == 1
     assert len(bot_messages(fake, CHANNEL_ID)) == 1
 

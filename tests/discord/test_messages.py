@@ -3,8 +3,6 @@ and with what context."""
 
 from __future__ import annotations
 
-import asyncio
-
 from core.llm.client import LLMClient
 from core.state.keys import ConversationKey
 from core.state.store import State
@@ -15,6 +13,7 @@ from tests.discord.conftest import (
     eventually,
     every_write_limits_mentions,
     finished,
+    outcome_of,
     pings_nobody,
     state_line,
     stream,
@@ -112,12 +111,14 @@ async def test_messages_not_addressed_to_the_bot_are_left_alone(
     fake: FakeDiscord, llm_server: FakeLLMServer, start_bot: StartBot
 ) -> None:
     llm_server.enqueue(stream(["Hi Alice."]))
-    async with start_bot():
+    # With MESSAGE_CONTENT, so the bot reads them and must decide they are not for it.
+    async with start_bot(discord_message_content="on") as service:
         question = await fake.inject_message(CHANNEL_ID, "hello bot", ALICE, mentions_bot=True)
         await eventually(lambda: reply_to(fake, CHANNEL_ID, question.id))
-        await fake.inject_message(CHANNEL_ID, "just chatting", BOB)
-        await fake.inject_message(CHANNEL_ID, "me too", BOB, reply_to=question.id)
-        await asyncio.sleep(0.5)  # a reply would have started by now
+        chatting = await fake.inject_message(CHANNEL_ID, "just chatting", BOB)
+        me_too = await fake.inject_message(CHANNEL_ID, "me too", BOB, reply_to=question.id)
+        assert await outcome_of(service, chatting) == "ignored"
+        assert await outcome_of(service, me_too) == "ignored"
     assert len(llm_server.requests) == 1
     assert len(bot_messages(fake, CHANNEL_ID)) == 1
 
@@ -140,9 +141,13 @@ async def test_dms_continue_naturally_and_can_be_switched_off(
     ]
     assert fake.identifies[0]["intents"] & INTENT_DIRECT_MESSAGES
 
-    async with start_bot(discord_dms=False):
+    async with start_bot(discord_dms=False) as service:
         await fake.inject_message(dm.id, "hello again", BOB)
-        await asyncio.sleep(0.5)
+        # Events reach the bot in order: once a later one is handled, the DM would
+        # have been received (and counted) if the gateway had sent it.
+        later = await fake.inject_message(CHANNEL_ID, "unrelated", ALICE)
+        assert await outcome_of(service, later) == "ignored"
+        assert service.bot.intake.counts["received"] == 1
     assert len(llm_server.requests) == 2
     assert fake.identifies[1]["intents"] & INTENT_DIRECT_MESSAGES == 0
 
@@ -151,14 +156,15 @@ async def test_block_and_allow_lists(
     fake: FakeDiscord, llm_server: FakeLLMServer, start_bot: StartBot
 ) -> None:
     llm_server.enqueue(stream(["For Alice."]))
-    async with start_bot(discord_blocked_users=str(BOB.id)):
+    async with start_bot(discord_blocked_users=str(BOB.id)) as service:
         blocked = await fake.inject_message(CHANNEL_ID, "hi", BOB, mentions_bot=True)
         allowed = await fake.inject_message(CHANNEL_ID, "hi", ALICE, mentions_bot=True)
         await eventually(lambda: reply_to(fake, CHANNEL_ID, allowed.id))
+        assert await outcome_of(service, blocked) == "ignored"
     assert reply_to(fake, CHANNEL_ID, blocked.id) is None
-    async with start_bot(discord_allowed_channels=str(OTHER_CHANNEL_ID)):
-        await fake.inject_message(CHANNEL_ID, "hi again", ALICE, mentions_bot=True)
-        await asyncio.sleep(0.5)
+    async with start_bot(discord_allowed_channels=str(OTHER_CHANNEL_ID)) as service:
+        elsewhere = await fake.inject_message(CHANNEL_ID, "hi again", ALICE, mentions_bot=True)
+        assert await outcome_of(service, elsewhere) == "ignored"
     assert len(llm_server.requests) == 1
 
 
@@ -166,9 +172,9 @@ async def test_a_channel_the_bot_cannot_write_in_costs_no_model_call_and_no_403(
     fake: FakeDiscord, llm_server: FakeLLMServer, start_bot: StartBot
 ) -> None:
     fake.channels[OTHER_CHANNEL_ID].bot_can_send = False
-    async with start_bot():
-        await fake.inject_message(OTHER_CHANNEL_ID, "answer me", ALICE, mentions_bot=True)
-        await asyncio.sleep(0.5)
+    async with start_bot() as service:
+        mute = await fake.inject_message(OTHER_CHANNEL_ID, "answer me", ALICE, mentions_bot=True)
+        assert await outcome_of(service, mute) == "ignored"
     assert llm_server.requests == []
     assert fake.invalid_requests == 0
 
@@ -229,11 +235,11 @@ async def test_two_processes_on_one_shard_answer_an_event_once(
     fake: FakeDiscord, llm_server: FakeLLMServer, start_bot: StartBot
 ) -> None:
     llm_server.enqueue(stream(PIECES), stream(["duplicate"]))
-    async with start_bot(), start_bot():
+    async with start_bot() as one, start_bot() as two:
         assert len(fake.identifies) == 2
         question = await fake.inject_message(CHANNEL_ID, "once please", ALICE, mentions_bot=True)
-        await eventually(lambda: reply_to(fake, CHANNEL_ID, question.id))
-        await asyncio.sleep(0.3)  # a duplicate would have started by now
+        outcomes = {await outcome_of(one, question), await outcome_of(two, question)}
+        assert outcomes == {"answered", "deduplicated"}
     assert len(llm_server.requests) == 1
     assert len(bot_messages(fake, CHANNEL_ID)) == 1
 

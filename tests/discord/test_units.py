@@ -3,6 +3,8 @@ scopes and what the budget learns from Discord's headers."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bots.discord.access import Access
@@ -15,6 +17,7 @@ from bots.discord.format import (
     neutralise,
     render,
 )
+from bots.discord.intake import IntakeLog, outcome_metric
 from bots.discord.ratelimits import (
     GLOBAL_SCOPE,
     RateLimitLearner,
@@ -24,6 +27,7 @@ from bots.discord.ratelimits import (
 )
 from bots.discord.settings import load_discord_settings
 from core.config import ConfigError
+from core.metrics import ChatrelayMetrics
 from core.sink import Outcome
 
 
@@ -186,3 +190,24 @@ async def test_the_learner_blocks_scopes_as_discords_answers_say() -> None:
         (GLOBAL_SCOPE, 3.0),
     ]
     assert (learner.exhausted, learner.rate_limited) == (1, 2)
+
+
+# ------------------------------------------------------------------ intake
+
+
+async def test_the_intake_log_counts_outcomes_for_metrics_and_wakes_who_waits() -> None:
+    metrics = ChatrelayMetrics()
+    intake = IntakeLog(outcome_metric(metrics), keep=2)
+    waiting = asyncio.ensure_future(intake.wait(7))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    intake.received()
+    intake.settle(7, "ignored")
+    assert await waiting == "ignored"
+    intake.settle(8, "answered")
+    intake.settle(9, "deduplicated")
+    assert intake.outcome(7) is None  # only the most recent are kept
+    assert intake.outcome(9) == "deduplicated"
+    assert intake.counts == {"received": 1, "ignored": 1, "answered": 1, "deduplicated": 1}
+    outcome_metric(metrics)  # a second adapter in the process shares the counter
+    assert 'chatrelay_discord_messages_total{outcome="ignored"} 1' in metrics.registry.render()

@@ -1,0 +1,93 @@
+"""What became of each message the bot received: answered, ignored, a duplicate
+another process took, handed over to the next process.
+
+A message that gets no reply looks the same from outside whether the bot
+decided so or has not got to it yet. The intake log tells the two apart: every
+message event counts as ``received`` when its handler starts, and gets exactly
+one outcome when the handler is done with it. Metrics count the outcomes
+(``on_outcome``); anyone who must know that a message was dealt with (a test
+asserting "no reply", an operator reading the counts) waits for its outcome
+instead of guessing how long handling takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import Literal
+
+from core import metrics as prometheus
+
+Outcome = Literal["ignored", "deduplicated", "answered", "handed_over", "failed"]
+"""``ignored``: not for the bot (not addressed to it, a bot, blocked, a channel it
+can't write in, a conversation an agent took over); ``deduplicated``: another
+process (or an earlier delivery) claimed it; ``answered``: a reply (or the
+bot's "I'm back") was delivered; ``handed_over``: left to the next process of
+its shard (draining); ``failed``: the handler raised."""
+
+OUTCOMES: tuple[Outcome, ...] = ("ignored", "deduplicated", "answered", "handed_over", "failed")
+
+RECENT = 1000
+"""Message ids whose outcome is kept for ``outcome``/``wait``; the oldest go first."""
+
+
+class IntakeLog:
+    def __init__(
+        self, on_outcome: Callable[[Outcome], None] | None = None, keep: int = RECENT
+    ) -> None:
+        self.counts: Counter[str] = Counter()
+        """``received`` and each outcome, since the bot started."""
+        self._on_outcome = on_outcome
+        self._keep = keep
+        self._recent: OrderedDict[int, Outcome] = OrderedDict()
+        self._waiters: dict[int, asyncio.Event] = {}
+
+    def received(self) -> None:
+        self.counts["received"] += 1
+
+    def settle(self, message_id: int, outcome: Outcome) -> None:
+        """The handler is done with message ``message_id``."""
+        self.counts[outcome] += 1
+        self._recent[message_id] = outcome
+        self._recent.move_to_end(message_id)
+        while len(self._recent) > self._keep:
+            self._recent.popitem(last=False)
+        waiter = self._waiters.pop(message_id, None)
+        if waiter is not None:
+            waiter.set()
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+    def outcome(self, message_id: int) -> Outcome | None:
+        return self._recent.get(message_id)
+
+    async def wait(self, message_id: int) -> Outcome:
+        """The outcome of message ``message_id``, once it has one (bound it with a
+        timeout: a message this process never receives has none)."""
+        while (found := self._recent.get(message_id)) is None:
+            waiter = self._waiters.setdefault(message_id, asyncio.Event())
+            await waiter.wait()
+        return found
+
+
+_METRICS: weakref.WeakKeyDictionary[prometheus.Registry, prometheus.Counter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def outcome_metric(metrics: prometheus.ChatrelayMetrics) -> Callable[[Outcome], None]:
+    """``on_outcome`` for ``IntakeLog``: counts outcomes in ``metrics`` as
+    ``chatrelay_discord_messages_total{outcome=…}`` (registered once per registry,
+    however many times the adapter starts in the process)."""
+    counter = _METRICS.get(metrics.registry)
+    if counter is None:
+        counter = prometheus.Counter(
+            "chatrelay_discord_messages_total",
+            "Discord messages received, by what became of them.",
+            ["outcome"],
+        )
+        metrics.registry.add(counter)
+        _METRICS[metrics.registry] = counter
+    return lambda outcome: counter.inc(outcome)
