@@ -8,6 +8,9 @@ import pytest
 
 from tests.fakes.llm_server import FakeLLMServer
 
+pytest_plugins = ["tests.log_guard"]
+"""No credential the suite uses may reach a log line (see tests/log_guard.py)."""
+
 
 @pytest.fixture
 async def llm_server() -> AsyncIterator[FakeLLMServer]:
