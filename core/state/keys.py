@@ -86,3 +86,6 @@ class Keys:
 
     def deferred(self, platform: str, partition: str) -> str:
         return self._key("deferred", escape(platform), escape(partition))
+
+    def last_seen(self, platform: str, partition: str) -> str:
+        return self._key("lastseen", escape(platform), escape(partition))
