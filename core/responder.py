@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from core import logs
 from core.engine import FinalRetry, Reply, ReplyResult
@@ -54,6 +55,12 @@ class ReplyRequest:
     model: str | None = None
     target: Mapping[str, str] = field(default_factory=dict)
     """The platform's ids for where the reply goes, for the in-flight record."""
+    handover: Mapping[str, Any] = field(default_factory=dict)
+    """What the adapter needs to answer this message again in another process
+    (``core.state.deferred``): kept in the in-flight record, so a reply cut off
+    before it showed anything is answered anew rather than lost."""
+    partition: str = ""
+    """Which processes may answer it (a Discord shard; "" for any)."""
     prepare: Callable[[], Awaitable[None]] | None = None
     """Runs under the conversation lock before the context is read: e.g. a
     thread's history rebuilt from the platform, which must not interleave with
@@ -159,7 +166,13 @@ class Responder:
             if request.prepare is not None:
                 await request.prepare()
             messages = await self._context(request)
-            record = InflightRecord(reply_id, request.platform, dict(request.target))
+            record = InflightRecord(
+                reply_id,
+                request.platform,
+                dict(request.target),
+                handover=request.handover,
+                partition=request.partition,
+            )
             extra = {"model": request.model} if request.model else None
             self._started(request.platform)
             async with (

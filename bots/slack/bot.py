@@ -275,17 +275,6 @@ class SlackBot:
             async def prepare() -> None:
                 await self._rebuild_if_lost(conversation, channel, thread_ts, event.get("ts", ""))
 
-        request = ReplyRequest(
-            platform="slack",
-            conversation=conversation,
-            author=user,
-            text=text or "(empty message)",
-            channel=channel,
-            system_prompt=policy.system_prompt or self.core.system_prompt,
-            model=policy.model,
-            target={"team": team, "channel": channel},
-            prepare=prepare,
-        )
         handover = {
             "v": HANDOVER_VERSION,
             "team": team,
@@ -300,6 +289,18 @@ class SlackBot:
             ],
             "event": {k: event[k] for k in ("user", "ts", "channel_type") if k in event},
         }
+        request = ReplyRequest(
+            platform="slack",
+            conversation=conversation,
+            author=user,
+            text=text or "(empty message)",
+            channel=channel,
+            system_prompt=policy.system_prompt or self.core.system_prompt,
+            model=policy.model,
+            target={"team": team, "channel": channel},
+            handover=handover,
+            prepare=prepare,
+        )
         # The reply runs in a task of its own: Bolt's listener task may be cancelled
         # when intake stops (shutdown), and a reply must still finish or be finalised.
         task = asyncio.create_task(self._respond(request, make_sink, handover))

@@ -161,7 +161,9 @@ class SlackReplySink:
                 status="is thinking…",
             )
         if not self._messages:
-            await self._create(Frame(0, "", "", False), None)
+            placeholder = Frame(0, "", "", False)
+            await self._create(placeholder, None)
+            await self._report(placeholder)  # a finaliser must find it, even empty
 
     async def render(self, frame: Frame) -> None:
         await self._show(frame, None)

@@ -33,12 +33,14 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.asyncio import Redis
 
 from core.clock import Clock, MonotonicClock
 from core.sink import MessageGone
 from core.state.connection import REDIS_FAILURES
+from core.state.deferred import DeferredRequests
 from core.state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,11 @@ class InflightRecord:
     reason: str = ""
     ended: float = 0.0
     """Wall-clock seconds when the reply ended undelivered (retries count from it)."""
+    handover: Mapping[str, Any] = field(default_factory=dict)
+    """What the adapter needs to answer the message again (see
+    ``core.state.deferred``): a reply that never showed anything is answered
+    anew by whichever process takes it, instead of "finalised" into nothing."""
+    partition: str = ""
 
     @property
     def pending(self) -> tuple[tuple[int, MessageRecord], ...]:
@@ -129,6 +136,8 @@ class InflightRecord:
                 "outcome": self.outcome,
                 "reason": self.reason,
                 "ended": self.ended,
+                "handover": dict(self.handover),
+                "partition": self.partition,
             },
             ensure_ascii=False,
         )
@@ -156,10 +165,12 @@ class InflightRecord:
                 outcome=str(data.get("outcome", "")),
                 reason=str(data.get("reason", "")),
                 ended=float(data.get("ended", 0.0)),
+                handover=_mapping(data.get("handover", {})),
+                partition=str(data.get("partition", "")),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"missing or bad field: {exc}") from None
-        if not record.messages and record.target:  # written by an older version
+        if "messages" not in data and record.target:  # written by an older version
             record = dataclasses.replace(
                 record,
                 messages=(
@@ -168,6 +179,12 @@ class InflightRecord:
                 ),
             )
         return record
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("bad handover")
+    return value
 
 
 def _targets(target: object) -> dict[str, str]:
@@ -363,6 +380,7 @@ class InflightRegistry:
         backoff: tuple[float, float] = RETRY_BACKOFF,
         write_timeout: float = WRITE_TIMEOUT,
         events: InflightEvents | None = None,
+        deferred: DeferredRequests | None = None,
     ) -> None:
         if timeout < 2 * heartbeat:
             raise ValueError("timeout must be at least twice the heartbeat interval")
@@ -376,6 +394,8 @@ class InflightRegistry:
         self.backoff = backoff
         self.write_timeout = write_timeout
         self.events = events
+        self.deferred = deferred
+        self._quiet_until = 0.0
         self._beat_script = redis.register_script(_BEAT)
         self._claim_script = redis.register_script(_CLAIM)
         self._reschedule_script = redis.register_script(_RESCHEDULE)
@@ -434,9 +454,20 @@ class InflightRegistry:
         """Finalise due records of the platforms in ``finalisers`` (a replica leaves
         other platforms' to replicas that serve them); returns how many."""
         finalised = 0
+        if self.clock.now() < self._quiet_until:
+            return 0  # Redis just came back: owners first get to beat again
         for platform, finalise in finalisers.items():
             keys = self._keys_for(platform)
-            claimed = await self._claim_script(keys=keys, args=[limit, _millis(self.timeout)])
+            try:
+                async with asyncio.timeout(self.write_timeout):
+                    claimed = await self._claim_script(
+                        keys=keys, args=[limit, _millis(self.timeout)]
+                    )
+            except REDIS_FAILURES:
+                # Every heartbeat missed this outage too: once Redis answers, the
+                # records of live replies look expired. Give them a timeout to beat.
+                self._quiet_until = self.clock.now() + self.timeout
+                raise
             for i in range(0, len(claimed), 3):
                 reply_id = _text(claimed[i])
                 raw, tries = claimed[i + 1], int(claimed[i + 2])
@@ -454,8 +485,17 @@ class InflightRegistry:
         self, platform: str, finalise: Finalise, record: InflightRecord, tries: int
     ) -> bool:
         reply_id = record.reply_id
+        # A reply that never showed any text: its message is answered anew (after
+        # its empty message, if any, is ended), which beats "finalising" nothing.
+        answer_anew = (
+            not record.outcome
+            and not any(m.text for m in record.messages)
+            and bool(record.handover)
+            and self.deferred is not None
+        )
         try:
-            await finalise(record)
+            if record.pending:
+                await finalise(record)
         except MessageGone as exc:
             log.info("reply %s can't be finalised, its message is gone: %s", reply_id, exc)
         except Exception as exc:
@@ -482,6 +522,14 @@ class InflightRegistry:
             self._event("retry", platform)
             await self._reschedule(platform, reply_id, delay)
             return False
+        if answer_anew and self.deferred is not None:
+            try:
+                await self.deferred.push(platform, record.partition, record.handover)
+            except REDIS_FAILURES as exc:
+                log.error("reply %s showed nothing and could not be handed over: %s", reply_id, exc)
+            else:
+                log.info("reply %s showed nothing: its message is answered anew", reply_id)
+                self._event("handed_over", platform)
         else:
             log.info(
                 "finalised reply %s of %s (%s)",
@@ -489,7 +537,7 @@ class InflightRegistry:
                 record.owner,
                 record.outcome or "interrupted",
             )
-        self._event("finalised", platform)
+            self._event("finalised", platform)
         await self._forget(platform, reply_id)
         return True
 

@@ -54,6 +54,7 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
     async with open_redis(settings.redis_url, settings.state_dir) as redis:
         keys = Keys(settings.redis_prefix)
         budget = RedisBudget(redis, keys, settings.limit_table())
+        deferred = DeferredRequests(redis, keys)
         try:
             async with CancelBus(redis, keys) as cancel:
                 yield State(
@@ -79,6 +80,7 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
                         keys,
                         heartbeat=settings.inflight_heartbeat,
                         timeout=settings.inflight_timeout,
+                        deferred=deferred,
                     ),
                     usage=UsageLedger(
                         redis,
@@ -86,7 +88,7 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
                         user_quota=settings.quota_user_daily_tokens,
                         channel_quota=settings.quota_channel_daily_tokens,
                     ),
-                    deferred=DeferredRequests(redis, keys),
+                    deferred=deferred,
                 )
         finally:
             await budget.aclose()

@@ -4,6 +4,7 @@ by another, exactly once; live and finished replies are left alone."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import time
@@ -14,9 +15,12 @@ import pytest
 from redis.asyncio import Redis
 
 from core.sink import MessageGone
+from core.state.connection import connect
+from core.state.deferred import DeferredRequests
 from core.state.inflight import InflightRecord, InflightRegistry, MessageRecord
 from core.state.keys import Keys
 from tests.state import replicas
+from tests.state.pausable import PausableRedis
 
 
 class Finaliser:
@@ -48,7 +52,11 @@ async def eventually(sweep: Callable[[], Awaitable[int]], seconds: float = 5.0) 
 
 
 async def orphan(redis: Redis, keys: Keys, record: InflightRecord) -> None:
-    """A record whose owner's heartbeat expired long ago."""
+    """A record whose owner's heartbeat expired long ago (with one message, at
+    its target, showing its text, unless it names its messages itself)."""
+    if not record.messages:
+        message = MessageRecord(dict(record.target) or {"ts": "1"}, record.text)
+        record = dataclasses.replace(record, messages=(message,))
     await redis.zadd(keys.inflight_beats(record.platform), {record.reply_id: 0})
     await redis.hset(keys.inflight_records(record.platform), record.reply_id, record.to_json())
 
@@ -275,3 +283,50 @@ async def test_recording_never_waits_for_a_redis_that_does_not_answer(keys: Keys
     assert entered - started < 0.5  # one bounded write
     assert updated - entered < 0.05  # updates never wait for Redis
     assert ended - updated < 0.5
+
+
+async def test_a_reply_that_never_showed_text_is_answered_anew(redis: Redis, keys: Keys) -> None:
+    """Cut off before its first words: its empty message is ended and the user's
+    message goes to whichever process takes hand-overs, instead of being lost."""
+    deferred = DeferredRequests(redis, keys)
+    handover = {"v": 1, "text": "hello?"}
+    await orphan(
+        redis,
+        keys,
+        InflightRecord("r1", "slack", {"ts": "1"}, "", handover=handover, partition="p"),
+    )
+    finalise = Finaliser()
+    sweeper = registry(redis, keys)
+    sweeper.deferred = deferred
+    assert await sweeper.sweep({"slack": finalise}) == 1
+    assert [r.reply_id for r in finalise.records] == ["r1"]  # the empty message ended
+    [request] = await deferred.take("slack", "p")
+    assert request.payload == handover
+    # One that showed text is finalised, not answered again.
+    await orphan(
+        redis,
+        keys,
+        InflightRecord("r2", "slack", {"ts": "2"}, "half", handover=handover, partition="p"),
+    )
+    assert await sweeper.sweep({"slack": finalise}) == 1
+    assert await deferred.take("slack", "p") == []
+
+
+async def test_after_a_redis_outage_live_replies_get_a_timeout_to_beat_again(
+    pausable: PausableRedis, keys: Keys
+) -> None:
+    """Every heartbeat missed the outage: claiming at once would finalise replies
+    that are alive and about to beat."""
+    client = connect(pausable.url)
+    try:
+        await orphan(client, keys, InflightRecord("r1", "slack", started=time.time()))
+        sweeper = registry(client, keys, timeout=0.5)
+        sweeper.write_timeout = 0.2
+        finalise = Finaliser()
+        with pausable.paused(), pytest.raises(TimeoutError):
+            await sweeper.sweep({"slack": finalise})
+        assert await sweeper.sweep({"slack": finalise}) == 0  # quiet for a timeout
+        assert finalise.calls == 0
+        assert await eventually(lambda: sweeper.sweep({"slack": finalise})) == 1
+    finally:
+        await client.aclose()

@@ -1,0 +1,335 @@
+"""Random fault schedules through two real Slack replicas, checked every time.
+
+Each example runs two replicas of the Slack adapter (the production
+``running_slack``, Socket Mode, real slack_bolt/slack_sdk) against one fake
+Slack and one private redis-server, and throws a schedule at them drawn by
+hypothesis: 429 storms, 5xx and ``internal_error`` bursts and dropped
+connections on the streaming and editing methods, Redis paused and resumed,
+a SIGTERM-style drain of one replica at a random moment, or that replica
+killed (cut off from Redis and Slack at once, its tasks gone). Then the
+invariant checker (``tests.invariants``) must find nothing.
+
+Deterministic and bounded: ``derandomize=True``, a fixed ``max_examples``,
+no shrinking, a time bound per example, and the engine's timeouts (final
+retries, the in-flight heartbeat and timeout, the sweeper's backoff) set so
+a schedule plays out in seconds. ``CHAOS_EXAMPLES`` raises the count for
+``make soak``. Only a redis-server this module started is paused or cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from bots.slack.service import SlackService, running_slack
+from bots.slack.settings import load_slack_settings
+from core.config import load_settings
+from core.engine import FinalRetry
+from core.lifecycle import ActiveReplies
+from core.llm.client import LLMClient, RetryPolicy, Timeouts
+from core.llm.provider import Provider
+from core.rules import load_rules
+from core.state.connection import connect
+from core.state.inflight import InflightRecord
+from core.state.settings import load_state_settings
+from core.state.store import State, open_state
+from tests.chaos.proxy import CuttableProxy
+from tests.fakes.llm_server import FakeLLMServer, FakeResponse, RecordedRequest
+from tests.fakes.slack_server import FakeSlack
+from tests.fakes.streams import chat_stream, chunk_text, split_events
+from tests.invariants import Expected, check_slack
+from tests.state.conftest import delete_prefix
+from tests.state.pausable import PausableRedis
+
+EXAMPLES = int(os.environ.get("CHAOS_EXAMPLES", "6"))
+EXAMPLE_BOUND = 45.0
+"""Seconds one schedule may take, end to end, before it counts as a hang."""
+
+TEXTS = (
+    "Write to alice.smith@example.org, then tell <!channel> and <@U123ABC> it's done. " * 3,
+    "Ping @here when you are done; mail ops@here.example if it breaks. <!here> " * 2,
+    "```python\nprint('<!everyone>')\n```\nThat prints it; @everyone can run it. " * 2,
+    "Short answer: yes. Ask <!subteam^S0123ABC> for the rest.",
+)
+METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream", "chat.update")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    seed: int
+    replies: int
+    native: bool
+    p_429: float
+    p_5xx: float
+    p_drop: float
+    redis_pause: tuple[float, float] | None
+    """(start, length) in seconds from the first mention."""
+    sigterm_at: float | None
+    kill: bool
+    """Kill replica A once every reply is streaming (a crash loses what it acked
+    and never started: Slack won't redeliver it, so the kill comes after)."""
+
+
+schedules = st.builds(
+    Schedule,
+    seed=st.integers(0, 10_000),
+    replies=st.integers(2, 4),
+    native=st.booleans(),
+    p_429=st.sampled_from([0.0, 0.15, 0.3]),
+    p_5xx=st.sampled_from([0.0, 0.1]),
+    p_drop=st.sampled_from([0.0, 0.05]),
+    redis_pause=st.none() | st.tuples(st.floats(0.0, 1.5), st.floats(0.3, 2.0)),
+    sigterm_at=st.none() | st.floats(0.0, 2.0),
+    kill=st.booleans(),
+)
+
+
+@pytest.fixture(scope="module")
+def chaos_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PausableRedis]:
+    server = PausableRedis(tmp_path_factory.mktemp("chaos-redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
+@given(schedule=schedules)
+def test_every_reply_ends_whole_and_final_under_any_fault_schedule(
+    schedule: Schedule, chaos_redis: PausableRedis, tmp_path: Path
+) -> None:
+    problems = asyncio.run(asyncio.wait_for(play(schedule, chaos_redis, tmp_path), EXAMPLE_BOUND))
+    assert not problems, f"{schedule}:\n- " + "\n- ".join(problems)
+
+
+# -- one schedule ------------------------------------------------------------
+
+
+@dataclass
+class Replica:
+    name: str
+    state: State
+    service: SlackService
+    active: ActiveReplies
+    stack: contextlib.AsyncExitStack
+    gone: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop_replies(self) -> None:
+        """What ``asyncio.run`` does to a process's leftover tasks at exit."""
+        for task in list(self.service.bot._replies):
+            task.cancel()
+        await asyncio.gather(*self.service.bot._replies, return_exceptions=True)
+
+
+async def play(schedule: Schedule, redis: PausableRedis, tmp_path: Path) -> list[str]:
+    prefix = f"chatrelay-chaos:{uuid.uuid4().hex[:10]}:"
+    async with (
+        FakeSlack(team_id="T1", bot_user_id="UBOT", bot_id="BBOT") as slack,
+        FakeLLMServer() as llm_server,
+        CuttableProxy("127.0.0.1", redis.port) as proxy,
+    ):
+        slack.native_streaming = schedule.native
+        slack.faults.schedule(
+            schedule.seed,
+            METHODS,
+            p_429=schedule.p_429,
+            p_500=schedule.p_5xx / 2,
+            p_internal_error=schedule.p_5xx / 2,
+            p_drop=schedule.p_drop,
+            retry_after=0.3,
+            max_run=2,
+        )
+        questions = {f"question {i}": TEXTS[(schedule.seed + i) % len(TEXTS)] for i in range(4)}
+        for _ in range(schedule.replies * 3):  # hand-overs ask the model again
+            llm_server.enqueue(lambda request: _answer(request, questions))
+        llm = LLMClient(
+            [Provider(llm_server.base_url, "m", api_key="sk-test")],
+            timeouts=Timeouts(connect=2, first_token=5, idle=5),
+            retry=RetryPolicy(max_retries=0),
+        )
+        a = await _replica("a", slack, llm, proxy.url, prefix, tmp_path)
+        b = await _replica("b", slack, llm, redis.url, prefix, tmp_path)
+        events = []
+        try:
+            await slack.wait_connected(timeout=5, count=2)
+            chaos = asyncio.create_task(_chaos(schedule, redis, proxy, a, slack))
+            for i in range(schedule.replies):
+                event = slack.user_message("C1", f"question {i}", user=f"U{i + 1}", mention=True)
+                events.append(event)
+                await slack.deliver_socket(event, event_id=f"Ev{i}")
+            await chaos
+            await _finished(slack, schedule.replies, b.state)
+        finally:
+            for replica in (a, b):
+                if not replica.gone:
+                    await replica.stop_replies()
+                    await replica.stack.aclose()
+            await llm.aclose()
+        ended_early = schedule.sigterm_at is not None or schedule.kill
+        expected = {
+            e["ts"]: Expected(questions[f"question {i}"], may_end_early=ended_early)
+            for i, e in enumerate(events)
+        }
+        problems = check_slack(slack, "C1", expected)
+        cleanup = connect(redis.url)
+        try:
+            await delete_prefix(cleanup, prefix)
+        finally:
+            await cleanup.aclose()
+        return problems
+
+
+def _answer(request: RecordedRequest, questions: dict[str, str]) -> FakeResponse:
+    asked = request.json["messages"][-1]["content"]
+    text = next(t for q, t in questions.items() if asked.endswith(q))
+    pieces = chunk_text(text, seed=len(text), max_size=6)
+    return FakeResponse(chunks=split_events(chat_stream(pieces)), chunk_delay=0.03)
+
+
+async def _replica(
+    name: str, slack: FakeSlack, llm: LLMClient, redis_url: str, prefix: str, tmp_path: Path
+) -> Replica:
+    stack = contextlib.AsyncExitStack()
+    state_settings = load_state_settings(
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        inflight_heartbeat=0.2,
+        inflight_timeout=1.0,
+    )
+    state = await stack.enter_async_context(open_state(state_settings))
+    state.inflight.backoff = (0.2, 0.5)
+    rules_file = tmp_path / "channels.toml"
+    rules_file.write_text("")
+    settings = load_slack_settings(
+        slack_bot_token="xoxb-test",
+        slack_app_token="xapp-test",
+        slack_api_url=slack.api_url,
+        slack_edit_interval=0.2,
+    )
+    core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
+    active = ActiveReplies()
+    service = await stack.enter_async_context(
+        running_slack(
+            settings,
+            core,
+            state,
+            llm,
+            load_rules(rules_file),
+            web.Application(),
+            active=active,
+            retry=FinalRetry(attempts=3, backoff=0.1, give_up_after=1.5),
+        )
+    )
+    return Replica(name, state, service, active, stack)
+
+
+async def _chaos(
+    schedule: Schedule, redis: PausableRedis, proxy: CuttableProxy, a: Replica, slack: FakeSlack
+) -> None:
+    """Play the schedule's Redis pause, drain or kill against the running replicas."""
+    steps = []
+    if schedule.redis_pause is not None:
+        at, length = schedule.redis_pause
+
+        async def pause() -> None:
+            await asyncio.sleep(at)
+            with redis.paused():
+                await asyncio.sleep(length)
+
+        steps.append(pause())
+    if schedule.sigterm_at is not None:
+
+        async def sigterm() -> None:
+            await asyncio.sleep(schedule.sigterm_at or 0.0)
+            if a.gone:
+                return
+            await a.service.stop_intake()
+            await a.active.drain(0.3, finalise_within=1.0)
+            a.gone = True
+            await a.stop_replies()
+            await a.stack.aclose()
+
+        steps.append(sigterm())
+    if schedule.kill:
+
+        async def kill() -> None:
+            # Once every reply shows something: a crash before that loses messages
+            # Slack won't redeliver, which no bot can answer.
+            await slack.wait_for(
+                lambda: len(slack.bot_messages("C1")) >= schedule.replies, timeout=20
+            )
+            await _recorded(a)
+            if a.gone:
+                return
+            a.gone = True
+            proxy.cut()  # its Redis is gone: no record written, no heartbeat
+            if a.service.socket is not None:
+                await a.service.socket.close_async()  # type: ignore[no-untyped-call]
+                a.service.socket = None
+            await a.stop_replies()
+            with contextlib.suppress(Exception):
+                await a.stack.aclose()
+
+        steps.append(kill())
+    await asyncio.gather(*steps)
+
+
+async def _recorded(replica: Replica) -> None:
+    """Until the in-flight records of the replica's replies name their messages:
+    a crash before that (milliseconds after a message is created) leaves nobody
+    knowing where the message is, which no finaliser can help."""
+    records = replica.state.keys.inflight_records("slack")
+    owner = replica.state.inflight.owner
+    for _ in range(250):
+        located = [
+            record
+            for raw in await replica.state.redis.hvals(records)
+            if (record := InflightRecord.from_json(raw)).owner == owner
+            and all(m.target.get("ts") for m in record.messages)
+            and record.messages
+        ]
+        if len(located) >= replica.active.count:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def _finished(slack: FakeSlack, count: int, state: State) -> None:
+    """Wait (bounded) until nothing streams or shows Stop, ``count`` threads have a
+    reply, and no reply is left in flight or handed over: everything settled."""
+    beats = state.keys.inflight_beats("slack")
+    handed = state.keys.deferred("slack", "")
+
+    def shown() -> bool:
+        messages = slack.bot_messages("C1")
+        if any(m.streaming for m in messages):
+            return False
+        if any(b.get("block_id") == "chatrelay_controls" for m in messages for b in m.blocks or []):
+            return False
+        return len({m.thread_ts for m in messages}) >= count
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(30):
+            while not (  # noqa: ASYNC110 - the state lives in Redis and the fake
+                shown()
+                and not await state.redis.zcard(beats)
+                and not await state.redis.llen(handed)
+            ):
+                await asyncio.sleep(0.05)
