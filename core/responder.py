@@ -13,6 +13,7 @@ differ. So the order of things lives here, tested once:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -32,6 +33,7 @@ from core.state.connection import REDIS_FAILURES
 from core.state.conversations import Turn, build_context
 from core.state.inflight import InflightRecord, Tracker
 from core.state.keys import ConversationKey
+from core.state.locks import Lease
 from core.state.store import State
 
 log = logging.getLogger(__name__)
@@ -140,13 +142,21 @@ class Responder:
             if lease is None:
                 return await self._say(make_sink(reply_id, hooks), BUSY_TEXT)
             async with lease:
-                result = await self._stream(request, reply_id, hooks, make_sink)
+                try:
+                    result = await self._stream(request, reply_id, hooks, make_sink, lease)
+                except _LockLost:
+                    return await self._say(make_sink(reply_id, hooks), BUSY_TEXT)
         finally:
             logs.reply_id.reset(token)
         return result
 
     async def _stream(
-        self, request: ReplyRequest, reply_id: str, hooks: ReplyHooks, make_sink: SinkFactory
+        self,
+        request: ReplyRequest,
+        reply_id: str,
+        hooks: ReplyHooks,
+        make_sink: SinkFactory,
+        lease: Lease,
     ) -> ReplyResult:
         state = self.state
         observer = self.metrics.observer(request.platform) if self.metrics else None
@@ -165,6 +175,8 @@ class Responder:
         try:
             if request.prepare is not None:
                 await request.prepare()
+            if not await _holds(lease):
+                raise _LockLost()
             messages = await self._context(request)
             record = InflightRecord(
                 reply_id,
@@ -192,6 +204,11 @@ class Responder:
         finally:
             self.active.discard(reply)
         self._ended(request, result)
+        if lease.lost:
+            log.warning(
+                "the conversation's lock was lost while the reply streamed (a long Redis "
+                "outage): another reply may have run alongside; storing this one anyway"
+            )
         if result.text:
             try:
                 await state.conversations.append(
@@ -245,6 +262,19 @@ class Responder:
     async def _say(self, sink: Sink, text: str) -> ReplyResult:
         """Show a fixed text through the sink, as a reply that is not stored."""
         return await Reply(sink, budget=self.state.budget, pacing=self.pacing).run(_canned(text))
+
+
+class _LockLost(Exception):
+    """Another reply holds the conversation now: this one must not stream beside it."""
+
+
+async def _holds(lease: Lease) -> bool:
+    """Whether ``lease`` still holds its conversation, asking Redis now (the
+    lease learns of a loss only when it next extends) and taking a lock that
+    expired but is free back."""
+    with contextlib.suppress(*REDIS_FAILURES):
+        await lease.extend()
+    return not lease.lost or await lease.reacquire()
 
 
 async def _canned(text: str) -> AsyncIterator[Event]:

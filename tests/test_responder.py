@@ -1,0 +1,88 @@
+"""The responder's order of things, against a real Redis and a model over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from core.clock import MonotonicClock
+from core.llm.client import LLMClient, RetryPolicy, Timeouts
+from core.llm.provider import Provider
+from core.responder import BUSY_TEXT, ReplyHooks, ReplyRequest, Responder
+from core.sink import Sink
+from core.state.keys import ConversationKey, Keys
+from core.state.settings import load_state_settings
+from core.state.store import State, open_state
+from tests.fakes.llm_server import FakeLLMServer, FakeResponse
+from tests.fakes.recording_sink import RecordingSink
+from tests.fakes.streams import chat_stream, split_events
+from tests.state.conftest import keys, redis, redis_url
+
+__all__ = ["keys", "redis", "redis_url"]
+
+CONVERSATION = ConversationKey("slack", "T1", "C1", "1.0")
+
+
+@pytest.fixture
+async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State]:
+    settings = load_state_settings(redis_url=redis_url, redis_prefix=keys.prefix)
+    async with open_state(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def llm(llm_server: FakeLLMServer) -> AsyncIterator[LLMClient]:
+    client = LLMClient(
+        [Provider(llm_server.base_url, "m", api_key="sk-test")],
+        timeouts=Timeouts(connect=2, first_token=5, idle=5),
+        retry=RetryPolicy(max_retries=0),
+    )
+    yield client
+    await client.aclose()
+
+
+def request(**kwargs: object) -> ReplyRequest:
+    return ReplyRequest(
+        platform="slack",
+        conversation=CONVERSATION,
+        author="U1",
+        text="hello?",
+        channel="C1",
+        system_prompt="be brief",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_reply_whose_lock_another_reply_took_does_not_stream_beside_it(
+    state: State, llm: LLMClient, llm_server: FakeLLMServer, redis: Redis
+) -> None:
+    """After a long Redis outage another replica may hold the conversation: the
+    reply finds out before it streams and says so instead of answering twice."""
+    sinks: list[RecordingSink] = []
+
+    def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
+        sinks.append(RecordingSink(MonotonicClock()))
+        return sinks[-1]
+
+    async def taken_meanwhile() -> None:
+        await redis.set(state.keys.lock(CONVERSATION), "another-replica's-token", px=30_000)
+
+    result = await Responder(state, llm).respond(request(prepare=taken_meanwhile), make_sink)
+    assert result.text == BUSY_TEXT
+    assert sinks[-1].texts() == [BUSY_TEXT]
+    assert llm_server.requests == []  # the model was never asked
+    assert await state.conversations.history(CONVERSATION) == []  # nothing stored
+
+
+async def test_an_answer_is_stored_after_it_was_shown(
+    state: State, llm: LLMClient, llm_server: FakeLLMServer
+) -> None:
+    llm_server.enqueue(FakeResponse(chunks=split_events(chat_stream(["Hi", " there."]))))
+    sink = RecordingSink(MonotonicClock())
+    result = await Responder(state, llm).respond(request(), lambda reply_id, hooks: sink)
+    assert result.delivered and sink.texts() == ["Hi there."]
+    history = await state.conversations.history(CONVERSATION)
+    assert [(t.role, t.text) for t in history] == [("user", "hello?"), ("assistant", "Hi there.")]
+    assert await state.redis.zcard(state.keys.inflight_beats("slack")) == 0  # settled
