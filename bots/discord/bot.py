@@ -42,6 +42,7 @@ from typing import Any
 import discord
 
 from bots.discord.access import Access, lineage, role_ids
+from bots.discord.catchup import CatchUp
 from bots.discord.controls import parse_stop
 from bots.discord.conversations import (
     ChainIndex,
@@ -72,6 +73,7 @@ from core.state.connection import REDIS_FAILURES
 from core.state.deferred import DeferredRequest
 from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey
+from core.state.lastseen import LastSeen
 from core.state.store import State
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,14 @@ class DiscordBot:
         self.permission_log = PermissionLog()
         self.intake = IntakeLog(on_intake)
         """What became of each message received (``bots.discord.intake``)."""
+        self.catchup = CatchUp(
+            client,
+            LastSeen(state.redis, state.keys),
+            state.budget,
+            take=self._take_caught_up,
+            taken=self.intake.taken,
+        )
+        """Cursors of the channels it answers in, and catching up after a restart."""
         self.accepting = True
         """False once the process drains: new replies are handed over, or refused."""
         self._busy: set[asyncio.Task[Any]] = set()  # handlers of events and hand-overs
@@ -129,6 +139,7 @@ class DiscordBot:
     def register(self) -> None:
         self.client.event(self.on_message)
         self.client.event(self.on_interaction)
+        self.client.event(self.on_shard_ready)
 
     def begin_draining(self) -> None:
         """The process is going away: from now on replies are handed over or refused
@@ -196,7 +207,7 @@ class DiscordBot:
     async def take(self, message: discord.Message) -> Outcome:
         """The intake of one message, live or caught up after a restart: decide,
         answer (or hand over), and record the outcome in ``intake``."""
-        self.intake.received()
+        self.intake.received(message.id)
         outcome: Outcome = "failed"
         try:
             outcome = await self._on_message(message)
@@ -208,13 +219,29 @@ class DiscordBot:
             self.intake.settle(message.id, outcome)
         return outcome
 
+    async def _take_caught_up(self, message: discord.Message) -> Outcome:
+        """A message a catch-up found (``bots.discord.catchup``): the same intake,
+        counted as an event handler, which ``settle`` waits for."""
+        with self._working():
+            return await self.take(message)
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        """A shard connected on a new session: what was sent while it was away
+        reached no process, so catch up on it."""
+        self.catchup.start(shard_id)
+
     async def _on_message(self, message: discord.Message) -> Outcome:
+        def ignore() -> Outcome:
+            """Decided: not for the bot (a followed channel's cursor moves past it)."""
+            self.catchup.seen(message, follow=False)
+            return "ignored"
+
         me = self.me
         author = message.author
         if author.id == me.id or message.type not in ANSWERED_TYPES:
-            return "ignored"
+            return ignore()
         if author.bot and not self.settings.discord_allow_bots:
-            return "ignored"
+            return ignore()
         guild = message.guild
         channel = message.channel
         policy = self._policy(channel)
@@ -222,14 +249,18 @@ class DiscordBot:
         explicit = me.id in message.raw_mentions
         to_bot = _replies_to(message, me)
         if not (guild is None or explicit or to_bot or auto):
-            return "ignored"
+            return ignore()
         if not message.content:
-            return "ignored"  # unreadable (no MESSAGE_CONTENT) or attachments only
+            return ignore()  # unreadable (no MESSAGE_CONTENT) or attachments only
         if not self.access.allows_author(author, channel, dm=guild is None):
-            return "ignored"
+            return ignore()
         if not self.accepting:
             await asyncio.sleep(DEFERENCE)  # a live process on this shard claims it first
-        if not await self.state.dedupe.claim(f"discord:{message.id}"):
+        claimed = await self.state.dedupe.claim(f"discord:{message.id}")
+        # Its fate is sealed (this process or another one has it): a restart need
+        # not look at it again, and the bot answers in this channel.
+        self.catchup.seen(message, follow=True)
+        if not claimed:
             return "deduplicated"
         text = strip_mention(message.content, me.id)
         conversation, continuing = await self._conversation_of(message)

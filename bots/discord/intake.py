@@ -42,10 +42,20 @@ class IntakeLog:
         self._on_outcome = on_outcome
         self._keep = keep
         self._recent: OrderedDict[int, Outcome] = OrderedDict()
+        self._received: OrderedDict[int, None] = OrderedDict()
         self._waiters: dict[int, asyncio.Event] = {}
 
-    def received(self) -> None:
+    def received(self, message_id: int) -> None:
+        """A handler starts on message ``message_id``."""
         self.counts["received"] += 1
+        self._received[message_id] = None
+        while len(self._received) > self._keep:
+            self._received.popitem(last=False)
+
+    def taken(self, message_id: int) -> bool:
+        """Whether a handler of this process already took message ``message_id``
+        (recently): a catch-up leaves it alone."""
+        return message_id in self._received
 
     def settle(self, message_id: int, outcome: Outcome) -> None:
         """The handler is done with message ``message_id``."""

@@ -107,6 +107,7 @@ class DiscordService:
             await asyncio.wait({self.pickup}, timeout=within)
         await self.client.close()
         await asyncio.gather(self.connection, return_exceptions=True)
+        await self.bot.catchup.aclose()  # the last cursors, now that no event can come
 
 
 @asynccontextmanager
@@ -132,6 +133,7 @@ async def discord_app(
         learner = RateLimitLearner(state.budget)
         client = await _logged_in(settings, rules, learner, guild_ready_timeout)
         connection: asyncio.Task[None] | None = None
+        bot: DiscordBot | None = None
         try:
             pacing = Pacing(min_interval=settings.discord_edit_interval)
             bot = DiscordBot(
@@ -175,6 +177,8 @@ async def discord_app(
             await client.close()
             if connection is not None:
                 await asyncio.gather(connection, return_exceptions=True)
+            if bot is not None:
+                await bot.catchup.aclose()
 
 
 async def run_discord(

@@ -201,13 +201,14 @@ async def test_the_intake_log_counts_outcomes_for_metrics_and_wakes_who_waits() 
     waiting = asyncio.ensure_future(intake.wait(7))
     await asyncio.sleep(0)
     assert not waiting.done()
-    intake.received()
+    intake.received(7)
     intake.settle(7, "ignored")
     assert await waiting == "ignored"
     intake.settle(8, "answered")
     intake.settle(9, "deduplicated")
     assert intake.outcome(7) is None  # only the most recent are kept
     assert intake.outcome(9) == "deduplicated"
+    assert intake.taken(7) and not intake.taken(8)  # 8 was settled without being received
     assert intake.counts == {"received": 1, "ignored": 1, "answered": 1, "deduplicated": 1}
     outcome_metric(metrics)  # a second adapter in the process shares the counter
     assert 'chatrelay_discord_messages_total{outcome="ignored"} 1' in metrics.registry.render()
