@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test soak lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ typecheck: $(VENV)/.installed-dev
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+# More fault schedules through the chaos suite than `make test` runs.
+soak: $(VENV)/.installed-dev
+	CHAOS_EXAMPLES=40 $(BIN)/python -m pytest tests/chaos
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.chunk_cost

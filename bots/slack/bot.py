@@ -119,6 +119,12 @@ class SlackBot:
         for action in FEEDBACK_ACTIONS:
             app.action(action)(self.on_feedback)
 
+    async def cancel_replies(self) -> None:
+        """Cancel the replies still running, as ``asyncio.run`` would at exit."""
+        for task in list(self._replies):
+            task.cancel()
+        await asyncio.gather(*self._replies, return_exceptions=True)
+
     # -- events ----------------------------------------------------------------
 
     async def on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:

@@ -116,6 +116,9 @@ async def slack_app(
         yield app, bot
     finally:
         sweeper.cancel()
+        # Replies still running (the process drained already, or a test ends) are
+        # cancelled as asyncio.run would; their in-flight records stay for a replica.
+        await bot.cancel_replies()
         await asyncio.gather(sweeper, return_exceptions=True)
 
 

@@ -83,6 +83,9 @@ class StateSettings(BaseSettings):
     inflight_heartbeat: float = Field(5.0, gt=0)
     inflight_timeout: float = Field(30.0, gt=0)
     """Seconds without a heartbeat after which a streaming reply counts as orphaned."""
+    inflight_final_retry_for: float = Field(3600.0, gt=0)
+    """Seconds a final state the platform keeps refusing is retried (by any
+    replica, with backoff) before it is dropped with an error log."""
     quota_user_daily_tokens: int = Field(0, ge=0)
     """Tokens one user may spend per UTC day; 0: no quota."""
     quota_channel_daily_tokens: int = Field(0, ge=0)

@@ -80,6 +80,7 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
                         keys,
                         heartbeat=settings.inflight_heartbeat,
                         timeout=settings.inflight_timeout,
+                        final_retry_for=settings.inflight_final_retry_for,
                         deferred=deferred,
                     ),
                     usage=UsageLedger(

@@ -134,9 +134,7 @@ class Replica:
 
     async def stop_replies(self) -> None:
         """What ``asyncio.run`` does to a process's leftover tasks at exit."""
-        for task in list(self.service.bot._replies):
-            task.cancel()
-        await asyncio.gather(*self.service.bot._replies, return_exceptions=True)
+        await self.service.bot.cancel_replies()
 
 
 async def play(schedule: Schedule, redis: PausableRedis, tmp_path: Path) -> list[str]:
@@ -174,7 +172,11 @@ async def play(schedule: Schedule, redis: PausableRedis, tmp_path: Path) -> list
             for i in range(schedule.replies):
                 event = slack.user_message("C1", f"question {i}", user=f"U{i + 1}", mention=True)
                 events.append(event)
-                await slack.deliver_socket(event, event_id=f"Ev{i}")
+                # As Slack does: an envelope a closing connection never acked is
+                # sent again (same event id) on another connection.
+                await slack.deliver_socket_with_retries(
+                    event, event_id=f"Ev{i}", ack_timeout=1.0, retry_delays=(0.1, 0.5)
+                )
             await chaos
             await _finished(slack, schedule.replies, b.state)
         finally:

@@ -12,30 +12,47 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from core.state.connection import EmbeddedRedis, connect
 from core.state.keys import Keys
 from tests.state.pausable import PausableRedis
 
+SESSION_PREFIX = f"chatrelay-test:{uuid.uuid4().hex[:8]}:"
+"""Every test's keys live under it, so the session can tell what it leaked."""
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis of the session; at its end, no test may have left a key behind
+    (a reply task still writing after its test cleaned up, say)."""
     url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
+    server: EmbeddedRedis | None = None
+    if not url:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+        server.start()
+        url = server.url
     try:
-        yield server.url
+        yield url
+        leaked = _leaked_keys(url)
+        assert not leaked, f"the suite left {len(leaked)} Redis keys behind: {leaked[:10]}"
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
+
+
+def _leaked_keys(url: str) -> list[str]:
+    client = SyncRedis.from_url(url, socket_timeout=5)
+    try:
+        return sorted(k.decode() for k in client.scan_iter(match=SESSION_PREFIX + "*", count=1000))
+    finally:
+        client.close()
 
 
 @pytest.fixture
 def keys() -> Keys:
-    return Keys(f"chatrelay-test:{uuid.uuid4().hex[:12]}:")
+    return Keys(f"{SESSION_PREFIX}{uuid.uuid4().hex[:12]}:")
 
 
 @pytest.fixture
