@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"chatrelay: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, secrets=(settings, slack, discord))
     if args.command == "ask":
         return asyncio.run(ask(settings, args.prompt))
     try:
