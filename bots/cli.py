@@ -90,6 +90,7 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
         open_state() as state,
         contextlib.AsyncExitStack() as stack,
     ):
+        state.inflight.events = metrics.inflight_event
         checks: dict[str, Check] = {"redis": state.redis.ping}
         services: list[SlackService | DiscordService] = []
         discord_service: DiscordService | None = None

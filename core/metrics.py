@@ -190,7 +190,15 @@ class ChatrelayMetrics:
             "Model tokens, by model and direction.",
             ["model", "direction"],
         )
+        self.inflight = Counter(
+            "chatrelay_inflight_events_total",
+            "What became of replies another process (or a later try) had to finish: "
+            "deferred (a final state the platform refused, left for a retry), retry, "
+            "finalised, handed_over (never showed text: answered anew), dropped.",
+            ["platform", "event"],
+        )
         for metric in (
+            self.inflight,
             self.replies_started,
             self.replies_ended,
             self.active,
@@ -203,6 +211,10 @@ class ChatrelayMetrics:
             self.tokens,
         ):
             m(metric)
+
+    def inflight_event(self, event: str, platform: str) -> None:
+        """For ``InflightRegistry.events``."""
+        self.inflight.inc(platform, event)
 
     def observer(self, platform: str) -> ReplyMetrics:
         return ReplyMetrics(self, platform)

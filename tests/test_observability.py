@@ -80,3 +80,13 @@ def test_json_lines_carry_the_reply_id() -> None:
         logs.reply_id.reset(token)
     assert entry["reply_id"] == "r-123"
     assert entry["message"] == "slow 3" and entry["level"] == "warning"
+
+
+def test_inflight_events_are_counted_by_platform_and_event() -> None:
+    metrics = ChatrelayMetrics()
+    metrics.inflight_event("deferred", "slack")
+    metrics.inflight_event("deferred", "slack")
+    metrics.inflight_event("handed_over", "discord")
+    text = metrics.registry.render()
+    assert 'chatrelay_inflight_events_total{platform="slack",event="deferred"} 2' in text
+    assert 'chatrelay_inflight_events_total{platform="discord",event="handed_over"} 1' in text

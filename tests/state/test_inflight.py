@@ -296,9 +296,11 @@ async def test_a_reply_that_never_showed_text_is_answered_anew(redis: Redis, key
         InflightRecord("r1", "slack", {"ts": "1"}, "", handover=handover, partition="p"),
     )
     finalise = Finaliser()
-    sweeper = registry(redis, keys)
+    events: list[tuple[str, str]] = []
+    sweeper = registry(redis, keys, events=lambda event, platform: events.append((event, platform)))
     sweeper.deferred = deferred
     assert await sweeper.sweep({"slack": finalise}) == 1
+    assert events == [("handed_over", "slack")]
     assert [r.reply_id for r in finalise.records] == ["r1"]  # the empty message ended
     [request] = await deferred.take("slack", "p")
     assert request.payload == handover
@@ -310,6 +312,7 @@ async def test_a_reply_that_never_showed_text_is_answered_anew(redis: Redis, key
     )
     assert await sweeper.sweep({"slack": finalise}) == 1
     assert await deferred.take("slack", "p") == []
+    assert events[-1] == ("finalised", "slack")
 
 
 async def test_after_a_redis_outage_live_replies_get_a_timeout_to_beat_again(
