@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from core.clock import MonotonicClock
 from core.llm.client import LLMClient, RetryPolicy, Timeouts
+from core.llm.events import Usage
 from core.llm.provider import Provider
 from core.responder import BUSY_TEXT, ReplyHooks, ReplyRequest, Responder
 from core.sink import Sink
@@ -43,10 +44,10 @@ async def llm(llm_server: FakeLLMServer) -> AsyncIterator[LLMClient]:
     await client.aclose()
 
 
-def request(**kwargs: object) -> ReplyRequest:
+def request(conversation: ConversationKey = CONVERSATION, **kwargs: object) -> ReplyRequest:
     return ReplyRequest(
         platform="slack",
-        conversation=CONVERSATION,
+        conversation=conversation,
         author="U1",
         text="hello?",
         channel="C1",
@@ -86,3 +87,24 @@ async def test_an_answer_is_stored_after_it_was_shown(
     history = await state.conversations.history(CONVERSATION)
     assert [(t.role, t.text) for t in history] == [("user", "hello?"), ("assistant", "Hi there.")]
     assert await state.redis.zcard(state.keys.inflight_beats("slack")) == 0  # settled
+
+
+async def test_quotas_are_kept_per_platform_and_workspace(
+    redis_url: str, keys: Keys, redis: Redis, llm: LLMClient, llm_server: FakeLLMServer
+) -> None:
+    """User ids repeat across workspaces: U1 over quota in T1 is not over it in T2."""
+    settings = load_state_settings(
+        redis_url=redis_url, redis_prefix=keys.prefix, quota_user_daily_tokens=100
+    )
+    async with open_state(settings) as state:
+        await state.usage.record(user="slack:T1:U1", channel="slack:T1:C1", usage=Usage(90, 20))
+        llm_server.enqueue(FakeResponse(chunks=split_events(chat_stream(["Hi."]))))
+        responder = Responder(state, llm)
+        refused = RecordingSink(MonotonicClock())
+        await responder.respond(request(), lambda reply_id, hooks: refused)
+        elsewhere = RecordingSink(MonotonicClock())
+        other = ConversationKey("slack", "T2", "C1", "1.0")
+        await responder.respond(request(conversation=other), lambda reply_id, hooks: elsewhere)
+    assert len(llm_server.requests) == 1  # only T2's message reached the model
+    assert elsewhere.texts() == ["Hi."]
+    assert refused.texts()[0].startswith("Sorry, you have used today's allowance of 100 tokens")
