@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from bots.slack.service import SlackService, running_slack
@@ -52,7 +52,13 @@ from tests.state.conftest import delete_prefix
 from tests.state.pausable import PausableRedis
 
 EXAMPLES = int(os.environ.get("CHAOS_EXAMPLES", "6"))
-EXAMPLE_BOUND = 45.0
+MAX_REPLIES = 15 if EXAMPLES > 10 else 4
+"""Up to the 15 replies of the deploy the delivery issue reported, in ``make soak``;
+fewer in ``make test``, where Slack's ``chat.startStream`` budget (a few starts,
+then one every 4 s) would make each schedule take a minute."""
+
+
+EXAMPLE_BOUND = 90.0
 """Seconds one schedule may take, end to end, before it counts as a hang."""
 
 TEXTS = (
@@ -83,7 +89,7 @@ class Schedule:
 schedules = st.builds(
     Schedule,
     seed=st.integers(0, 10_000),
-    replies=st.integers(2, 4),
+    replies=st.integers(2, MAX_REPLIES),
     native=st.booleans(),
     p_429=st.sampled_from([0.0, 0.15, 0.3]),
     p_5xx=st.sampled_from([0.0, 0.1]),
@@ -92,6 +98,21 @@ schedules = st.builds(
     sigterm_at=st.none() | st.floats(0.0, 2.0),
     kill=st.booleans(),
 )
+
+
+DEPLOY = Schedule(
+    seed=1,
+    replies=8,
+    native=True,
+    p_429=0.0,
+    p_5xx=0.0,
+    p_drop=0.0,
+    redis_pause=None,
+    sigterm_at=1.0,
+    kill=False,
+)
+"""A deploy in the middle of a busy channel: replies streaming, others waiting
+for their first call, one replica drained; every message must be answered."""
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +132,7 @@ def chaos_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PausableRe
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck),
 )
+@example(schedule=DEPLOY)
 @given(schedule=schedules)
 def test_every_reply_ends_whole_and_final_under_any_fault_schedule(
     schedule: Schedule, chaos_redis: PausableRedis, tmp_path: Path
@@ -155,7 +177,10 @@ async def play(schedule: Schedule, redis: PausableRedis, tmp_path: Path) -> list
             retry_after=0.3,
             max_run=2,
         )
-        questions = {f"question {i}": TEXTS[(schedule.seed + i) % len(TEXTS)] for i in range(4)}
+        questions = {
+            f"question {i}": TEXTS[(schedule.seed + i) % len(TEXTS)]
+            for i in range(schedule.replies)
+        }
         for _ in range(schedule.replies * 3):  # hand-overs ask the model again
             llm_server.enqueue(lambda request: _answer(request, questions))
         llm = LLMClient(
@@ -201,7 +226,7 @@ async def play(schedule: Schedule, redis: PausableRedis, tmp_path: Path) -> list
 
 def _answer(request: RecordedRequest, questions: dict[str, str]) -> FakeResponse:
     asked = request.json["messages"][-1]["content"]
-    text = next(t for q, t in questions.items() if asked.endswith(q))
+    text = questions[asked.strip()]
     pieces = chunk_text(text, seed=len(text), max_size=6)
     return FakeResponse(chunks=split_events(chat_stream(pieces)), chunk_delay=0.03)
 
