@@ -8,9 +8,8 @@ import pytest
 from redis.asyncio import Redis
 
 from core.clock import MonotonicClock
-from core.llm.client import LLMClient, RetryPolicy, Timeouts
+from core.llm.client import LLMClient
 from core.llm.events import Usage
-from core.llm.provider import Provider
 from core.responder import BUSY_TEXT, ReplyHooks, ReplyRequest, Responder
 from core.sink import Sink
 from core.state.keys import ConversationKey, Keys
@@ -31,17 +30,6 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
     settings = load_state_settings(redis_url=redis_url, redis_prefix=keys.prefix)
     async with open_state(settings) as opened:
         yield opened
-
-
-@pytest.fixture
-async def llm(llm_server: FakeLLMServer) -> AsyncIterator[LLMClient]:
-    client = LLMClient(
-        [Provider(llm_server.base_url, "m", api_key="sk-test")],
-        timeouts=Timeouts(connect=2, first_token=5, idle=5),
-        retry=RetryPolicy(max_retries=0),
-    )
-    yield client
-    await client.aclose()
 
 
 def request(conversation: ConversationKey = CONVERSATION, **kwargs: object) -> ReplyRequest:

@@ -36,8 +36,7 @@ from bots.slack.settings import load_slack_settings
 from core.config import load_settings
 from core.engine import FinalRetry
 from core.lifecycle import ActiveReplies
-from core.llm.client import LLMClient, RetryPolicy, Timeouts
-from core.llm.provider import Provider
+from core.llm.client import LLMClient
 from core.rules import load_rules
 from core.state.connection import connect
 from core.state.inflight import InflightRecord
@@ -183,11 +182,7 @@ async def play(schedule: Schedule, redis: PausableRedis, tmp_path: Path) -> list
         }
         for _ in range(schedule.replies * 3):  # hand-overs ask the model again
             llm_server.enqueue(lambda request: _answer(request, questions))
-        llm = LLMClient(
-            [Provider(llm_server.base_url, "m", api_key="sk-test")],
-            timeouts=Timeouts(connect=2, first_token=5, idle=5),
-            retry=RetryPolicy(max_retries=0),
-        )
+        llm = llm_server.client()
         a = await _replica("a", slack, llm, proxy.url, prefix, tmp_path)
         b = await _replica("b", slack, llm, redis.url, prefix, tmp_path)
         events = []

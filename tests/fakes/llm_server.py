@@ -43,6 +43,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from core.llm.client import LLMClient, RetryPolicy, Timeouts
+from core.llm.provider import Provider
 from tests.fakes.streams import (
     Dialect,
     StressStream,
@@ -269,6 +271,15 @@ class FakeLLMServer:
     def base_url(self) -> str:
         """E.g. ``http://127.0.0.1:41234/v1``; the client appends ``/chat/completions``."""
         return f"http://127.0.0.1:{self.port}{self.api_prefix}"
+
+    def client(self, model: str = "test-model") -> LLMClient:
+        """chatrelay's real client for this server, with short timeouts and no
+        retries, as the end-to-end tests use it (close it with ``aclose``)."""
+        return LLMClient(
+            [Provider(self.base_url, model, api_key="sk-test")],
+            timeouts=Timeouts(connect=2, first_token=5, idle=5),
+            retry=RetryPolicy(max_retries=0),
+        )
 
     # ------------------------------------------------------------------ scripting
 

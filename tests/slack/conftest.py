@@ -16,13 +16,11 @@ from bots.slack.settings import load_slack_settings
 from core.config import load_settings
 from core.engine import FinalRetry
 from core.lifecycle import ActiveReplies
-from core.llm.client import LLMClient, RetryPolicy, Timeouts
-from core.llm.provider import Provider
+from core.llm.client import LLMClient
 from core.rules import load_rules
 from core.state.keys import Keys
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
-from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_server import FakeSlack
 from tests.state.conftest import keys, redis, redis_url
 
@@ -44,17 +42,6 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
     )
     async with open_state(settings) as opened:
         yield opened
-
-
-@pytest.fixture
-async def llm(llm_server: FakeLLMServer) -> AsyncIterator[LLMClient]:
-    client = LLMClient(
-        [Provider(llm_server.base_url, "test-model", api_key="sk-test")],
-        timeouts=Timeouts(connect=2, first_token=5, idle=5),
-        retry=RetryPolicy(max_retries=0),
-    )
-    yield client
-    await client.aclose()
 
 
 @dataclass
