@@ -797,9 +797,7 @@ async def run_slack(
             def make(reply: int, budget: LocalBudget) -> SlackReplySink:
                 thread = THREAD_TS if native else None
                 target = SlackTarget("T1", slack_channel(reply), thread, recipient_user="U1")
-                return SlackReplySink(
-                    client, target, f"r{reply}", budget, native=native, clock=clock
-                )
+                return SlackReplySink(client, target, f"r{reply}", native=native, clock=clock)
 
             results = await bounded(
                 [
