@@ -24,6 +24,7 @@ from tests.fakes.llm_server import FakeLLMServer, FakeResponse
 from tests.fakes.slack_server import FakeSlack, Message, assistant_thread_started
 from tests.fakes.slack_server import Limit as FakeLimit
 from tests.fakes.streams import chat_stream, split_events
+from tests.invariants import Expected, assert_slack
 from tests.slack.conftest import SECRET, RunningBot
 
 PIECES = ["Hello", " there", ", this", " is", " the", " answer", "."]
@@ -251,14 +252,17 @@ async def test_model_mentions_never_ping(
     slack.native_streaming = native
     llm_server.enqueue(stream(["Hey <!chan", "nel> and <!here> and <@U999> @everyone"]))
     async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
-        await slack.deliver_socket(slack.user_message("C1", "ping them", mention=True))
-        await finished(slack, "chat.stopStream" if native else "chat.update")
-        await slack.wait_for(lambda: "everyone" in answer_of(slack.bot_messages("C1")[0]), 10)
-        await asyncio.sleep(0.3)
-    text = answer_of(slack.bot_messages("C1")[0])
-    for mention in ("<!channel>", "<!here>", "<@U999>", " @everyone"):
-        assert mention not in text
-    assert text.replace("\u200b", "") == "Hey <!channel> and <!here> and <@U999> @everyone"
+        event = slack.user_message("C1", "ping them", mention=True)
+        await slack.deliver_socket(event)
+        await slack.wait_for(
+            lambda: any(feedback_shown(m) for m in slack.bot_messages("C1")), timeout=10
+        )
+    # Every field of every call (text, markdown_text, blocks…), not only the blocks.
+    assert_slack(
+        slack,
+        "C1",
+        {event["ts"]: Expected("Hey <!channel> and <!here> and <@U999> @everyone")},
+    )
 
 
 def scale_limits(slack: FakeSlack, running: RunningBot, seconds: float) -> None:
@@ -431,6 +435,12 @@ async def test_user_pressing_slacks_own_stop_stops_the_reply(
         await llm_server.wait_disconnect(timeout=5)
         await slack.wait_for(lambda: "Stopped" in slack.rendered("C1", reply.ts), timeout=5)
     assert len(slack.calls_to("chat.appendStream", ok=False)) == 1  # no writes after the stop
+    [reply] = slack.bot_messages("C1")
+    text = answer_of(reply)
+    assert text and ("word " * 200).startswith(text) and len(text) < len("word " * 200)
+    assert not reply.streaming
+    assert [b.get("block_id") for b in reply.blocks or []] == [None, None]  # markdown + note
+    assert slack.rendered("C1", reply.ts).endswith("⏹️ Stopped.")
 
 
 async def test_socket_mode_redelivery_gives_one_reply(
