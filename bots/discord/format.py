@@ -103,6 +103,9 @@ def outcome_note(outcome: Outcome | None, streaming: bool) -> str | None:
     if outcome.state == "done":
         return f"ℹ️ Note: {reason}." if reason else None
     note = STATE_NOTES[outcome.state]
+    said = note.split(" ", 1)[1]  # "The reply was interrupted"
+    if reason.lower().startswith(said.lower()):  # a reason that repeats the note
+        reason = reason[len(said) :].lstrip(" :").strip()
     if not reason:
         return note
     return f"{note} {reason}" if reason.startswith("by ") else f"{note}: {reason}"

@@ -148,7 +148,8 @@ async def test_without_an_outcome_the_last_message_says_interrupted(
     assert message.content == ""
     [embed] = message.embeds
     assert embed["description"] == "Half an"
-    assert embed["footer"]["text"] == f"⚠️ The reply was interrupted: {INTERRUPTED_REASON}"
+    reason = INTERRUPTED_REASON.removeprefix("the reply was interrupted").lstrip(" :")
+    assert embed["footer"]["text"] == f"⚠️ The reply was interrupted: {reason}"  # said once
     assert message.components == []
 
 

@@ -95,6 +95,8 @@ def test_states_read_as_they_should() -> None:
     assert last_line(Outcome("failed", "overloaded @here")) == (
         f"-# ⚠️ The reply failed: overloaded @{ZWSP}here"
     )
+    interrupted = Outcome("interrupted", "the reply was interrupted: the process stopped")
+    assert last_line(interrupted) == "-# ⚠️ The reply was interrupted: the process stopped"
 
 
 def test_before_the_answer_the_reasoning_shows() -> None:
