@@ -45,6 +45,7 @@ from bots.discord.intake import outcome_metric
 from bots.discord.ratelimits import RateLimitLearner
 from bots.discord.settings import DiscordSettings
 from core.config import ConfigError, Settings
+from core.engine import FinalRetry
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
 from core.metrics import ChatrelayMetrics
@@ -120,12 +121,15 @@ async def discord_app(
     *,
     metrics: ChatrelayMetrics | None = None,
     active: ActiveReplies | None = None,
+    retry: FinalRetry | None = None,
     guild_ready_timeout: float = 2.0,
 ) -> AsyncIterator[DiscordService]:
     """The adapter, connected and ready, with its orphan sweeper running; closed on exit.
 
     Replies still streaming at exit (the caller did not drain ``active``) are
-    stopped as interrupted and shown so before the client closes.
+    stopped as interrupted and shown so before the client closes. ``retry``: how
+    long a reply retries a final frame itself before leaving it to the in-flight
+    registry (the engine's default when None).
     Raises ``ConfigError`` when Discord refuses the token or a required intent."""
     own_active = active is None
     replies = ActiveReplies() if active is None else active
@@ -141,7 +145,9 @@ async def discord_app(
                 settings=settings,
                 core=core,
                 state=state,
-                responder=Responder(state, llm, pacing=pacing, metrics=metrics, active=replies),
+                responder=Responder(
+                    state, llm, pacing=pacing, metrics=metrics, active=replies, retry=retry
+                ),
                 rules=rules,
                 on_intake=outcome_metric(metrics) if metrics is not None else None,
             )

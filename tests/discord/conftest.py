@@ -24,6 +24,7 @@ from bots.discord.format import ZWSP
 from bots.discord.service import DiscordService, discord_app
 from bots.discord.settings import load_discord_settings
 from core.config import load_settings
+from core.engine import FinalRetry
 from core.llm.client import LLMClient, RetryPolicy, Timeouts
 from core.llm.provider import Provider
 from core.rules import load_rules
@@ -83,7 +84,9 @@ async def llm(llm_server: FakeLLMServer) -> AsyncIterator[LLMClient]:
 @pytest.fixture
 def start_bot(fake: FakeDiscord, state: State, llm: LLMClient, tmp_path: Path) -> StartBot:
     @asynccontextmanager
-    async def start(channels: str = "", **overrides: object) -> AsyncIterator[DiscordService]:
+    async def start(
+        channels: str = "", retry: FinalRetry | None = None, **overrides: object
+    ) -> AsyncIterator[DiscordService]:
         rules_file = tmp_path / "channels.toml"
         rules_file.write_text(channels)
         options: dict[str, object] = {
@@ -99,7 +102,9 @@ def start_bot(fake: FakeDiscord, state: State, llm: LLMClient, tmp_path: Path) -
         async with contextlib.AsyncExitStack() as stack:
             async with asyncio.timeout(10):  # connected and ready, or fail fast
                 app = await stack.enter_async_context(
-                    discord_app(settings, core, state, llm, rules, guild_ready_timeout=0.05)
+                    discord_app(
+                        settings, core, state, llm, rules, retry=retry, guild_ready_timeout=0.05
+                    )
                 )
             yield app
 
