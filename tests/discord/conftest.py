@@ -25,8 +25,7 @@ from bots.discord.service import DiscordService, discord_app
 from bots.discord.settings import load_discord_settings
 from core.config import load_settings
 from core.engine import FinalRetry
-from core.llm.client import LLMClient, RetryPolicy, Timeouts
-from core.llm.provider import Provider
+from core.llm.client import LLMClient
 from core.rules import load_rules
 from core.state.keys import Keys
 from core.state.settings import load_state_settings
@@ -39,7 +38,7 @@ from tests.fakes.discord_server import (
     MessageRecord,
     RateLimits,
 )
-from tests.fakes.llm_server import FakeLLMServer, FakeResponse
+from tests.fakes.llm_server import FakeResponse
 from tests.fakes.streams import chat_stream, split_events
 from tests.state.conftest import keys, redis, redis_url
 
@@ -68,17 +67,6 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
     )
     async with open_state(settings) as opened:
         yield opened
-
-
-@pytest.fixture
-async def llm(llm_server: FakeLLMServer) -> AsyncIterator[LLMClient]:
-    client = LLMClient(
-        [Provider(llm_server.base_url, "test-model", api_key="sk-test")],
-        timeouts=Timeouts(connect=2, first_token=5, idle=5),
-        retry=RetryPolicy(max_retries=0),
-    )
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
