@@ -28,6 +28,11 @@ answered any more gets its "thinking…" response edited to say so. While
 draining, the bot first leaves a live process on the same shard (a rolling
 deploy runs both) a moment to take the event, so users are answered, not sent
 away.
+
+Every message, live or found by a catch-up after a restart
+(``bots.discord.catchup``), goes through one intake (``take``), which records
+what became of it (``bots.discord.intake``) and notes it in its channel's
+cursor once its fate is decided.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Starts the Discord adapter: log in, connect the gateway, sync the commands,
-finish the replies of processes that died and answer the messages that draining
-processes handed over.
+finish the replies of processes that died (``bots.discord.finalise``), answer
+the messages that draining processes handed over, and catch up on the ones
+sent while no process was connected (``bots.discord.catchup``).
 
 Shutting down takes three steps, so that no event is lost: ``stop_intake``
 (the bot drains: the gateway stays open, new messages are handed over to the
@@ -8,7 +9,9 @@ next process of their shard, a new ``/ask`` is told to ask again), then the
 caller drains the replies in flight (``ActiveReplies.drain``), then ``close``
 (event handlers finish handing over, then the gateway closes). Discord never
 redelivers an event, so a gateway closed any earlier would drop what arrives
-during the drain.
+during the drain. What arrives after it closed, before the next process
+connects, that process catches up on from the channels' cursors, written one
+last time once the gateway is closed.
 
 Start-up refuses to run half-configured, with one line saying what to fix: a
 token Discord rejects, or MESSAGE_CONTENT forced ``on`` for an application
