@@ -60,7 +60,6 @@ from bots.discord.conversations import (
 )
 from bots.discord.format import neutralise, strip_mention
 from bots.discord.handover import PLATFORM, ChannelTarget, from_payload, shard_of, to_payload
-from bots.discord.intake import IntakeLog, Outcome
 from bots.discord.models import ModelChoices
 from bots.discord.outlets import NO_MENTIONS, ChannelOutlet, InteractionOutlet, Outlet
 from bots.discord.permissions import PermissionLog, missing_permissions
@@ -70,6 +69,7 @@ from bots.discord.sink import DiscordReplySink
 from core.budget import acquire_all
 from core.clock import Clock, MonotonicClock
 from core.config import Settings
+from core.intake import IntakeLog, Outcome
 from core.lifecycle import ShuttingDown
 from core.responder import ReplyHooks, ReplyRequest, Responder, SinkFactory
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource

@@ -44,11 +44,11 @@ from bots.discord.client import (
 from bots.discord.commands import build_tree, sync_commands
 from bots.discord.finalise import finalise_record
 from bots.discord.handover import PLATFORM
-from bots.discord.intake import outcome_metric
 from bots.discord.ratelimits import RateLimitLearner
 from bots.discord.settings import DiscordSettings
 from core.config import ConfigError, Settings
 from core.engine import FinalRetry
+from core.intake import outcome_metric
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
 from core.metrics import ChatrelayMetrics
@@ -152,7 +152,7 @@ async def discord_app(
                     state, llm, pacing=pacing, metrics=metrics, active=replies, retry=retry
                 ),
                 rules=rules,
-                on_intake=outcome_metric(metrics) if metrics is not None else None,
+                on_intake=outcome_metric(metrics, "discord") if metrics is not None else None,
             )
             bot.register()
             tree = build_tree(client, bot, settings)

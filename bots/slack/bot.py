@@ -32,7 +32,9 @@ from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
 from bots.slack.settings import SlackSettings
 from bots.slack.sink import SlackReplySink, SlackTarget
 from core.config import Settings
+from core.intake import IntakeLog, Outcome, outcome_metric
 from core.lifecycle import ShuttingDown
+from core.metrics import ChatrelayMetrics
 from core.responder import ReplyHooks, ReplyRequest, Responder
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
 from core.sink import Sink
@@ -98,6 +100,7 @@ class SlackBot:
         client: AsyncWebClient,
         bot_user_id: str,
         bot_id: str,
+        metrics: ChatrelayMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.core = core
@@ -109,7 +112,9 @@ class SlackBot:
         self.bot_id = bot_id
         self.handoffs = Handoffs(state.redis, state.keys)
         self._group_members: dict[str, tuple[float, frozenset[str]]] = {}
-        self._replies: set[asyncio.Task[None]] = set()
+        self._replies: set[asyncio.Task[Outcome]] = set()
+        self.intake = IntakeLog(outcome_metric(metrics, "slack") if metrics else None)
+        """What became of each event (by event id): tests wait on it, metrics count it."""
 
     def register(self, app: AsyncApp) -> None:
         app.event("app_mention")(self.on_mention)
@@ -128,8 +133,26 @@ class SlackBot:
     # -- events ----------------------------------------------------------------
 
     async def on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        if self._ignored(event) or not await self._first_delivery(body):
-            return
+        await self._intake(body, self._mention(event, body))
+
+    async def on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        await self._intake(body, self._message(event, body))
+
+    async def _intake(self, body: dict[str, Any], handling: Awaitable[Outcome]) -> None:
+        """Count the event as received, then what became of it (``core.intake``)."""
+        event_id = str(body.get("event_id") or id(body))
+        self.intake.received(event_id)
+        outcome: Outcome = "failed"
+        try:
+            outcome = await handling
+        finally:
+            self.intake.settle(event_id, outcome)
+
+    async def _mention(self, event: dict[str, Any], body: dict[str, Any]) -> Outcome:
+        if self._ignored(event):
+            return "ignored"
+        if not await self._first_delivery(body):
+            return "deduplicated"
         team = _team(body, event)
         channel = event["channel"]
         thread = event.get("thread_ts") or event["ts"]
@@ -146,37 +169,37 @@ class SlackBot:
                 await self.client.chat_postMessage(
                     channel=channel, thread_ts=thread, text="I'm back in this thread."
                 )
-                return
+                return "answered"
             if await self.handoffs.is_handed_over(conversation):
-                return
-        await self._reply(event, team, channel, thread, text, conversation)
+                return "ignored"
+        return await self._reply(event, team, channel, thread, text, conversation)
 
-    async def on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+    async def _message(self, event: dict[str, Any], body: dict[str, Any]) -> Outcome:
         if self._ignored(event):
-            return
+            return "ignored"
         channel = event.get("channel", "")
         team = _team(body, event)
         thread_ts = event.get("thread_ts")
         if event.get("channel_type") == "im":
             if not await self._first_delivery(body):
-                return
+                return "deduplicated"
             conversation = ConversationKey("slack", team, channel, thread_ts or "")
-            await self._reply(event, team, channel, thread_ts, event.get("text", ""), conversation)
-            return
+            text = event.get("text", "")
+            return await self._reply(event, team, channel, thread_ts, text, conversation)
         policy = self.rules.policy("slack", channel)
         if policy.mode != "auto" or f"<@{self.bot_user_id}" in event.get("text", ""):
-            return  # mentions are answered by on_mention
+            return "ignored"  # mentions are answered by on_mention
         thread = thread_ts or event["ts"]
         conversation = ConversationKey("slack", team, channel, thread)
         if await self._is_agent(policy, event.get("user", ""), team):
             if thread_ts:
                 await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
-            return
+            return "ignored"
         if await self.handoffs.is_handed_over(conversation):
-            return
+            return "ignored"
         if not await self._first_delivery(body):
-            return
-        await self._reply(event, team, channel, thread, event.get("text", ""), conversation)
+            return "deduplicated"
+        return await self._reply(event, team, channel, thread, event.get("text", ""), conversation)
 
     async def on_assistant_thread_started(
         self, event: dict[str, Any], body: dict[str, Any]
@@ -244,7 +267,7 @@ class SlackBot:
         thread_ts: str | None,
         text: str,
         conversation: ConversationKey,
-    ) -> None:
+    ) -> Outcome:
         user = event.get("user", "")
         policy = self.rules.policy("slack", channel)
         target = SlackTarget(
@@ -312,14 +335,14 @@ class SlackBot:
         task = asyncio.create_task(self._respond(request, make_sink, handover))
         self._replies.add(task)
         task.add_done_callback(self._replies.discard)
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
 
     async def _respond(
         self,
         request: ReplyRequest,
         make_sink: Callable[[str, ReplyHooks], Sink],
         handover: dict[str, Any],
-    ) -> None:
+    ) -> Outcome:
         try:
             await self.responder.respond(request, make_sink)
         except ShuttingDown:
@@ -329,10 +352,13 @@ class SlackBot:
                 await self.state.deferred.push("slack", "", handover)
             except REDIS_FAILURES as exc:
                 log.error("shutting down and could not hand a message over: %s", exc)
-            else:
-                log.info("shutting down: message handed over to the next process")
+                return "failed"
+            log.info("shutting down: message handed over to the next process")
+            return "handed_over"
         except Exception:
             log.exception("reply failed")
+            return "failed"
+        return "answered"
 
     async def answer_handed_over(self, deferred: DeferredRequest) -> None:
         """Answer a message a draining process accepted and handed over."""

@@ -105,6 +105,7 @@ async def slack_app(
         client=client,
         bot_user_id=str(auth["user_id"]),
         bot_id=str(auth.get("bot_id") or ""),
+        metrics=metrics,
     )
     bot.register(app)
 

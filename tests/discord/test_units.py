@@ -17,7 +17,6 @@ from bots.discord.format import (
     neutralise,
     render,
 )
-from bots.discord.intake import IntakeLog, outcome_metric
 from bots.discord.ratelimits import (
     GLOBAL_SCOPE,
     RateLimitLearner,
@@ -27,6 +26,7 @@ from bots.discord.ratelimits import (
 )
 from bots.discord.settings import load_discord_settings
 from core.config import ConfigError
+from core.intake import IntakeLog, outcome_metric
 from core.metrics import ChatrelayMetrics
 from core.sink import Outcome
 
@@ -199,7 +199,7 @@ async def test_the_learner_blocks_scopes_as_discords_answers_say() -> None:
 
 async def test_the_intake_log_counts_outcomes_for_metrics_and_wakes_who_waits() -> None:
     metrics = ChatrelayMetrics()
-    intake = IntakeLog(outcome_metric(metrics), keep=2)
+    intake = IntakeLog(outcome_metric(metrics, "discord"), keep=2)
     waiting = asyncio.ensure_future(intake.wait(7))
     await asyncio.sleep(0)
     assert not waiting.done()
@@ -212,5 +212,8 @@ async def test_the_intake_log_counts_outcomes_for_metrics_and_wakes_who_waits() 
     assert intake.outcome(9) == "deduplicated"
     assert intake.taken(7) and not intake.taken(8)  # 8 was settled without being received
     assert intake.counts == {"received": 1, "ignored": 1, "answered": 1, "deduplicated": 1}
-    outcome_metric(metrics)  # a second adapter in the process shares the counter
-    assert 'chatrelay_discord_messages_total{outcome="ignored"} 1' in metrics.registry.render()
+    outcome_metric(metrics, "slack")  # a second adapter in the process shares the counter
+    assert (
+        'chatrelay_messages_total{platform="discord",outcome="ignored"} 1'
+        in metrics.registry.render()
+    )

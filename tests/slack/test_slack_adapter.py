@@ -72,6 +72,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
             await asyncio.sleep(0.02)
 
 
+async def settled(running: RunningBot, **outcomes: int) -> None:
+    """Until the bot's intake log counts these outcomes (bounded): waits for the
+    bot to have dealt with every delivery instead of guessing how long it takes."""
+
+    async def counted() -> bool:
+        counts = running.bot.intake.counts
+        return all(counts[outcome] >= n for outcome, n in outcomes.items())
+
+    await eventually(counted)
+    assert {k: running.bot.intake.counts[k] for k in outcomes} == outcomes
+
+
 async def finished(slack: FakeSlack, method: str, count: int = 1) -> None:
     await slack.wait_calls(method, count=count, timeout=15)
 
@@ -130,7 +142,8 @@ async def test_signed_http_mention_with_retries_gives_one_reply(
             ]
             forged = await slack.deliver_http(url, event, signing_secret="wrong", event_id="Ev2")
             await finished(slack, "chat.stopStream")
-            await asyncio.sleep(0.3)  # a duplicate reply would have started by now
+            # Every delivery was dealt with: one answered, the two retries dropped.
+            await settled(running, answered=1, deduplicated=2)
         finally:
             await server.close()
     assert statuses == [200, 200, 200]
@@ -454,7 +467,7 @@ async def test_socket_mode_redelivery_gives_one_reply(
             event, event_id="EvSame", retry_attempt=1, retry_reason="timeout"
         )
         await slack.wait_calls("chat.stopStream", timeout=10)
-        await asyncio.sleep(0.3)
+        await settled(running, answered=1, deduplicated=1)
     assert len(slack.bot_messages("C1")) == 1
     assert len(llm_server.requests) == 1
 

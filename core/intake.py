@@ -1,5 +1,5 @@
-"""What became of each message the bot received: answered, ignored, a duplicate
-another process took, handed over to the next process.
+"""What became of each message an adapter received: answered, ignored, a
+duplicate another process took, handed over to the next process.
 
 A message that gets no reply looks the same from outside whether the bot
 decided so or has not got to it yet. The intake log tells the two apart: every
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Literal
 
 from core import metrics as prometheus
@@ -25,7 +25,7 @@ Outcome = Literal["ignored", "deduplicated", "answered", "handed_over", "failed"
 can't write in, a conversation an agent took over); ``deduplicated``: another
 process (or an earlier delivery) claimed it; ``answered``: a reply (or the
 bot's "I'm back") was delivered; ``handed_over``: left to the next process of
-its shard (draining); ``failed``: the handler raised."""
+its platform (draining); ``failed``: the handler raised."""
 
 OUTCOMES: tuple[Outcome, ...] = ("ignored", "deduplicated", "answered", "handed_over", "failed")
 
@@ -41,23 +41,23 @@ class IntakeLog:
         """``received`` and each outcome, since the bot started."""
         self._on_outcome = on_outcome
         self._keep = keep
-        self._recent: OrderedDict[int, Outcome] = OrderedDict()
-        self._received: OrderedDict[int, None] = OrderedDict()
-        self._waiters: dict[int, asyncio.Event] = {}
+        self._recent: OrderedDict[Hashable, Outcome] = OrderedDict()
+        self._received: OrderedDict[Hashable, None] = OrderedDict()
+        self._waiters: dict[Hashable, asyncio.Event] = {}
 
-    def received(self, message_id: int) -> None:
+    def received(self, message_id: Hashable) -> None:
         """A handler starts on message ``message_id``."""
         self.counts["received"] += 1
         self._received[message_id] = None
         while len(self._received) > self._keep:
             self._received.popitem(last=False)
 
-    def taken(self, message_id: int) -> bool:
+    def taken(self, message_id: Hashable) -> bool:
         """Whether a handler of this process already took message ``message_id``
         (recently): a catch-up leaves it alone."""
         return message_id in self._received
 
-    def settle(self, message_id: int, outcome: Outcome) -> None:
+    def settle(self, message_id: Hashable, outcome: Outcome) -> None:
         """The handler is done with message ``message_id``."""
         self.counts[outcome] += 1
         self._recent[message_id] = outcome
@@ -70,10 +70,10 @@ class IntakeLog:
         if self._on_outcome is not None:
             self._on_outcome(outcome)
 
-    def outcome(self, message_id: int) -> Outcome | None:
+    def outcome(self, message_id: Hashable) -> Outcome | None:
         return self._recent.get(message_id)
 
-    async def wait(self, message_id: int) -> Outcome:
+    async def wait(self, message_id: Hashable) -> Outcome:
         """The outcome of message ``message_id``, once it has one (bound it with a
         timeout: a message this process never receives has none)."""
         while (found := self._recent.get(message_id)) is None:
@@ -87,17 +87,19 @@ _METRICS: weakref.WeakKeyDictionary[prometheus.Registry, prometheus.Counter] = (
 )
 
 
-def outcome_metric(metrics: prometheus.ChatrelayMetrics) -> Callable[[Outcome], None]:
+def outcome_metric(
+    metrics: prometheus.ChatrelayMetrics, platform: str
+) -> Callable[[Outcome], None]:
     """``on_outcome`` for ``IntakeLog``: counts outcomes in ``metrics`` as
-    ``chatrelay_discord_messages_total{outcome=…}`` (registered once per registry,
-    however many times the adapter starts in the process)."""
+    ``chatrelay_messages_total{platform=…,outcome=…}`` (registered once per
+    registry, however many adapters start in the process)."""
     counter = _METRICS.get(metrics.registry)
     if counter is None:
         counter = prometheus.Counter(
-            "chatrelay_discord_messages_total",
-            "Discord messages received, by what became of them.",
-            ["outcome"],
+            "chatrelay_messages_total",
+            "Platform messages received, by what became of them.",
+            ["platform", "outcome"],
         )
         metrics.registry.add(counter)
         _METRICS[metrics.registry] = counter
-    return lambda outcome: counter.inc(outcome)
+    return lambda outcome: counter.inc(platform, outcome)
