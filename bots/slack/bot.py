@@ -164,13 +164,17 @@ class SlackBot:
                 await self._is_agent(policy, event.get("user", ""), team)
                 and text.lower() == RESUME_COMMAND
             ):
-                await self.handoffs.resume(conversation)
+                try:
+                    await self.handoffs.resume(conversation)
+                except REDIS_FAILURES as exc:
+                    log.warning("could not resume the bot in a thread: %s", exc)
+                    return "failed"
                 await self._budgeted(team, "chat.postMessage", channel)
                 await self.client.chat_postMessage(
                     channel=channel, thread_ts=thread, text="I'm back in this thread."
                 )
                 return "answered"
-            if await self.handoffs.is_handed_over(conversation):
+            if await self._handed_over(conversation, default=False):  # asked by name
                 return "ignored"
         return await self._reply(event, team, channel, thread, text, conversation)
 
@@ -193,9 +197,13 @@ class SlackBot:
         conversation = ConversationKey("slack", team, channel, thread)
         if await self._is_agent(policy, event.get("user", ""), team):
             if thread_ts:
-                await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
+                try:
+                    await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
+                except REDIS_FAILURES as exc:
+                    log.warning("could not record an agent taking over a thread: %s", exc)
             return "ignored"
-        if await self.handoffs.is_handed_over(conversation):
+        # Without Redis: quiet in a thread an agent may have taken, answer a new one.
+        if await self._handed_over(conversation, default=thread_ts is not None):
             return "ignored"
         if not await self._first_delivery(body):
             return "deduplicated"
@@ -415,6 +423,14 @@ class SlackBot:
                 log.warning("could not store the rebuilt thread %s: %s", thread_ts, exc)
                 return
             log.info("rebuilt %d turns of thread %s from Slack", len(turns), thread_ts)
+
+    async def _handed_over(self, conversation: ConversationKey, *, default: bool) -> bool:
+        """Whether a human agent has the conversation; ``default`` when Redis can't say."""
+        try:
+            return await self.handoffs.is_handed_over(conversation)
+        except REDIS_FAILURES as exc:
+            log.warning("could not tell whether an agent has the thread: %s", exc)
+            return default
 
     async def _remembers(self, conversation: ConversationKey) -> bool:
         """Whether the conversation has history (when Redis can't say: yes, so a
