@@ -50,7 +50,6 @@ from bots.discord.access import Access, lineage, role_ids
 from bots.discord.catchup import CatchUp
 from bots.discord.controls import parse_stop
 from bots.discord.conversations import (
-    ChainIndex,
     ResetMarks,
     ask_conversation,
     chain_conversation,
@@ -74,6 +73,7 @@ from core.lifecycle import ShuttingDown
 from core.responder import ReplyHooks, ReplyRequest, Responder, SinkFactory
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
 from core.sink import Sink
+from core.state.chains import ReplyChains
 from core.state.connection import REDIS_FAILURES
 from core.state.deferred import DeferredRequest
 from core.state.handoff import Handoffs
@@ -120,7 +120,8 @@ class DiscordBot:
         self.clock = clock or MonotonicClock()
         ttl = state.settings.conversation_ttl
         self.handoffs = Handoffs(state.redis, state.keys)
-        self.chains = ChainIndex(state.redis, state.keys, ttl=ttl)
+        self.chains = ReplyChains(state.redis, state.keys, ttl=ttl)
+        """Which reply chain a message belongs to (never raises for Redis)."""
         self.resets = ResetMarks(state.redis, state.keys, ttl=ttl)
         self.models = ModelChoices(state.redis, state.keys, settings.discord_models)
         self.access = Access.from_settings(settings)
@@ -302,9 +303,9 @@ class DiscordBot:
         reference = message.reference
         if reference is None or reference.message_id is None or reference.channel_id != channel.id:
             conversation = chain_conversation(guild.id, channel.id, message.id)
-            await self.chains.remember(conversation, message.id)
+            await self.chains.remember(conversation, str(message.id))
             return conversation, False
-        known = await self.chains.lookup(reference.message_id)
+        known = await self.chains.lookup(PLATFORM, str(reference.message_id))
         if known is not None:
             conversation = known
         else:
@@ -318,7 +319,7 @@ class DiscordBot:
             if turns and not await self._remembers(conversation):
                 await self.state.conversations.append(conversation, *turns)
                 log.info("rebuilt %d turns of reply chain %s from Discord", len(turns), root)
-        await self.chains.remember(conversation, message.id)
+        await self.chains.remember(conversation, str(message.id))
         return conversation, True
 
     async def _recall_thread(
@@ -626,7 +627,7 @@ class DiscordBot:
         def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
             async def created(message_id: int) -> None:
                 if conversation.thread:  # replies to it continue the conversation
-                    await chains.remember(conversation, message_id)
+                    await chains.remember(conversation, str(message_id))
 
             return DiscordReplySink(
                 outlet(),

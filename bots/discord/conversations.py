@@ -5,8 +5,8 @@ lost from memory is read back.
 - In a guild channel a conversation is a **reply chain**: a mention starts one
   (keyed by that message), and replying to any message of it, the bot's or
   the user's, continues it. Which message belongs to which conversation is
-  kept in Redis (``ChainIndex``), so a reply finds its conversation with one
-  read however long the chain is.
+  kept in Redis (``core.state.chains``), so a reply finds its conversation with
+  one read however long the chain is.
 - ``/ask`` in a guild channel keeps one conversation per user and channel; in
   a thread or DM it joins that channel's conversation.
 
@@ -19,7 +19,6 @@ empty unless they mention the bot; those are skipped.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import discord
@@ -52,42 +51,6 @@ def chain_conversation(guild_id: int, channel_id: int, root_id: int) -> Conversa
 def ask_conversation(guild_id: int, channel_id: int, user_id: int) -> ConversationKey:
     """``/ask`` in a guild channel: one running conversation per user there."""
     return ConversationKey(PLATFORM, str(guild_id), str(channel_id), f"ask:{user_id}")
-
-
-class ChainIndex:
-    """Message id → the conversation it belongs to, for as long as conversations live."""
-
-    def __init__(self, redis: Redis, keys: Keys, *, ttl: int) -> None:
-        self._redis = redis
-        self._prefix = f"{keys.prefix}discord:chain:"
-        self.ttl = ttl
-
-    async def remember(self, conversation: ConversationKey, *message_ids: int) -> None:
-        value = json.dumps(
-            [conversation.workspace, conversation.channel, conversation.thread],
-            separators=(",", ":"),
-        )
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for message_id in message_ids:
-                    pipe.set(f"{self._prefix}{message_id}", value, ex=self.ttl)
-                await pipe.execute()
-        except REDIS_FAILURES as exc:  # the chain is rebuilt from Discord instead
-            log.warning("could not remember messages %s: %s", message_ids, exc)
-
-    async def lookup(self, message_id: int) -> ConversationKey | None:
-        try:
-            raw = await self._redis.get(f"{self._prefix}{message_id}")
-        except REDIS_FAILURES as exc:
-            log.warning("could not look up message %s: %s", message_id, exc)
-            return None
-        if raw is None:
-            return None
-        try:
-            workspace, channel, thread = json.loads(raw)
-        except (ValueError, TypeError):
-            return None
-        return ConversationKey(PLATFORM, str(workspace), str(channel), str(thread))
 
 
 async def parent_of(message: discord.Message, budget: Budget) -> discord.Message | None:

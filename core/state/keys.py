@@ -89,3 +89,9 @@ class Keys:
 
     def last_seen(self, platform: str, partition: str) -> str:
         return self._key("lastseen", escape(platform), escape(partition))
+
+    def chain(self, platform: str, message_id: str) -> str:
+        # ``<platform>:chain:<id>``, platform first unlike the others: the layout the
+        # Discord adapter wrote before the index moved here, so an upgrade keeps the
+        # reply chains it knew instead of reading them all back from Discord.
+        return self._key(escape(platform), "chain", escape(message_id))
