@@ -52,6 +52,12 @@ MESSAGE_LIMIT = 11_000
 """Characters of model text per Slack message: under the 12,000 of a markdown
 block or a ``markdown_text`` call, with room for the engine's fence closers."""
 
+STREAM_BYTES = 10_000
+"""UTF-8 bytes one streamed message takes before it rolls over to a new stream.
+Slack documents no cap, but other bots report appends failing from about
+10.6k bytes (openclaw, CopilotKit); multi-byte text reaches that well within
+``MESSAGE_LIMIT`` characters."""
+
 
 @dataclass(frozen=True, slots=True)
 class SlackTarget:
@@ -82,6 +88,10 @@ class _Message:
     """How much of the page's text Slack confirmed showing, in page offsets."""
     closed: bool = False
     """Its stream was stopped for a roll-over and the next one isn't started yet."""
+    bytes: int = 0
+    """UTF-8 bytes Slack confirmed in the current stream (since the last roll-over)."""
+    full: bool = False
+    """The next piece would pass ``STREAM_BYTES``: roll over instead of appending."""
 
 
 OnShown = Callable[[int, Mapping[str, str], str], Awaitable[None]]
@@ -135,8 +145,10 @@ class SlackReplySink:
         if message.closed:
             return ("chat.startStream", "chat.stopStream") if closing else ("chat.startStream",)
         if closing:
+            if message.full:
+                return ("chat.stopStream", "chat.startStream", "chat.stopStream")
             return ("chat.stopStream",)
-        if self._ageing(message):
+        if self._ageing(message) or message.full:
             return ("chat.stopStream", "chat.startStream")
         return ("chat.appendStream",)
 
@@ -181,10 +193,12 @@ class SlackReplySink:
                 await self._edit(message, frame, outcome)
             elif message.closed:
                 await self._restart(message, frame, outcome)
+            elif message.full:
+                await self._roll_over(message, frame, outcome)
             elif closing:
                 await self._stop(message, frame, outcome)
             elif self._ageing(message):
-                await self._roll_over(message, frame)
+                await self._roll_over(message, frame, None)
             else:
                 await self._append(message, frame)
         await self._report(frame)
@@ -217,7 +231,9 @@ class SlackReplySink:
         except _Unsupported as exc:
             await self._switch_to_edits()
             raise Reroute(f"no native streaming in this workspace ({exc})") from exc
-        message = _Message(str(response["ts"]), True, self.clock.now(), upto=end)
+        message = _Message(
+            str(response["ts"]), True, self.clock.now(), upto=end, bytes=_size(piece)
+        )
         self._messages.append(message)
         if frame.final or outcome is not None:
             await self._stop(message, frame, outcome)
@@ -227,6 +243,7 @@ class SlackReplySink:
         piece = frame.text[message.upto : end]
         if not piece:
             return
+        self._check_size(message, piece)
         await self._stream_call(
             message,
             "chat.appendStream",
@@ -235,12 +252,14 @@ class SlackReplySink:
             markdown_text=piece,
         )
         message.upto = end
+        message.bytes += _size(piece)
 
     async def _stop(self, message: _Message, frame: Frame, outcome: Outcome | None) -> None:
         """Stop the stream with the rest of the page (and, on the reply's last
         message, its ending): the message is final and shows no Stop anywhere."""
         end = len(frame.text)
         piece = frame.text[message.upto : end]
+        self._check_size(message, piece)
         blocks = message_blocks("", streaming=False, reply_id=self.reply_id, outcome=outcome)
         await self._stream_call(
             message,
@@ -253,16 +272,17 @@ class SlackReplySink:
         message.upto = end
         message.native = False
 
-    async def _roll_over(self, message: _Message, frame: Frame) -> None:
-        """Close the ageing stream with what it has and continue in a fresh one, so
-        Slack never closes it under us; the reader sees two messages, nothing lost.
-        Each step is recorded once confirmed, so a 429 on the second call resumes
-        at the second call."""
+    async def _roll_over(self, message: _Message, frame: Frame, outcome: Outcome | None) -> None:
+        """Close an ageing or full stream with what it has and continue in a fresh
+        one, so Slack never closes or refuses it under us; the reader sees two
+        messages, nothing lost. Each step is recorded once confirmed, so a 429 on
+        the second call resumes at the second call."""
         await self._stream_call(
             message, "chat.stopStream", channel=self.target.channel, ts=message.ts
         )
         message.closed = True
-        await self._restart(message, frame, None)
+        message.full = False
+        await self._restart(message, frame, outcome)
 
     async def _restart(self, message: _Message, frame: Frame, outcome: Outcome | None) -> None:
         """Start the stream that continues a rolled-over message."""
@@ -279,8 +299,16 @@ class SlackReplySink:
         message.offset, message.upto = message.upto, end
         message.started = self.clock.now()
         message.closed = False
+        message.bytes = _size(piece)
         if frame.final or outcome is not None:
             await self._stop(message, frame, outcome)
+
+    def _check_size(self, message: _Message, piece: str) -> None:
+        """Before a piece would take the stream past ``STREAM_BYTES``: mark it full,
+        so the engine asks ``scopes`` again and the piece goes out in a new stream."""
+        if message.bytes and message.bytes + _size(piece) > STREAM_BYTES:
+            message.full = True
+            raise Reroute("the stream is near Slack's size cap: rolling over")
 
     async def _stream_call(self, message: _Message, method: str, **params: Any) -> None:
         """A call on a live stream; its two endings are Slack's to tell."""
@@ -365,6 +393,10 @@ class SlackReplySink:
             ) from exc
 
 
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
 def _end(frame: Frame) -> int:
     """Where in the page text the engine wants this message to reach now: all of
     it on a final frame, else what it already had plus the delta it sent."""
@@ -390,7 +422,9 @@ def _translate(method: str, exc: SlackApiError, scope_name: str) -> Exception:
     error = error_of(exc)
     if error in UNSUPPORTED and method.startswith("chat.") and "Stream" in method:
         return _Unsupported(error)
-    if error in STREAM_CLOSED:
+    if error in STREAM_CLOSED or (error == "msg_too_long" and "Stream" in method):
+        # A stream that takes no more (closed, or past its undocumented size cap)
+        # is recovered with chat.update.
         return _StreamClosed(error)
     if error == STOPPED_BY_USER:
         return _StoppedByUser(error)

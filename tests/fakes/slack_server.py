@@ -45,7 +45,11 @@ What the fake enforces, and how (numbers Slack doesn't publish are marked *assum
   from observation) is closed server-side and appends then get
   ``message_not_in_streaming_state``; ``user_stops_stream(ts)`` makes appends (and
   the final stop) answer ``stopped_by_user``; ``native_streaming=False`` makes the
-  three methods answer ``streaming_error`` (``feature_not_enabled``).
+  three methods answer ``streaming_error`` (``feature_not_enabled``). A streamed
+  message takes at most ``stream_byte_cap`` (11,000, *assumed*: other bots report
+  appends failing around 10.6–11.3k UTF-8 bytes; Slack documents no number) bytes
+  of markdown: an append or stop that would pass it gets ``msg_too_long`` (our
+  choice of error: Slack's own is unknown) and is not applied.
 
 Faults: ``slack.faults`` (a ``tests.fakes.faults.FaultSchedule`` keyed by method
 name) injects 429s, 500s, ``internal_error``, slow answers and dropped connections on
@@ -146,6 +150,8 @@ MAX_SECTION_TEXT = 3_000
 MAX_HEADER_TEXT = 150
 MAX_MARKDOWN_BLOCKS_TEXT = 12_000
 MAX_MARKDOWN_TEXT = 12_000
+STREAM_BYTE_CAP = 11_000
+"""Bytes of markdown one streamed message takes before appends fail (*assumed*)."""
 MAX_LOADING_MESSAGES = 10
 MAX_SUGGESTED_PROMPTS = 4
 STATUS_AUTO_CLEAR = 120.0
@@ -672,6 +678,8 @@ class FakeSlack:
         """False: the stream methods answer ``streaming_error`` (change it any time)."""
         self.streaming_error = streaming_error
         self.stream_ttl = stream_ttl
+        self.stream_byte_cap: int | None = STREAM_BYTE_CAP
+        """UTF-8 bytes one streamed message takes (None: no cap); see the module doc."""
         self.max_text = max_text
         self.truncate_text = truncate_text
         self.limits: dict[str, Limit | None] = {**DEFAULT_LIMITS, **(limits or {})}
@@ -1221,6 +1229,8 @@ class FakeSlack:
             if not recipient_team:
                 raise SlackError("missing_recipient_team_id")
         markdown, chunks = self._stream_markdown(p, required=False)
+        if self.stream_byte_cap is not None and len(markdown.encode()) > self.stream_byte_cap:
+            raise SlackError("msg_too_long")
         record = self._new_bot_message(channel, thread_ts)
         record.chunks.extend(chunks)
         record.source = "stream"
@@ -1233,11 +1243,17 @@ class FakeSlack:
         self._store(record)
         return {"channel": channel, "ts": record.ts}
 
+    def _check_stream_size(self, record: Message, markdown: str) -> None:
+        size = len((record.markdown + markdown).encode("utf-8"))
+        if self.stream_byte_cap is not None and size > self.stream_byte_cap:
+            raise SlackError("msg_too_long")
+
     def _chat_append_stream(self, p: JSON) -> JSON:
         channel = _need(p, "channel", "channel_not_found")
         ts = _need(p, "ts", "message_not_found")
         record = self._streaming(channel, ts)
         markdown, chunks = self._stream_markdown(p, required=True)
+        self._check_stream_size(record, markdown)
         record.chunks.extend(chunks)
         record.markdown += markdown
         record.text = record.markdown
@@ -1249,6 +1265,7 @@ class FakeSlack:
         ts = _need(p, "ts", "message_not_found")
         record = self._streaming(channel, ts)
         markdown, chunks = self._stream_markdown(p, required=False)
+        self._check_stream_size(record, markdown)
         record.chunks.extend(chunks)
         blocks = validate_blocks(p["blocks"]) if p.get("blocks") is not None else None
         metadata = _json_param(p, "metadata")

@@ -12,7 +12,7 @@ import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.api import SafeWebClient
-from bots.slack.sink import SlackReplySink, SlackTarget
+from bots.slack.sink import MESSAGE_LIMIT, STREAM_BYTES, SlackReplySink, SlackTarget
 from core.engine import FinalRetry
 from core.sink import Frame, Outcome, Reroute, SinkCall
 from core.state.store import State
@@ -194,3 +194,40 @@ async def test_a_roll_over_names_both_calls_and_resumes_at_the_second(
     texts = [m.markdown for m in slack.bot_messages("C1")]
     assert texts == ["one ", "two three"]
     assert not any(m.streaming for m in slack.bot_messages("C1"))
+
+
+async def test_a_12000_byte_streamed_reply_rolls_over_before_slacks_cap(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    """Slack refuses appends to a streamed message somewhere past 10.6k UTF-8
+    bytes: multi-byte text gets there far within the character limit."""
+    text = "日本語のテキストです。" * 400  # 4,400 characters, 13,200 bytes
+    assert len(text) < MESSAGE_LIMIT < len(text.encode())
+    llm_server.enqueue(model(text, seed=5, delay=0.002))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        event = slack.user_message("C1", "write", mention=True)
+        await slack.deliver_socket(event)
+        await replies_finished(slack, 1)
+    replies = slack.bot_messages("C1")
+    assert len(replies) == 2
+    assert all(len(m.markdown.encode()) <= STREAM_BYTES for m in replies)
+    assert all(m.source == "stream" and not m.streaming for m in replies)
+    assert not [c for c in slack.calls if c.response.get("error") == "msg_too_long"]
+    assert_slack(slack, "C1", {event["ts"]: Expected(text)})
+
+
+async def test_a_stream_slack_refuses_as_too_long_is_recovered_with_an_edit(
+    slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
+) -> None:
+    """Slack's cap is undocumented: if it is lower than ours, the refused append
+    is treated like a closed stream, and the message is finished by chat.update."""
+    slack.stream_byte_cap = 3_000
+    text = "ünïcödé wörds ärë lönġër. " * 200  # about 6,400 bytes
+    llm_server.enqueue(model(text, seed=6, delay=0.002))
+    async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
+        event = slack.user_message("C1", "write", mention=True)
+        await slack.deliver_socket(event)
+        await replies_finished(slack, 1)
+    assert [c for c in slack.calls if c.response.get("error") == "msg_too_long"]
+    assert slack.calls_to("chat.update", ok=True)
+    assert_slack(slack, "C1", {event["ts"]: Expected(text)})
