@@ -29,16 +29,23 @@ draining, the bot first leaves a live process on the same shard (a rolling
 deploy runs both) a moment to take the event, so users are answered, not sent
 away.
 
+**A process that dies** (a crash, or a drain that ran out of time) leaves its
+replies' in-flight records behind. A reply that had shown text is finalised as
+interrupted by any process's sweeper; one that had shown nothing yet is
+answered anew by the next process of its shard, because every record carries
+the same hand-over payload a drain would have left.
+
 Every message, live or found by a catch-up after a restart
 (``bots.discord.catchup``), goes through one intake (``take``), which records
-what became of it (``bots.discord.intake``) and notes it in its channel's
-cursor once its fate is decided.
+what became of it (``core.intake``) and notes it in its channel's cursor once
+its fate is decided.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -127,7 +134,7 @@ class DiscordBot:
         self.access = Access.from_settings(settings)
         self.permission_log = PermissionLog()
         self.intake = IntakeLog(on_intake)
-        """What became of each message received (``bots.discord.intake``)."""
+        """What became of each message received (``core.intake``)."""
         self.catchup = CatchUp(
             client,
             LastSeen(state.redis, state.keys),
@@ -526,6 +533,12 @@ class DiscordBot:
             await self._reply_in_channel(handed.request, handed.target)
 
     async def _reply_in_channel(self, request: ReplyRequest, target: ChannelTarget) -> Outcome:
+        # The in-flight record keeps the hand-over payload: should this process stop
+        # before the reply showed any text, the next process of the shard answers the
+        # message anew (``core.state.inflight``) instead of the message going unanswered.
+        request = dataclasses.replace(
+            request, handover=to_payload(request, target), partition=self._partition(target.guild)
+        )
         reference = None
         if target.reference is not None:
             reference = discord.MessageReference(
@@ -589,7 +602,7 @@ class DiscordBot:
     async def _hand_over(self, request: ReplyRequest, target: ChannelTarget) -> None:
         """Leave the reply to the next process of the message's shard; without Redis,
         ask the user to try again rather than answer nothing."""
-        partition = str(shard_of(target.guild, self.client.shard_count or 1))
+        partition = self._partition(target.guild)
         try:
             await self.state.deferred.push(PLATFORM, partition, to_payload(request, target))
         except REDIS_FAILURES as exc:
@@ -666,6 +679,11 @@ class DiscordBot:
         if missing:
             self.permission_log.missing(channel.id, missing)
         return not missing
+
+    def _partition(self, guild_id: int | None) -> str:
+        """Who may answer a message of ``guild_id`` for this process: a process
+        running its shard (``core.state.deferred``)."""
+        return str(shard_of(guild_id, self.client.shard_count or 1))
 
     def _messageable(self, channel_id: int, guild_id: int | None) -> discord.PartialMessageable:
         return self.client.get_partial_messageable(channel_id, guild_id=guild_id)

@@ -40,9 +40,9 @@ from tests.fakes.discord_server import (
 )
 from tests.fakes.llm_server import FakeResponse
 from tests.fakes.streams import chat_stream, split_events
-from tests.state.conftest import keys, redis, redis_url
+from tests.state.conftest import keys, pausable, redis, redis_url
 
-__all__ = ["keys", "redis", "redis_url"]
+__all__ = ["keys", "pausable", "redis", "redis_url"]
 
 FAKE_LIMITS = RateLimits(channel_messages=Limit(5, 1.0), interaction_webhook=Limit(5, 0.4))
 BUDGET_LIMITS = {"discord:channel:*": "4/1/2", "discord:interaction:*": "4/0.4/2"}
@@ -73,8 +73,13 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
 def start_bot(fake: FakeDiscord, state: State, llm: LLMClient, tmp_path: Path) -> StartBot:
     @asynccontextmanager
     async def start(
-        channels: str = "", retry: FinalRetry | None = None, **overrides: object
+        channels: str = "",
+        retry: FinalRetry | None = None,
+        on: State | None = None,
+        **overrides: object,
     ) -> AsyncIterator[DiscordService]:
+        """A process of the bot; ``on``: its own shared state (another Redis
+        connection, e.g. one a test can cut), else the test's."""
         rules_file = tmp_path / "channels.toml"
         rules_file.write_text(channels)
         options: dict[str, object] = {
@@ -91,7 +96,13 @@ def start_bot(fake: FakeDiscord, state: State, llm: LLMClient, tmp_path: Path) -
             async with asyncio.timeout(10):  # connected and ready, or fail fast
                 app = await stack.enter_async_context(
                     discord_app(
-                        settings, core, state, llm, rules, retry=retry, guild_ready_timeout=0.05
+                        settings,
+                        core,
+                        state if on is None else on,
+                        llm,
+                        rules,
+                        retry=retry,
+                        guild_ready_timeout=0.05,
                     )
                 )
             yield app
@@ -157,7 +168,7 @@ async def eventually(check: Callable[[], object], within: float = 10.0) -> None:
 
 
 async def outcome_of(service: DiscordService, message: MessageRecord, within: float = 10.0) -> str:
-    """What the bot made of ``message`` (``bots.discord.intake``), once it is done
+    """What the bot made of ``message`` (``core.intake``), once it is done
     with it: a test that expects no reply waits for this, not for time to pass."""
     async with asyncio.timeout(within):
         return await service.bot.intake.wait(message.id)
