@@ -6,13 +6,27 @@ its limit, so before each platform call the engine asks the budget for that
 call's scopes and waits its turn. The in-process ``LocalBudget`` here serves a
 single process; a Redis-backed budget with the same interface serves replicas.
 
-The algorithm is GCRA (the "virtual scheduling" form of a token bucket): each
-acquire reserves the next free slot, so waiters are served in arrival order and
-20 replies sharing one scope each get about 1/20 of it, none starving.
+Two limiters, chosen per scope by the ``LimitTable``:
+
+- ``Limit``: GCRA (the "virtual scheduling" form of a token bucket). Calls are
+  spaced evenly at the sustained rate after a small burst, which is what a
+  stream of *edits* wants: 20 replies editing into one scope each get an
+  update every 20 intervals, none stands still for long.
+- ``Window``: at most ``count`` calls in any trailing ``per`` seconds, exact (a
+  sliding log of call times). This is how Slack's tiers ("50+ per minute") and
+  the fakes count, so a scope whose calls are one-offs (a stream's start and
+  stop) can spend its whole allowance at once instead of trickling it out.
+
+Both reserve a slot per acquire in arrival order (GCRA the next point of its
+schedule, the window the earliest time its log allows), so waiters are served
+first come, first served and none starves. ``try_acquire`` takes a slot only
+if one is free now, without waiting and without jumping that queue.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,11 +57,56 @@ class Limit:
         return self.per / self.count
 
 
+@dataclass(frozen=True, slots=True)
+class Window:
+    """At most ``count`` calls in any trailing ``per`` seconds (a sliding window).
+
+    Exact where GCRA is approximate: ``count`` calls may go at once, and the
+    next one waits until the oldest of them is ``per`` seconds old, just as a
+    platform that counts calls in a sliding window lets it through. A window is
+    half-open: a call exactly ``per`` seconds after another no longer shares a
+    window with it (Slack's and the fakes' counting)."""
+
+    count: int
+    per: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.count, bool) or not isinstance(self.count, int):
+            raise ValueError(f"invalid window {self}: count must be a whole number")
+        if self.count < 1 or self.per <= 0:
+            raise ValueError(f"invalid window {self}: count must be >= 1 and per > 0")
+
+    def spread(self) -> Limit:
+        """The GCRA limit with the same guarantee (at most ``count`` calls in any
+        ``per`` seconds) that spaces the calls evenly instead of letting them
+        go at once: ``Limit(count, per)``, burst 1."""
+        return Limit(self.count, self.per)
+
+    @property
+    def burst(self) -> int:
+        """``spread().burst`` (1): code that rebuilds a GCRA ``Limit`` from a
+        limit's ``count``, ``per`` and ``burst`` (the Slack tests squeeze a
+        minute's limits into seconds that way) still gets one that is safe."""
+        return 1
+
+
+RateLimit = Limit | Window
+"""What a ``LimitTable`` maps a scope to: a GCRA limit or a window."""
+
+
 class Budget(Protocol):
     """Answers "may I call now?" per scope, and learns from 429s."""
 
     async def acquire(self, scope: str) -> float:
         """Wait until a call in ``scope`` may happen; returns the seconds waited."""
+        ...
+
+    async def try_acquire(self, scope: str) -> bool:
+        """Take a slot in ``scope`` only if one is free now; never waits for one.
+
+        False (a waiter holds the next slot, the limit is spent, or a 429 blocks
+        the scope) takes nothing, so the caller can choose a cheaper route (post
+        and edit when no stream can start now) instead of queueing."""
         ...
 
     async def block(self, scope: str, seconds: float) -> None:
@@ -59,21 +118,21 @@ class Budget(Protocol):
 class LimitTable:
     """Maps scopes to limits with shell-style patterns, first match wins.
 
-    ``{"slack:*:chat.update": Limit(50, 60), "discord:channel:*": Limit(5, 5, burst=5)}``.
+    ``{"slack:*:chat.startStream": Window(19, 61), "discord:channel:*": Limit(4, 5)}``.
     A scope with no matching pattern is unlimited (but can still be blocked).
     """
 
-    def __init__(self, rules: Mapping[str, Limit] | None = None) -> None:
+    def __init__(self, rules: Mapping[str, RateLimit] | None = None) -> None:
         self._rules = list((rules or {}).items())
-        self._cache: dict[str, Limit | None] = {}
+        self._cache: dict[str, RateLimit | None] = {}
 
-    def set(self, pattern: str, limit: Limit) -> None:
+    def set(self, pattern: str, limit: RateLimit) -> None:
         """Add or replace a rule (e.g. one learned from a platform's headers)."""
         self._rules = [(p, lim) for p, lim in self._rules if p != pattern]
         self._rules.insert(0, (pattern, limit))
         self._cache.clear()
 
-    def lookup(self, scope: str) -> Limit | None:
+    def lookup(self, scope: str) -> RateLimit | None:
         try:
             return self._cache[scope]
         except KeyError:
@@ -83,47 +142,87 @@ class LimitTable:
 
 
 class LocalBudget:
-    """GCRA buckets in this process's memory."""
+    """GCRA buckets and sliding-window logs in this process's memory."""
 
     def __init__(self, limits: LimitTable | None = None, clock: Clock | None = None) -> None:
         self.limits = limits or LimitTable()
         self._clock = clock or MonotonicClock()
-        self._tat: dict[str, float] = {}  # theoretical arrival time per scope
+        self._tat: dict[str, float] = {}  # GCRA: theoretical arrival time per scope
+        self._log: dict[str, list[float]] = {}  # windows: call times, granted and reserved
         self._blocked_until: dict[str, float] = {}
 
     async def acquire(self, scope: str) -> float:
-        start = self._clock.now()
+        clock = self._clock
+        start = clock.now()
         while True:
-            now = self._clock.now()
-            wait = self._reserve(scope, now)
+            now = clock.now()
+            wait, slot = self._reserve(scope, now)
             if wait <= 0:
                 return now - start
-            await self._clock.sleep(wait)
+            try:
+                await clock.sleep(wait)
+            except asyncio.CancelledError:
+                self._give_back(scope, slot)  # no call will be made in it
+                raise
             # A 429 may have blocked the scope while we slept: then reserve again.
-            if self._blocked_until.get(scope, 0.0) <= self._clock.now():
-                return self._clock.now() - start
+            if self._blocked_until.get(scope, 0.0) <= clock.now():
+                return clock.now() - start
+            self._give_back(scope, slot)
 
-    def _reserve(self, scope: str, now: float) -> float:
-        """Reserve the next slot; returns how long until it (<= 0: go now)."""
-        blocked = self._blocked_until.get(scope, 0.0)
-        start = max(now, blocked)
+    async def try_acquire(self, scope: str) -> bool:
+        wait, _ = self._reserve(scope, self._clock.now(), only_now=True)
+        return wait <= 0
+
+    def _reserve(
+        self, scope: str, now: float, only_now: bool = False
+    ) -> tuple[float, float | None]:
+        """Reserve the next slot; returns how long until it (<= 0: go now) and, for
+        a window, the slot's entry in the log. ``only_now``: reserve nothing unless
+        the slot is now."""
+        start = max(now, self._blocked_until.get(scope, 0.0))
         limit = self.limits.lookup(scope)
         if limit is None:
-            return start - now
+            return start - now, None
+        if isinstance(limit, Window):
+            log = self._log.setdefault(scope, [])
+            del log[: bisect.bisect_right(log, now - limit.per)]  # out of every window to come
+            if len(log) >= limit.count:
+                # The count-th latest call (or reservation) must have left the window.
+                start = max(start, log[-limit.count] + limit.per)
+            if only_now and start > now:
+                return start - now, None
+            # Kept until it is out of every window: a reservation given back later
+            # must not let an older call be forgotten while it still counts.
+            bisect.insort(log, start)
+            return start - now, start
         interval = limit.interval
         tolerance = interval * (limit.burst - 1)
         tat = max(self._tat.get(scope, start), start)
         allowed_at = max(tat - tolerance, start)
+        if only_now and allowed_at > now:
+            return allowed_at - now, None
         self._tat[scope] = tat + interval
-        return allowed_at - now
+        return allowed_at - now, None
+
+    def _give_back(self, scope: str, slot: float | None) -> None:
+        """Drop a window reservation no call was made in, so a later waiter can use it."""
+        log = self._log.get(scope)
+        if slot is None or not log:
+            return
+        at = bisect.bisect_left(log, slot)
+        if at < len(log) and log[at] == slot:
+            del log[at]
 
     async def block(self, scope: str, seconds: float) -> None:
         until = self._clock.now() + max(0.0, seconds)
         if until > self._blocked_until.get(scope, 0.0):
             self._blocked_until[scope] = until
         # Calls reserved before the 429 must not burst out right after it passes.
+        # (A window needs nothing more: its log already holds the calls the
+        # platform is counting, so when the block lifts it lets through only
+        # what the platform's own window has room for.)
         limit = self.limits.lookup(scope)
-        if limit is not None:
+        if isinstance(limit, Limit):
             self._tat[scope] = max(self._tat.get(scope, 0.0), until + limit.interval)
 
 

@@ -1,10 +1,20 @@
-"""Rate budgets shared by every replica: GCRA in Redis.
+"""Rate budgets shared by every replica: GCRA and sliding windows in Redis.
 
-The same algorithm as ``core.budget.LocalBudget`` (each acquire reserves the
+The same algorithms as ``core.budget.LocalBudget`` (each acquire reserves the
 next free slot, so waiters are served in arrival order and 20 replies sharing
 a scope each get about a twentieth of it), but the slots live in Redis and one
 Lua script reserves a slot atomically: one round trip per acquire, no
 optimistic-locking retries however many replicas contend.
+
+A ``Window`` scope keeps a sliding log: a sorted set of call times (µs, each
+member unique) holding the calls of the last window and every reservation
+still ahead. An acquire's slot is the earliest time at which the ``count``-th
+latest entry has left the window, so at most ``count`` entries, and hence
+calls, ever share a window, whichever replica made them. The reservation is
+the waiter's ticket: slots are handed out in arrival order at Redis, so no
+waiter in a busy window starves, and a waiter cancelled while it sleeps gives
+its slot back. ``try_acquire`` reserves only a slot that is now, so it never
+takes one a waiter holds.
 
 Time is Redis's ``TIME``, not ours: replicas on different machines have
 different monotonic clocks, and the bucket needs one. A reservation answers
@@ -32,11 +42,12 @@ until the probe has seen it answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from redis.asyncio import Redis
 
-from core.budget import LimitTable, LocalBudget
+from core.budget import LimitTable, LocalBudget, Window
 from core.clock import Clock, MonotonicClock
 from core.state.connection import REDIS_FAILURES as REDIS_FAILURES  # re-exported
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
@@ -46,7 +57,8 @@ log = logging.getLogger(__name__)
 
 # State per scope, a hash in microseconds: t = theoretical arrival time of the
 # next call (GCRA's TAT), b = blocked until (a 429's Retry-After).
-# ARGV: mode, interval, tolerance, now ("" = Redis TIME), block seconds (µs).
+# ARGV: mode (acquire, try, confirm, block), interval, tolerance, now ("" = Redis
+# TIME), block seconds (µs).
 # Numbers are formatted with %d: Lua's own number-to-string keeps 14 digits,
 # too few for a timestamp in microseconds.
 _GCRA = """
@@ -80,12 +92,73 @@ else
   end
   tat = math.max(tat, start)
   wait = math.max(tat - tolerance, start) - now
+  if mode == 'try' and wait > 0 then
+    return string.format('%d', wait)  -- no slot now: take nothing
+  end
   tat = tat + interval
 end
 redis.call('HSET', KEYS[1], 't', string.format('%d', tat), 'b', string.format('%d', blocked))
 local horizon = math.max(tat, blocked) - now
 redis.call('PEXPIRE', KEYS[1], string.format('%d', math.floor(horizon / 1000) + 1000))
 return string.format('%d', wait)
+"""
+
+# A window scope: KEYS[1] the scope's hash (b = blocked until, n = the last
+# member's sequence number), KEYS[2] its log, a sorted set of call times in µs
+# whose members ("<time>:<n>") are unique, so two calls in one µs are two calls.
+# ARGV: mode (acquire, try, confirm, block), count, per (µs), now ("" = Redis
+# TIME), block seconds (µs), the member a confirming waiter holds.
+# Returns {wait in µs, the member reserved ("" when none)}.
+_WINDOW = """
+local now
+if ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[4])
+end
+local mode = ARGV[1]
+local count = tonumber(ARGV[2])
+local per = tonumber(ARGV[3])
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'b')) or 0
+local function keep()
+  -- both keys live while a block or a logged call can still hold a call back
+  local horizon = blocked
+  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+  if last[2] then
+    horizon = math.max(horizon, tonumber(last[2]) + per)
+  end
+  local ms = string.format('%d', math.floor(math.max(horizon - now, 0) / 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[1], ms)
+  redis.call('PEXPIRE', KEYS[2], ms)
+end
+if mode == 'block' then
+  blocked = math.max(blocked, now + tonumber(ARGV[5]))
+  redis.call('HSET', KEYS[1], 'b', string.format('%d', blocked))
+  keep()
+  return {'0', ''}
+end
+if mode == 'confirm' then
+  if blocked <= now then
+    return {'0', ARGV[6]}
+  end
+  -- a 429 moved the scope past this waiter's slot while it slept: no call was
+  -- made in that slot, so give it back, then reserve again
+  redis.call('ZREM', KEYS[2], ARGV[6])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', string.format('%d', now - per))
+local slot = math.max(now, blocked)
+local kth = redis.call('ZRANGE', KEYS[2], -count, -count, 'WITHSCORES')
+if kth[2] then
+  slot = math.max(slot, tonumber(kth[2]) + per)
+end
+if mode == 'try' and slot > now then
+  return {string.format('%d', slot - now), ''}
+end
+local member = string.format('%d:%d', slot, redis.call('HINCRBY', KEYS[1], 'n', 1))
+redis.call('ZADD', KEYS[2], string.format('%d', slot), member)
+keep()
+return {string.format('%d', slot - now), member}
 """
 
 MICROS = 1_000_000
@@ -118,11 +191,13 @@ class RedisBudget:
         self._retry_interval = retry_interval
         self.timeout = timeout
         self._script = redis.register_script(_GCRA)
+        self._window_script = redis.register_script(_WINDOW)
         self._fallback = LocalBudget(self.limits, self._clock)
         self._degraded = False
         self._pending_blocks: dict[str, float] = {}  # learnt while degraded: scope -> until
         self._probe: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Timeout] = set()  # deadlines of script calls in flight
+        self._releases: set[asyncio.Task[None]] = set()  # window slots being given back
 
     @property
     def degraded(self) -> bool:
@@ -134,17 +209,31 @@ class RedisBudget:
         start = clock.now()
         if not self._degraded:
             try:
-                wait = await self._call("acquire", scope)
+                wait, held = await self._call("acquire", scope)
                 while wait > 0 and not self._degraded:
-                    await clock.sleep(wait)
+                    try:
+                        await clock.sleep(wait)
+                    except asyncio.CancelledError:
+                        self._give_back(scope, held)  # no call will be made in it
+                        raise
                     if not self._degraded:  # else Redis left while we slept: don't ask it
-                        wait = await self._call("confirm", scope)
+                        wait, held = await self._call("confirm", scope, held=held)
                 if not self._degraded:
                     return clock.now() - start
             except REDIS_FAILURES as exc:
                 self._lost(exc)
         await self._fallback.acquire(scope)
         return clock.now() - start
+
+    async def try_acquire(self, scope: str) -> bool:
+        """One bounded round trip, never a wait for a slot; degraded: the local answer."""
+        if not self._degraded:
+            try:
+                wait, _ = await self._call("try", scope)
+                return wait <= 0
+            except REDIS_FAILURES as exc:
+                self._lost(exc)
+        return await self._fallback.try_acquire(scope)
 
     async def block(self, scope: str, seconds: float) -> None:
         seconds = max(0.0, seconds)
@@ -160,33 +249,62 @@ class RedisBudget:
         self._pending_blocks[scope] = max(until, self._pending_blocks.get(scope, 0.0))
 
     async def aclose(self) -> None:
-        """Stop the probe that waits for Redis to return, if one runs."""
+        """Stop the probe that waits for Redis to return, if one runs, and let the
+        window slots being given back reach Redis (each bounded)."""
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
             self._probe = None
+        await asyncio.gather(*self._releases, return_exceptions=True)
 
-    async def _call(self, mode: str, scope: str, block: float = 0.0) -> float:
+    async def _call(
+        self, mode: str, scope: str, block: float = 0.0, held: str = ""
+    ) -> tuple[float, str]:
+        """Run the scope's script; returns the wait in seconds and, for a window,
+        the member of the slot reserved ("" when none)."""
         limit = self.limits.lookup(scope)
-        interval = _micros(limit.interval) if limit else 0
-        tolerance = interval * (limit.burst - 1) if limit else 0
         now = "" if self._server_time else str(_micros(self._clock.now()))
+        args: list[str | int]
+        if isinstance(limit, Window):
+            script = self._window_script
+            keys = [self._keys.bucket(scope), _log_key(self._keys, scope)]
+            args = [mode, limit.count, _micros(limit.per), now, _micros(block), held]
+        else:
+            interval = _micros(limit.interval) if limit else 0
+            tolerance = interval * (limit.burst - 1) if limit else 0
+            script = self._script
+            keys = [self._keys.bucket(scope)]
+            args = [mode, interval, tolerance, now, _micros(block)]
         # A hung Redis must not hold replies: bounded, and cut short by ``_lost``
         # as soon as any other call finds Redis gone.
         try:
             async with asyncio.timeout(self.timeout) as deadline:
                 self._calls.add(deadline)
-                wait = await self._script(
-                    keys=[self._keys.bucket(scope)],
-                    args=[mode, interval, tolerance, now, _micros(block)],
-                )
+                answer = await script(keys=keys, args=args)
         except TimeoutError:
             if deadline.expired():
                 raise TimeoutError(f"no answer from Redis within {self.timeout:g} s") from None
             raise
         finally:
             self._calls.discard(deadline)
-        return int(wait) / MICROS
+        if isinstance(answer, list):
+            wait, member = answer
+            return int(wait) / MICROS, _text(member)
+        return int(answer) / MICROS, ""
+
+    def _give_back(self, scope: str, member: str) -> None:
+        """Free a window slot a cancelled waiter held, in the background: the
+        cancellation must not wait on Redis."""
+        if member and not self._degraded:
+            task = asyncio.create_task(self._release(scope, member))
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+
+    async def _release(self, scope: str, member: str) -> None:
+        # If Redis can't take it back, the slot stays taken: one call fewer in
+        # that window, never one more.
+        with contextlib.suppress(*REDIS_FAILURES):
+            await bounded(self._redis.zrem(_log_key(self._keys, scope), member), self.timeout)
 
     def _lost(self, exc: BaseException) -> None:
         if not self._degraded:
@@ -223,3 +341,13 @@ class RedisBudget:
 
 def _micros(seconds: float) -> int:
     return round(seconds * MICROS)
+
+
+def _log_key(keys: Keys, scope: str) -> str:
+    """A window scope's log, next to its state hash (``Keys.bucket``). ``#`` is
+    in no scope name, so no scope's hash can be another's log."""
+    return keys.bucket(scope) + "#log"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
