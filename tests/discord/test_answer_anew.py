@@ -214,6 +214,7 @@ async def test_a_reply_to_a_message_is_recorded_with_what_answers_it_anew(
         elif kind == "reply":
             root = await fake.inject_message(CHANNEL_ID, "hi?", ALICE, mentions_bot=True)
             await eventually(lambda: [m for m in bot_messages(fake, CHANNEL_ID) if finished(m)])
+            await eventually(lambda: settled(state))  # its record is gone
             [first] = bot_messages(fake, CHANNEL_ID)
             asked = await fake.inject_message(CHANNEL_ID, "and?", ALICE, reply_to=first.id)
             expected = message_payload(
