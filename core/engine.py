@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from core.budget import Budget, LocalBudget
@@ -173,7 +173,7 @@ class Reply:
         self._reader = asyncio.create_task(self._read(events))
         gone = False
         try:
-            await self._call(SinkCall.OPEN, 0, self._sink.open)
+            await self._open()
             await self._write_until_end()
             await self._deliver(final=True)
         except MessageGone as exc:
@@ -502,31 +502,29 @@ class Reply:
             if self._observer:
                 self._observer.rate_limited(scope, limited.retry_after)
 
-    async def _call(self, call: SinkCall, index: int, fn: Callable[[], Awaitable[None]]) -> None:
-        """A call without text (``open``): budgeted, retried on 429 and reroutes,
-        never fatal."""
-        reroutes = 0
-        while True:
-            waited = await self._acquire(self._sink.scopes(call, index))
-            started = self._clock.now()
-            try:
-                await fn()
-            except RateLimited as limited:
-                await self._rate_limited(call, index, limited)
-                continue
-            except Reroute:
-                reroutes += 1
-                if reroutes <= MAX_REROUTES:
-                    continue
+    async def _open(self) -> None:
+        """Show that a reply is coming, only if that costs no wait: a slot free now
+        in every scope the sink names for it. Skipped otherwise, and never retried
+        after a 429 (which still blocks its scope): the first text is what users
+        wait for, and it must not queue behind an indicator."""
+        scopes = self._sink.scopes(SinkCall.OPEN, 0)
+        for scope in scopes:
+            if not await self._budget.try_acquire(scope):
+                log.debug("no slot free now in %s: the reply shows no indicator", scope)
                 return
-            except UserStopped:
-                self.stop("stopped")
-                return
-            except MessageGone:
-                raise
-            except Exception as exc:
-                self.stats.sink_errors += 1
-                log.warning("platform call %s failed: %s", call.value, exc)
-                return
-            self._after_call(call, started, waited)
+        started = self._clock.now()
+        try:
+            await self._sink.open()
+        except RateLimited as limited:
+            await self._rate_limited(SinkCall.OPEN, 0, limited)
             return
+        except UserStopped:
+            self.stop("stopped")
+            return
+        except MessageGone:
+            raise
+        except Exception as exc:  # Reroute included: the first text takes the new route
+            self.stats.sink_errors += 1
+            log.warning("platform call %s failed: %s", SinkCall.OPEN.value, exc)
+            return
+        self._after_call(SinkCall.OPEN, started, 0.0)

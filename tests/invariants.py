@@ -99,6 +99,8 @@ def check_slack(
         replies.setdefault(message.thread_ts or message.ts, []).append(message)
     for thread, want in expected.items():
         messages = replies.pop(thread, [])
+        if slack.status(channel, thread):
+            problems.append(f"thread {thread}: still shows {slack.status(channel, thread)!r}")
         if not messages:
             problems.append(f"thread {thread}: no reply at all")
             continue

@@ -243,3 +243,20 @@ async def test_the_platform_s_own_stop_ends_the_reply_stopped_with_its_text() ->
     assert result.delivered
     assert sink.texts() == [result.text]
     assert len(result.text) < len("".join(s[1].text for s in steps))  # type: ignore[union-attr]
+
+
+async def test_the_reply_indicator_never_delays_the_first_text() -> None:
+    """OPEN goes out only when a slot is free now, and is not retried after a 429."""
+    clock = FakeClock()
+    budget = LocalBudget(LimitTable({"test:*": Limit(1, 10)}), clock)
+    assert await budget.try_acquire("test:channel")  # someone else took the only slot
+    sink = RecordingSink(clock)
+    await run(clock, sink, finished(tokens("hello there", 0.1)), budget=budget)
+    assert SinkCall.OPEN not in [c.kind for c in sink.calls]  # skipped, not waited for
+    clock = FakeClock()
+    limited = RecordingSink(
+        clock, fail=lambda call, n: RateLimited(30.0) if call.kind is SinkCall.OPEN else None
+    )
+    await run(clock, limited, finished([(0.1, TextDelta("hi"))]))
+    assert limited.attempts == 2  # OPEN once (429, not retried), then the final frame
+    assert limited.texts() == ["hi"]

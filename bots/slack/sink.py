@@ -132,8 +132,7 @@ class SlackReplySink:
 
     def _methods(self, call: SinkCall, index: int) -> tuple[str, ...]:
         if call is SinkCall.OPEN:
-            status = ("assistant.threads.setStatus",) if self._shows_status() else ()
-            return (*status, "chat.startStream" if self._can_stream() else "chat.postMessage")
+            return ("assistant.threads.setStatus",) if self._shows_status() else ()
         closing = call in (SinkCall.CLOSE, SinkCall.FINISH)
         if index >= len(self._messages):
             if not self._can_stream():
@@ -157,7 +156,9 @@ class SlackReplySink:
         return self.native and self.target.thread_ts is not None
 
     def _shows_status(self) -> bool:
-        return self.target.assistant_thread and self.target.thread_ts is not None
+        # In any thread: a mention's as well as an assistant thread (setStatus
+        # takes chat:write since 2026-03).
+        return self.target.thread_ts is not None
 
     def _ageing(self, message: _Message) -> bool:
         return self.clock.now() - message.started > self.rollover_after
@@ -165,17 +166,19 @@ class SlackReplySink:
     # -- the Sink protocol ---------------------------------------------------
 
     async def open(self) -> None:
-        if self._shows_status() and not self._messages:
-            await self._api(
-                "assistant.threads.setStatus",
-                channel_id=self.target.channel,
-                thread_ts=self.target.thread_ts,
-                status="is thinking…",
-            )
-        if not self._messages:
-            placeholder = Frame(0, "", "", False)
-            await self._create(placeholder, None)
-            await self._report(placeholder)  # a finaliser must find it, even empty
+        """Show "is thinking…" under the thread: cheap, generous, and cleared by
+        Slack when the reply's first message appears. No placeholder message: the
+        first message carries the first text, instead of costing an edit later.
+        The engine calls it only when its budget has a slot free now, and never
+        retries it: a 429 on the status skips the status, never delays the text."""
+        if not self._shows_status() or self._messages:
+            return
+        await self._api(
+            "assistant.threads.setStatus",
+            channel_id=self.target.channel,
+            thread_ts=self.target.thread_ts,
+            status="is thinking…",
+        )
 
     async def render(self, frame: Frame) -> None:
         await self._show(frame, None)

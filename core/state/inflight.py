@@ -396,6 +396,7 @@ class InflightRegistry:
         self.events = events
         self.deferred = deferred
         self._quiet_until = 0.0
+        self._unsettled: dict[str, str] = {}  # finished replies not yet forgotten: id -> platform
         self._beat_script = redis.register_script(_BEAT)
         self._claim_script = redis.register_script(_CLAIM)
         self._reschedule_script = redis.register_script(_RESCHEDULE)
@@ -424,11 +425,11 @@ class InflightRegistry:
             writing.cancel()
             await asyncio.gather(writing, return_exceptions=True)
             if tracker.settled:
-                try:
-                    async with asyncio.timeout(self.write_timeout):
-                        await self._forget(record.platform, record.reply_id)
-                except REDIS_FAILURES as exc:
-                    log.warning("could not clear in-flight reply %s: %s", record.reply_id, exc)
+                # Until it is forgotten, the record is stale (writes during an outage
+                # were lost): a sweeper would finalise a finished reply into less
+                # than it shows, or answer it again. So a failed forget is retried.
+                self._unsettled[record.reply_id] = record.platform
+                await self._forget_settled()
             elif not deferred:
                 log.warning(
                     "reply %s ended without its final state: left for a replica to finalise",
@@ -454,6 +455,7 @@ class InflightRegistry:
         """Finalise due records of the platforms in ``finalisers`` (a replica leaves
         other platforms' to replicas that serve them); returns how many."""
         finalised = 0
+        await self._forget_settled()
         if self.clock.now() < self._quiet_until:
             return 0  # Redis just came back: owners first get to beat again
         for platform, finalise in finalisers.items():
@@ -540,6 +542,38 @@ class InflightRegistry:
             self._event("finalised", platform)
         await self._forget(platform, reply_id)
         return True
+
+    @property
+    def unsettled(self) -> int:
+        """Finished replies whose records could not be forgotten yet."""
+        return len(self._unsettled)
+
+    async def flush(self, within: float) -> bool:
+        """Forget the finished replies whose records an outage kept, trying for up
+        to ``within`` seconds (a process that exits must not leave them stale for
+        another replica to misread); True when none is left."""
+        deadline = self.clock.now() + within
+        while self._unsettled and self.clock.now() < deadline:
+            await self._forget_settled()
+            if self._unsettled:
+                await self.clock.sleep(min(0.2, max(0.0, deadline - self.clock.now())))
+        if self._unsettled:
+            log.error(
+                "%d finished replies are still recorded as in flight: a replica may "
+                "finalise them again",
+                len(self._unsettled),
+            )
+        return not self._unsettled
+
+    async def _forget_settled(self) -> None:
+        for reply_id, platform in list(self._unsettled.items()):
+            try:
+                async with asyncio.timeout(self.write_timeout):
+                    await self._forget(platform, reply_id)
+            except REDIS_FAILURES as exc:
+                log.warning("could not clear finished reply %s yet: %s", reply_id, exc)
+                return
+            del self._unsettled[reply_id]
 
     async def run_sweeper(
         self, finalisers: Mapping[str, Finalise], interval: float | None = None

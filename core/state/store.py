@@ -27,6 +27,10 @@ from core.state.locks import ConversationLocks
 from core.state.settings import StateSettings, load_state_settings
 from core.state.usage import UsageLedger
 
+SETTLE_ON_EXIT = 10.0
+"""Seconds a closing process keeps trying to forget the records of replies that
+finished while Redis was away (see ``InflightRegistry.flush``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class State:
@@ -57,7 +61,7 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
         deferred = DeferredRequests(redis, keys)
         try:
             async with CancelBus(redis, keys) as cancel:
-                yield State(
+                state = State(
                     settings=settings,
                     redis=redis,
                     keys=keys,
@@ -91,5 +95,9 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
                     ),
                     deferred=deferred,
                 )
+                try:
+                    yield state
+                finally:
+                    await state.inflight.flush(within=SETTLE_ON_EXIT)
         finally:
             await budget.aclose()

@@ -146,8 +146,9 @@ async def test_a_closed_stream_is_recovered_through_chat_update_s_budget(
     target = SlackTarget("T1", "C1", "1700000000.000001", recipient_user="U1")
     sink = SlackReplySink(client=client, target=target, reply_id="r1")
     await sink.open()
-    assert sink.scopes(SinkCall.UPDATE, 0) == ["slack:T1:chat.appendStream"]
+    assert sink.scopes(SinkCall.CREATE, 0) == ["slack:T1:chat.startStream"]
     await sink.render(Frame(0, "Hello", "Hello", False))
+    assert sink.scopes(SinkCall.UPDATE, 0) == ["slack:T1:chat.appendStream"]
     slack.stream_ttl = 0.0  # Slack closes the stream early
     with pytest.raises(Reroute):
         await sink.render(Frame(0, "Hello world", " world", False, sent=5))

@@ -91,7 +91,7 @@ async def finished(slack: FakeSlack, method: str, count: int = 1) -> None:
 async def test_mention_over_socket_mode_streams_natively_in_the_thread(
     slack: FakeSlack, llm_server: FakeLLMServer, make_bot: StartBot
 ) -> None:
-    llm_server.enqueue(stream(PIECES))
+    llm_server.enqueue(stream(PIECES, delay=0.25))  # slower than the edit interval: appends
     async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
         event = slack.user_message("C1", "what is up?", user="U1", mention=True)
         await slack.deliver_socket(event)
@@ -106,6 +106,11 @@ async def test_mention_over_socket_mode_streams_natively_in_the_thread(
     sent = llm_server.requests[0].json
     assert sent is not None
     assert sent["messages"][-1]["content"] == "what is up?"  # the mention is stripped
+    # "is thinking…" showed under the mention before any message: no empty placeholder
+    status, cleared = slack.statuses[("C1", event["ts"])]
+    assert status.status == "is thinking…" and status.time <= start.time
+    assert cleared.status == "" and slack.status("C1", event["ts"]) == ""  # by the reply
+    assert start.params["markdown_text"]  # the stream starts with the first text
     assert sum(slack.rate_limited.values()) == 0
 
 

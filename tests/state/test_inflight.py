@@ -4,6 +4,7 @@ by another, exactly once; live and finished replies are left alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -331,5 +332,35 @@ async def test_after_a_redis_outage_live_replies_get_a_timeout_to_beat_again(
         assert await sweeper.sweep({"slack": finalise}) == 0  # quiet for a timeout
         assert finalise.calls == 0
         assert await eventually(lambda: sweeper.sweep({"slack": finalise})) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_reply_that_finished_during_an_outage_is_forgotten_once_redis_is_back(
+    pausable: PausableRedis, keys: Keys
+) -> None:
+    """Its record is stale (the outage ate its writes): left in Redis, another
+    replica would finalise a finished reply into less than it shows."""
+    client = connect(pausable.url)
+    try:
+        owner = registry(client, keys, timeout=0.5)
+        owner.write_timeout = 0.2
+        async with contextlib.AsyncExitStack() as stack:
+            tracker = await stack.enter_async_context(owner.track(InflightRecord("r1", "slack")))
+            await tracker.update(index=0, target={"ts": "1"}, text="the whole answer")
+            tracker.confirmed(0, "the whole answer", True)
+            tracker.settled = True
+            pausable.pause()
+            try:
+                await stack.aclose()  # the reply ends while Redis doesn't answer
+                assert owner.unsettled == 1  # the forget failed: kept for a retry
+            finally:
+                pausable.resume()
+        assert await owner.flush(within=2.0)
+        assert owner.unsettled == 0
+        assert await client.zcard(keys.inflight_beats("slack")) == 0
+        finalise = Finaliser()
+        assert await registry(client, keys).sweep({"slack": finalise}) == 0
+        assert finalise.calls == 0
     finally:
         await client.aclose()
