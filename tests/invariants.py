@@ -109,9 +109,13 @@ def check_slack(
         ended_early = any(note in last_notes for note in NOTES)
         early_ok = want.may_end_early and ended_early and want.model_text.startswith(text)
         if text != want.model_text and not early_ok:
+            at = _first_difference(text, want.model_text)
             problems.append(
-                f"thread {thread}: shows {_clip(text)!r}, the model wrote "
-                f"{_clip(want.model_text)!r}" + (f" (note: {last_notes!r})" if last_notes else "")
+                f"thread {thread}: differs from the model's text at {at}: shows "
+                f"{text[max(0, at - 30) : at + 50]!r}, the model wrote "
+                f"{want.model_text[max(0, at - 30) : at + 50]!r} "
+                f"({len(text)} vs {len(want.model_text)} chars, {len(messages)} messages)"
+                + (f" (note: {last_notes!r})" if last_notes else "")
             )
         for message in messages:
             if message.streaming:
@@ -148,6 +152,11 @@ def _strings(value: Any, path: str = "") -> Iterable[tuple[str, str]]:
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             yield from _strings(item, f"{path}[{i}]")
+
+
+def _first_difference(a: str, b: str) -> int:
+    pairs = zip(a, b, strict=False)
+    return next((i for i, (x, y) in enumerate(pairs) if x != y), min(len(a), len(b)))
 
 
 def _clip(text: str, keep: int = 80) -> str:
