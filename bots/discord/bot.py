@@ -33,7 +33,10 @@ away.
 replies' in-flight records behind. A reply that had shown text is finalised as
 interrupted by any process's sweeper; one that had shown nothing yet is
 answered anew by the next process of its shard, because every record carries
-the same hand-over payload a drain would have left.
+the same hand-over payload a drain would have left. A deferred ``/ask`` is in
+its record from the start (its "thinking…" response is message 0): it says it
+is answering again, and the next process answers in it while the token lives
+(``_ask_again``), so it never stays "thinking…".
 
 Every message, live or found by a catch-up after a restart
 (``bots.discord.catchup``), goes through one intake (``take``), which records
@@ -64,13 +67,26 @@ from bots.discord.conversations import (
     channel_conversation,
     channel_turns,
 )
-from bots.discord.format import neutralise, strip_mention
-from bots.discord.handover import PLATFORM, ChannelTarget, from_payload, shard_of, to_payload
+from bots.discord.format import Rendered, neutralise, strip_mention
+from bots.discord.handover import (
+    PLATFORM,
+    AskTarget,
+    ChannelTarget,
+    from_payload,
+    shard_of,
+    to_payload,
+)
 from bots.discord.models import ModelChoices
-from bots.discord.outlets import NO_MENTIONS, ChannelOutlet, InteractionOutlet, Outlet
+from bots.discord.outlets import (
+    NO_MENTIONS,
+    ChannelOutlet,
+    InteractionOutlet,
+    Outlet,
+    TokenExpired,
+)
 from bots.discord.permissions import PermissionLog, missing_permissions
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
-from bots.discord.settings import DiscordSettings
+from bots.discord.settings import INTERACTION_TOKEN_LIFETIME, DiscordSettings
 from bots.discord.sink import DiscordReplySink
 from core.budget import acquire_all
 from core.clock import Clock, MonotonicClock
@@ -79,7 +95,7 @@ from core.intake import IntakeLog, Outcome
 from core.lifecycle import ShuttingDown
 from core.responder import ReplyHooks, ReplyRequest, Responder, SinkFactory
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
-from core.sink import Sink
+from core.sink import MessageGone, RateLimited, Sink
 from core.state.chains import ReplyChains
 from core.state.connection import REDIS_FAILURES
 from core.state.deferred import DeferredRequest
@@ -429,10 +445,11 @@ class DiscordBot:
             await interaction.response.send_message(NOT_ALLOWED_TEXT, ephemeral=True)
             return
         try:
-            await interaction.response.defer(thinking=True)
+            deferral = await interaction.response.defer(thinking=True)
         except discord.HTTPException as exc:  # too late, or another process took it
             log.warning("could not defer /ask %s: %s", interaction.id, exc)
             return
+        response_id = deferral.message_id if deferral is not None else None
         channel_id = interaction.channel_id or 0
         conversation = command_conversation(interaction)
         if isinstance(channel, discord.Thread):
@@ -447,9 +464,24 @@ class DiscordBot:
         request = await self._request(
             interaction.user.id, conversation, prompt, self._policy(channel), channel_id
         )
+        if response_id is not None:
+            # Should this process die before the first words, the next one of the
+            # shard answers in the same "thinking…" response (see ``_ask_again``).
+            target = AskTarget(
+                app=interaction.application_id,
+                token=interaction.token,
+                response=response_id,
+                channel=channel_id,
+                guild=guild_id,
+                asked_at=interaction.created_at.timestamp(),
+                writable=writable,
+            )
+            request = dataclasses.replace(
+                request, handover=to_payload(request, target), partition=self._partition(guild_id)
+            )
         await self._deliver(
             request,
-            outlet=lambda: InteractionOutlet(interaction),
+            outlet=lambda: InteractionOutlet.of(interaction, original_id=response_id),
             fallback=lambda: (
                 ChannelOutlet(self._messageable(channel_id, guild_id)) if writable else None
             ),
@@ -525,12 +557,51 @@ class DiscordBot:
         this); raises ``ValueError`` for a payload this version can't read."""
         handed = from_payload(deferred.payload)
         with self._working():
+            target = handed.target
             log.info(
-                "answering in %s a message handed over %.1fs ago",
+                "answering in %s %s handed over %.1fs ago",
                 handed.request.conversation.id,
+                "an /ask" if isinstance(target, AskTarget) else "a message",
                 time.time() - deferred.deferred_at,
             )
-            await self._reply_in_channel(handed.request, handed.target)
+            if isinstance(target, AskTarget):
+                await self._ask_again(handed.request, target)
+            else:
+                await self._reply_in_channel(handed.request, target)
+
+    async def _ask_again(self, request: ReplyRequest, target: AskTarget) -> Outcome:
+        """An ``/ask`` whose process died before the answer began: answer it in its
+        own response, as its process would have, for as long as the token allows;
+        past ``DISCORD_INTERACTION_WINDOW`` the reply moves to the channel (the
+        response pointing there), as any ``/ask`` reply does."""
+        age = time.time() - target.asked_at
+        if age >= INTERACTION_TOKEN_LIFETIME and not target.writable:
+            log.warning(
+                "an /ask handed over %.0fs after it was asked can't be answered: its "
+                "token is dead and the bot can't write in its channel",
+                age,
+            )
+            return "failed"
+        request = dataclasses.replace(
+            request, handover=to_payload(request, target), partition=self._partition(target.guild)
+        )
+        return await self._deliver(
+            request,
+            outlet=lambda: InteractionOutlet.resumed(
+                self.client,
+                app_id=target.app,
+                token=target.token,
+                channel_id=target.channel,
+                original_id=target.response,
+            ),
+            fallback=lambda: (
+                ChannelOutlet(self._messageable(target.channel, target.guild))
+                if target.writable
+                else None
+            ),
+            deadline=self.clock.now() + self.settings.discord_interaction_window - age,
+            refused=lambda: self._hand_over(request, target),
+        )
 
     async def _reply_in_channel(self, request: ReplyRequest, target: ChannelTarget) -> Outcome:
         # The in-flight record keeps the hand-over payload: should this process stop
@@ -599,7 +670,7 @@ class DiscordBot:
             self._waiting.discard(task)
         return "answered"
 
-    async def _hand_over(self, request: ReplyRequest, target: ChannelTarget) -> None:
+    async def _hand_over(self, request: ReplyRequest, target: ChannelTarget | AskTarget) -> None:
         """Leave the reply to the next process of the message's shard; without Redis,
         ask the user to try again rather than answer nothing."""
         partition = self._partition(target.guild)
@@ -611,7 +682,10 @@ class DiscordBot:
                 request.conversation.id,
                 str(exc) or type(exc).__name__,
             )
-            await self._say_restarting(target)
+            if isinstance(target, AskTarget):
+                await self._ask_restarting(target)
+            else:
+                await self._say_restarting(target)
             return
         log.info("handed the reply in %s over to shard %s", request.conversation.id, partition)
 
@@ -626,6 +700,23 @@ class DiscordBot:
             await channel.send(RESTARTING_TEXT, allowed_mentions=NO_MENTIONS, **reply)
         except discord.HTTPException as exc:
             log.warning("could not tell channel %s that the bot restarts: %s", target.channel, exc)
+
+    async def _ask_restarting(self, target: AskTarget) -> None:
+        """``_restarting`` for an ``/ask`` another process deferred."""
+        outlet = InteractionOutlet.resumed(
+            self.client,
+            app_id=target.app,
+            token=target.token,
+            channel_id=target.channel,
+            original_id=target.response,
+        )
+        try:
+            await acquire_all(self.state.budget, outlet.scopes)
+            await outlet.edit(target.response, Rendered(RESTARTING_TEXT, None), None)
+        except (discord.HTTPException, TokenExpired, MessageGone, RateLimited) as exc:
+            log.warning(
+                "could not tell an /ask in %s that the bot restarts: %s", target.channel, exc
+            )
 
     def _sink_factory(
         self,

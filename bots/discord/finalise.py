@@ -16,6 +16,15 @@ registry tries again later; so does any other failure. A message or
 interaction that is gone (deleted, 404, a token Discord no longer accepts, or
 one older than its 15 minutes) is skipped: nobody can fix it. When every
 message was gone, ``MessageGone`` says so to the registry.
+
+A reply that never showed any text and carries a hand-over payload is not
+ended as "interrupted": right after this finaliser returns, the registry hands
+its message over and the next process of its shard answers it anew
+(``answered_anew``). So its messages are only cleared out of the way: an
+``/ask`` response (message 0 from the start, "thinking…" or the model's
+reasoning) says it is answering again, and the next process writes the answer
+into it; a channel message (the reasoning, before any answer) is deleted, so
+the answer that comes is the only reply to the user's message.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from collections.abc import Awaitable, Mapping
 
 import discord
 
-from bots.discord.format import Rendered, RenderMode, moved_note, render
+from bots.discord.format import Rendered, RenderMode, answering_again_note, moved_note, render
 from bots.discord.outlets import NO_MENTIONS, translate
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.discord.settings import INTERACTION_TOKEN_LIFETIME
@@ -46,6 +55,9 @@ async def finalise_record(
     lifetime: their messages are skipped without a call."""
     now = time.time() if now is None else now
     token_alive = now - record.started < INTERACTION_TOKEN_LIFETIME
+    if answered_anew(record):
+        await _clear(client, budget, record, token_alive=token_alive)
+        return
     outcome = (
         Outcome(record.outcome, record.reason or None)  # type: ignore[arg-type]
         if record.outcome
@@ -72,6 +84,48 @@ async def finalise_record(
             await _point_on(client, budget, target)
     if gone and not written:
         raise MessageGone(f"none of the {gone} open messages of the reply can be written")
+
+
+def answered_anew(record: InflightRecord) -> bool:
+    """Whether the registry answers ``record``'s message anew once the finaliser
+    returns (``InflightRegistry._finalise``, whose rule this is): the reply never
+    showed any text nor ended, and it carries what answering again needs."""
+    return (
+        not record.outcome
+        and not any(message.text for message in record.messages)
+        and bool(record.handover)
+    )
+
+
+async def _clear(
+    client: discord.Client, budget: Budget, record: InflightRecord, *, token_alive: bool
+) -> None:
+    """Make way for the answer the next process writes (see the module docstring)."""
+    written = gone = 0
+    for index, message in record.pending:
+        target = message.target
+        if "message" not in target:
+            continue
+        try:
+            if target.get("kind") == "interaction":
+                await _edit(client, budget, target, answering_again_note(), token_alive=token_alive)
+            else:
+                await _delete(client, budget, target)
+        except MessageGone as exc:
+            log.info("reply %s: message %d can't be cleared: %s", record.reply_id, index, exc)
+            gone += 1
+            continue
+        written += 1
+    if gone and not written:
+        raise MessageGone(f"none of the {gone} open messages of the reply can be cleared")
+
+
+async def _delete(client: discord.Client, budget: Budget, target: Mapping[str, str]) -> None:
+    scope = channel_scope(int(target["channel"]))
+    await budget.acquire(scope)
+    await budget.acquire(GLOBAL_SCOPE)
+    channel = client.get_partial_messageable(int(target["channel"]))
+    await _call(channel.get_partial_message(int(target["message"])).delete(), budget, scope)
 
 
 async def _point_on(client: discord.Client, budget: Budget, target: Mapping[str, str]) -> None:
@@ -124,6 +178,11 @@ async def _edit(
         call = channel.get_partial_message(message_id).edit(
             content=shown.content, embed=shown.embed, view=None, allowed_mentions=NO_MENTIONS
         )
+    await _call(call, budget, scope)
+
+
+async def _call(call: Awaitable[object], budget: Budget, scope: str) -> None:
+    """Discord's answer as the engine's exceptions; a 429 blocks ``scope`` everywhere."""
     try:
         await call
     except discord.HTTPException as exc:
@@ -133,4 +192,4 @@ async def _edit(
         raise error from exc
 
 
-__all__ = ["finalise_record"]
+__all__ = ["answered_anew", "finalise_record"]

@@ -156,6 +156,16 @@ def _embed(
     return Rendered(None, embed)
 
 
+ANSWERING_AGAIN = "🔄 Interrupted before the answer began: answering again…"
+
+
+def answering_again_note() -> Rendered:
+    """What an ``/ask`` response shows between its process dying before the
+    answer's first words and the next process answering in it (it replaces
+    "thinking…", which must not stay if the hand-over never arrives)."""
+    return Rendered(f"-# {ANSWERING_AGAIN}", None)
+
+
 def moved_note(jump_url: str) -> Rendered:
     """What an ``/ask`` response shows once its reply moved to a channel message."""
     return Rendered(f"-# ↪️ This reply continues here: {jump_url}", None)

@@ -12,12 +12,19 @@ the message had reached it, replying to the user's message.
 The partition is the shard of the message's guild (DMs: shard 0), because only
 a process running that shard has the guild's channels and may write where the
 shard's rules (permissions checked, allow lists applied) said it could.
+
+The same payload rides in every reply's in-flight record, so a reply whose
+process died before it showed any text is answered anew the same way
+(``core.state.inflight``). For an ``/ask`` (``kind: "ask"``) the payload names
+the interaction's deferred response, and the next process answers in it, with
+the interaction's token: a credential, which lives in Redis as the record's
+own targets do and is never logged (``AskTarget`` leaves it out of its repr).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.responder import ReplyRequest
@@ -41,9 +48,26 @@ class ChannelTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class AskTarget:
+    """Where an ``/ask`` reply goes: the interaction's deferred response, written
+    with its application id and token, in a channel it may continue in once the
+    token is about to die (``writable``: the bot may write there)."""
+
+    app: int
+    token: str = field(repr=False)
+    response: int
+    """The id of the deferred ("thinking…") response."""
+    channel: int
+    guild: int | None
+    asked_at: float
+    """Wall-clock seconds (epoch) of the command: the token lives 15 minutes from it."""
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True)
 class HandedOver:
     request: ReplyRequest
-    target: ChannelTarget
+    target: ChannelTarget | AskTarget
 
 
 def shard_of(guild_id: int | None, shard_count: int) -> int:
@@ -53,12 +77,30 @@ def shard_of(guild_id: int | None, shard_count: int) -> int:
     return (guild_id >> 22) % max(1, shard_count)
 
 
-def to_payload(request: ReplyRequest, target: ChannelTarget) -> dict[str, Any]:
+def to_payload(request: ReplyRequest, target: ChannelTarget | AskTarget) -> dict[str, Any]:
     """JSON for ``DeferredRequests.push``. Snowflakes are strings, as Discord writes them."""
     conversation = request.conversation
+    to: dict[str, Any]
+    if isinstance(target, AskTarget):
+        to = {
+            "app": str(target.app),
+            "token": target.token,
+            "response": str(target.response),
+            "channel": str(target.channel),
+            "guild": _id_or_none(target.guild),
+            "asked_at": target.asked_at,
+            "writable": target.writable,
+        }
+    else:
+        to = {
+            "channel": str(target.channel),
+            "guild": _id_or_none(target.guild),
+            "reference": _id_or_none(target.reference),
+            "notify": target.notify,
+        }
     return {
         "v": VERSION,
-        "kind": "message",
+        "kind": "ask" if isinstance(target, AskTarget) else "message",
         "conversation": {
             "workspace": conversation.workspace,
             "channel": conversation.channel,
@@ -70,19 +112,15 @@ def to_payload(request: ReplyRequest, target: ChannelTarget) -> dict[str, Any]:
         "system_prompt": request.system_prompt,
         "model": request.model,
         "record": dict(request.target),
-        "to": {
-            "channel": str(target.channel),
-            "guild": _id_or_none(target.guild),
-            "reference": _id_or_none(target.reference),
-            "notify": target.notify,
-        },
+        "to": to,
     }
 
 
 def from_payload(payload: Mapping[str, Any]) -> HandedOver:
     """Raises ``ValueError`` for a payload ``to_payload`` did not write."""
-    if payload.get("v") != VERSION or payload.get("kind") != "message":
-        raise ValueError(f"not a version {VERSION} message hand-over")
+    kind = payload.get("kind")
+    if payload.get("v") != VERSION or kind not in ("message", "ask"):
+        raise ValueError(f"not a version {VERSION} message or /ask hand-over")
     try:
         conversation = payload["conversation"]
         to = payload["to"]
@@ -103,12 +141,27 @@ def from_payload(payload: Mapping[str, Any]) -> HandedOver:
             model=None if model is None else _text(model),
             target={_text(k): _text(v) for k, v in dict(record).items()},
         )
-        target = ChannelTarget(
-            channel=int(to["channel"]),
-            guild=_int_or_none(to.get("guild")),
-            reference=_int_or_none(to.get("reference")),
-            notify=to.get("notify") is True,
-        )
+        target: ChannelTarget | AskTarget
+        if kind == "ask":
+            asked_at = to["asked_at"]
+            if isinstance(asked_at, bool) or not isinstance(asked_at, int | float):
+                raise TypeError("asked_at is not a number")
+            target = AskTarget(
+                app=int(_text(to["app"])),
+                token=_text(to["token"]),
+                response=int(_text(to["response"])),
+                channel=int(_text(to["channel"])),
+                guild=_int_or_none(to.get("guild")),
+                asked_at=float(asked_at),
+                writable=to.get("writable") is True,
+            )
+        else:
+            target = ChannelTarget(
+                channel=int(to["channel"]),
+                guild=_int_or_none(to.get("guild")),
+                reference=_int_or_none(to.get("reference")),
+                notify=to.get("notify") is True,
+            )
         int(request.author)  # the asker, who may press Stop
     except (KeyError, TypeError) as exc:
         raise ValueError(f"missing or bad field: {exc}") from None

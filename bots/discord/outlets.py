@@ -7,8 +7,10 @@ endpoints with different limits and lifetimes:
   replies to the user's message and may notify them; continuations are silent.
   They can be edited for as long as they exist.
 - ``InteractionOutlet``: an ``/ask`` response (the deferred ``@original``) and its
-  followups, written with the interaction's token. No channel permission is
-  needed, but the token dies 15 minutes after the command.
+  followups, written with the interaction's token: this process's interaction
+  (``of``), or one another process deferred and handed over (``resumed``, from
+  the application id, the token and the response's id). No channel permission
+  is needed, but the token dies 15 minutes after the command.
 
 Every send and edit carries ``allowed_mentions`` (Discord re-parses mentions on
 each edit). Discord's answers become what the engine understands: a 429 that
@@ -19,7 +21,7 @@ no longer writable is ``MessageGone``, a dead interaction token is
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import discord
@@ -29,6 +31,9 @@ from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_sco
 from core.sink import MessageGone, RateLimited
 
 T = TypeVar("T")
+
+EditOriginal = Callable[..., Awaitable[discord.InteractionMessage]]
+"""``Interaction.edit_original_response``: the ``@original`` edit of a live interaction."""
 
 NO_MENTIONS = discord.AllowedMentions.none()
 REPLIED_USER_ONLY = discord.AllowedMentions(
@@ -145,11 +150,52 @@ class ChannelOutlet:
 
 
 class InteractionOutlet:
-    def __init__(self, interaction: discord.Interaction[Any]) -> None:
-        """``interaction`` must already be deferred (within Discord's 3 seconds)."""
-        self.interaction = interaction
-        self.original_id: int | None = None
-        self._scopes = (interaction_scope(interaction.token),)
+    def __init__(
+        self,
+        webhook: discord.Webhook,
+        *,
+        channel_id: int | None,
+        original_id: int | None = None,
+        edit_original: EditOriginal | None = None,
+    ) -> None:
+        """An interaction's webhook (its application id and token). ``original_id``:
+        the id of its deferred response, when known (then the reply's message 0 from
+        the start, see ``bots.discord.sink``); ``edit_original``: how to edit that
+        response while its id is not known. Build one with ``of`` or ``resumed``."""
+        if original_id is None and edit_original is None:
+            raise ValueError("the deferred response needs an id or a way to edit it")
+        self._webhook = webhook
+        self._channel_id = channel_id
+        self.original_id = original_id
+        self._edit_original_response = edit_original
+        self._scopes = (interaction_scope(webhook.token or ""),)
+
+    @classmethod
+    def of(
+        cls, interaction: discord.Interaction[Any], *, original_id: int | None = None
+    ) -> InteractionOutlet:
+        """The outlet of an ``/ask`` this process deferred (within Discord's 3 seconds)."""
+        return cls(
+            interaction.followup,
+            channel_id=interaction.channel_id,
+            original_id=original_id,
+            edit_original=interaction.edit_original_response,
+        )
+
+    @classmethod
+    def resumed(
+        cls,
+        client: discord.Client,
+        *,
+        app_id: int,
+        token: str,
+        channel_id: int,
+        original_id: int,
+    ) -> InteractionOutlet:
+        """The outlet of an ``/ask`` another process deferred (a hand-over): its
+        webhook from the application id and token, its response by id."""
+        webhook = discord.Webhook.partial(app_id, token, client=client)
+        return cls(webhook, channel_id=channel_id, original_id=original_id)
 
     @property
     def scopes(self) -> Sequence[str]:
@@ -162,7 +208,7 @@ class InteractionOutlet:
             self.original_id = original.id
             return original.id
         sent = await self._call(
-            self.interaction.followup.send(
+            self._webhook.send(
                 allowed_mentions=NO_MENTIONS, silent=True, wait=True, **_new_message(message, view)
             )
         )
@@ -172,20 +218,26 @@ class InteractionOutlet:
         if message_id == self.original_id:
             await self._call(self._edit_original(message, view))
             return
-        await self._call(
-            self.interaction.followup.edit_message(
-                message_id,
-                content=message.content,
-                embed=message.embed,
-                view=view,
-                allowed_mentions=NO_MENTIONS,
-            )
-        )
+        await self._call(self._edit_by_id(message_id, message, view))
 
     def _edit_original(
         self, message: Rendered, view: discord.ui.View | None
-    ) -> Awaitable[discord.InteractionMessage]:
-        return self.interaction.edit_original_response(
+    ) -> Awaitable[discord.Message]:
+        if self._edit_original_response is None:
+            assert self.original_id is not None  # see __init__
+            return self._edit_by_id(self.original_id, message, view)
+        return self._edit_original_response(
+            content=message.content,
+            embed=message.embed,
+            view=view,
+            allowed_mentions=NO_MENTIONS,
+        )
+
+    def _edit_by_id(
+        self, message_id: int, message: Rendered, view: discord.ui.View | None
+    ) -> Awaitable[discord.WebhookMessage]:
+        return self._webhook.edit_message(
+            message_id,
             content=message.content,
             embed=message.embed,
             view=view,
@@ -201,12 +253,12 @@ class InteractionOutlet:
             raise translate(exc, self._scopes[0]) from exc
 
     def target(self, message_id: int) -> dict[str, str]:
-        interaction = self.interaction
+        webhook = self._webhook
         return {
             "kind": "interaction",
-            "app": str(interaction.application_id),
-            "token": interaction.token,
-            "channel": str(interaction.channel_id or ""),
+            "app": str(webhook.id),
+            "token": webhook.token or "",
+            "channel": str(self._channel_id or ""),
             "message": str(message_id),
         }
 

@@ -5,10 +5,13 @@ message *i* of the reply, through an outlet (``bots.discord.outlets``):
 
 - a mention, reply or auto-reply channel writes channel messages: the first
   replies to the user's message, continuations are silent;
-- ``/ask`` writes the deferred original response, then followups. Its token
-  dies after 15 minutes, so once ``DISCORD_INTERACTION_WINDOW`` has passed (or
-  Discord says the token is gone) the message being written **moves** to a
-  channel message, the old one points to it, and the reply carries on there.
+- ``/ask`` writes the deferred original response, then followups. The
+  response exists before any text ("thinking…"), so when its id is known it is
+  message 0 from the start: recorded in flight as soon as the reply opens, and
+  written, or moved, like any other message. Its token dies after 15 minutes,
+  so once ``DISCORD_INTERACTION_WINDOW`` has passed (or Discord says the token
+  is gone) the message being written **moves** to a channel message, the old
+  one points to it, and the reply carries on there.
 
 The message being written carries the Stop button and a "writing…" state; the
 final frame of each message removes both, and the last one shows how the
@@ -35,10 +38,11 @@ calls; the sink never touches the budget:
 
 **Nothing is recorded before Discord confirms.** A message's ids and text go
 to the in-flight record (``on_shown``) only after the call that shows them
-succeeded, and a new message id to ``on_created`` only once it exists; a call
-that raises leaves the sink's own state as it was, except where Discord
-already applied part of it (a move's create), which is then what the sink
-holds, so the retry continues from there instead of posting twice.
+succeeded (for the deferred response: the deferral), and a new message id to
+``on_created`` only once it exists; a call that raises leaves the sink's own
+state as it was, except where Discord already applied part of it (a move's
+create), which is then what the sink holds, so the retry continues from there
+instead of posting twice.
 """
 
 from __future__ import annotations
@@ -107,6 +111,10 @@ class DiscordReplySink:
         self._on_shown = on_shown
         self._on_created = on_created
         self._messages: list[_Message] = []
+        if isinstance(outlet, InteractionOutlet) and outlet.original_id is not None:
+            # The deferred "thinking…" response exists before any text: it is message 0,
+            # written (or moved to the channel) like any message that exists.
+            self._messages.append(_Message(outlet, outlet.original_id))
         self._notes: list[_Note] = []
         self._expired = False  # the interaction can no longer be written: use the fallback
         self._token_dead = False  # Discord said so: its messages can't even be pointed on
@@ -157,6 +165,12 @@ class DiscordReplySink:
     async def open(self) -> None:
         if isinstance(self._primary, ChannelOutlet):
             await self._primary.channel.typing()
+        elif self._messages:
+            # Recorded before the first token: a process that dies while the model
+            # thinks leaves a record naming the "thinking…" response, which the
+            # finaliser ends (or the next process answers in), so it never stays.
+            await self._created(self._messages[0].id)
+            await self._report(0, "")
 
     async def render(self, frame: Frame) -> None:
         streaming = not frame.final

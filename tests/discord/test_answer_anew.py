@@ -18,12 +18,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import discord
 import pytest
 
+from bots.discord.format import ANSWERING_AGAIN
 from bots.discord.handover import shard_of
 from bots.discord.service import DiscordService
 from core.config import DEFAULT_SYSTEM_PROMPT
-from core.state.inflight import InflightRecord
+from core.state.inflight import InflightRecord, MessageRecord
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
 from tests.chaos.proxy import CuttableProxy
@@ -36,7 +38,14 @@ from tests.discord.conftest import (
     finished,
     stream,
 )
-from tests.fakes.discord_server import ALICE, CHANNEL_ID, GUILD_ID, FakeDiscord
+from tests.fakes.discord_server import (
+    ALICE,
+    CHANNEL_ID,
+    FLAG_LOADING,
+    GUILD_ID,
+    FakeDiscord,
+    InteractionRecord,
+)
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse
 from tests.invariants import Expected, ReplyKey, check_discord
 from tests.state.pausable import PausableRedis
@@ -235,3 +244,87 @@ async def test_a_reply_to_a_message_is_recorded_with_what_answers_it_anew(
         assert record.partition == "1"  # the guild's shard, of 2
         await eventually(lambda: settled(state))  # answered, and forgotten
     assert answer(bot_messages(fake, int(expected["to"]["channel"]))[-1]) == "Later."
+
+
+def ask_payload(fake: FakeDiscord, interaction: InteractionRecord, response: int) -> dict[str, Any]:
+    """The hand-over payload of an ``/ask`` in the test channel, spelled out."""
+    return {
+        "v": 1,
+        "kind": "ask",
+        "conversation": {
+            "workspace": str(GUILD_ID),
+            "channel": str(CHANNEL_ID),
+            "thread": f"ask:{ALICE.id}",
+        },
+        "author": str(ALICE.id),
+        "text": "are you there?",
+        "channel": str(CHANNEL_ID),
+        "system_prompt": DEFAULT_SYSTEM_PROMPT,
+        "model": None,
+        "record": {"channel": str(CHANNEL_ID)},
+        "to": {
+            "app": str(fake.app_id),
+            "token": interaction.token,
+            "response": str(response),
+            "channel": str(CHANNEL_ID),
+            "guild": str(GUILD_ID),
+            "asked_at": discord.utils.snowflake_time(interaction.id).timestamp(),
+            "writable": True,
+        },
+    }
+
+
+@pytest.mark.parametrize("window", [840.0, 0.5])
+async def test_an_ask_whose_process_died_before_any_text_is_answered_in_its_own_response(
+    fake: FakeDiscord,
+    llm_server: FakeLLMServer,
+    start_bot: StartBot,
+    pausable: PausableRedis,
+    window: float,
+) -> None:
+    """The "thinking…" response is message 0 of the record from the start; the
+    sweeper says it answers again, and the next process writes the answer into it,
+    or (past ``DISCORD_INTERACTION_WINDOW`` by then) moves it to the channel and
+    points there, as any ``/ask`` reply does."""
+    llm_server.enqueue(STALL, stream(["Answered", " in place."]))
+    async with doomed(start_bot, pausable) as first:
+        interaction = await fake.inject_slash_command("ask", {"prompt": "are you there?"})
+        await llm_server.wait_requests(1)  # deferred, and the model stalls
+        record = await streaming_record(first.state)
+        original = interaction.original
+        assert original is not None and original.flags & FLAG_LOADING  # "thinking…"
+        assert record.messages == (
+            MessageRecord(
+                {
+                    "kind": "interaction",
+                    "app": str(fake.app_id),
+                    "token": interaction.token,
+                    "channel": str(CHANNEL_ID),
+                    "message": str(original.id),
+                    "render": "content",
+                },
+                "",
+            ),
+        )
+        assert record.handover == ask_payload(fake, interaction, original.id)
+        assert record.partition == "1"
+        await kill(first)
+    assert original.edits == [] and original.flags & FLAG_LOADING
+
+    async with (
+        shared_state(pausable.url) as state,
+        start_bot(on=state, discord_interaction_window=window, **NEXT_PROCESS),
+    ):
+        await delivered(fake, {interaction.token: Expected("Answered in place.")})
+        await eventually(lambda: settled(state))
+    assert original.edits[0].content == f"-# {ANSWERING_AGAIN}"  # not "thinking…" meanwhile
+    moved = [m for m in bot_messages(fake, CHANNEL_ID) if m.webhook_id is None]
+    if window > 1:
+        assert original.content == "Answered in place." and moved == []
+    else:  # too late for the token's window: in the channel, the response points there
+        [message] = moved
+        assert answer(message) == "Answered in place."
+        assert f"/{CHANNEL_ID}/{message.id}" in original.content
+        assert (message.message_reference or {}).get("message_id") == str(original.id)
+    assert interaction.followups == []
+    assert len(llm_server.requests) == 2

@@ -13,8 +13,8 @@ import discord
 import pytest
 
 from bots.discord.controls import stop_view
-from bots.discord.finalise import finalise_record
-from bots.discord.format import WRITING
+from bots.discord.finalise import answered_anew, finalise_record
+from bots.discord.format import ANSWERING_AGAIN, WRITING
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.discord.service import DiscordService
 from core.sink import MessageGone, RateLimited
@@ -22,13 +22,17 @@ from core.state.inflight import INTERRUPTED_REASON, InflightRecord, MessageRecor
 from core.state.store import State
 from tests.discord.conftest import StartBot, answer, eventually, finished, pings_nobody, stream
 from tests.fakes.discord_server import (
+    ALICE,
+    BOB,
     CHANNEL_ID,
     EDIT_MESSAGE,
+    FLAG_LOADING,
     GUILD_ID,
     FakeDiscord,
+    InteractionRecord,
 )
 from tests.fakes.discord_server import MessageRecord as FakeMessage
-from tests.fakes.llm_server import FakeLLMServer
+from tests.fakes.llm_server import FakeLLMServer, FakeResponse
 
 
 class Ledger:
@@ -82,15 +86,39 @@ def channel_target(message: FakeMessage) -> dict[str, str]:
     }
 
 
-def record(*messages: MessageRecord, outcome: str = "", reason: str = "") -> InflightRecord:
+def record(
+    *messages: MessageRecord,
+    outcome: str = "",
+    reason: str = "",
+    handover: dict[str, object] | None = None,
+    started: float | None = None,
+) -> InflightRecord:
     return InflightRecord(
         "ab12",
         "discord",
         messages=messages,
         outcome=outcome,
         reason=reason,
-        started=time.time(),
+        started=time.time() if started is None else started,
+        handover=handover or {},
     )
+
+
+HANDOVER: dict[str, object] = {"v": 1, "kind": "ask"}
+"""Any hand-over: the finaliser only asks whether there is one."""
+
+
+def response_target(fake: FakeDiscord, interaction: InteractionRecord) -> dict[str, str]:
+    """The record's target of an ``/ask``'s deferred response."""
+    assert interaction.original is not None
+    return {
+        "kind": "interaction",
+        "app": str(fake.app_id),
+        "token": interaction.token,
+        "channel": str(CHANNEL_ID),
+        "message": str(interaction.original.id),
+        "render": "content",
+    }
 
 
 def finalise_edits(fake: FakeDiscord, since: int) -> Iterator[dict[str, object]]:
@@ -246,3 +274,60 @@ async def test_a_message_moved_from_an_ask_has_the_old_one_point_to_it(
     assert f"/{GUILD_ID}/{CHANNEL_ID}/{moved.id}" in original.content
     assert pings_nobody(original.history[-1].allowed_mentions)
     assert ledger.acquired[-1] == interaction_scope(interaction.token)
+
+
+async def test_a_reply_that_showed_nothing_makes_way_for_its_answer_anew(
+    fake: FakeDiscord,
+    llm_server: FakeLLMServer,
+    start_bot: StartBot,
+    state: State,
+    ledger: Ledger,
+) -> None:
+    """The registry answers it anew right after: an ``/ask`` response says so (the
+    answer comes into it), a channel message showing only the reasoning goes (the
+    answer comes as the reply). Without a hand-over, "thinking…" is ended as an
+    interruption; it never stays."""
+    stalled = FakeResponse(chunks=[], stall_after=0)
+    llm_server.enqueue(stalled, stalled)
+    async with start_bot() as service:
+        asks = [
+            await fake.inject_slash_command("ask", {"prompt": "hm"}, user=u) for u in (ALICE, BOB)
+        ]
+        await llm_server.wait_requests(2)  # both deferred: "thinking…"
+        anew, interrupted = asks
+        [reasoning] = await streaming_messages(service, fake, 1)
+        ledger.acquired.clear()
+        empty = [
+            MessageRecord(response_target(fake, anew), ""),
+            MessageRecord(channel_target(reasoning), ""),
+        ]
+        assert answered_anew(record(*empty, handover=HANDOVER))
+        await finalise_record(service.client, state.budget, record(*empty, handover=HANDOVER))
+        assert ledger.acquired == [
+            interaction_scope(anew.token),
+            channel_scope(CHANNEL_ID),
+            GLOBAL_SCOPE,
+        ]
+        original = anew.original
+        assert original is not None
+        assert original.content == f"-# {ANSWERING_AGAIN}" and finished(original)
+        assert pings_nobody(original.history[-1].allowed_mentions)
+        assert reasoning.deleted
+
+        lone = record(MessageRecord(response_target(fake, interrupted), ""))
+        assert not answered_anew(lone)
+        await finalise_record(service.client, state.budget, lone)
+        other = interrupted.original
+        assert other is not None and not other.flags & FLAG_LOADING
+        assert other.content == "-# ⚠️ The reply was interrupted: the process writing it stopped"
+
+        calls = len(fake.calls)
+        late = record(*empty[:1], handover=HANDOVER, started=time.time() - 901)
+        with pytest.raises(MessageGone):  # its token is dead: nothing can be written
+            await finalise_record(service.client, state.budget, late)
+        assert len(fake.calls) == calls
+        # One that showed text is finalised, not cleared, hand-over or not.
+        assert not answered_anew(
+            record(MessageRecord(channel_target(reasoning), "x"), handover=HANDOVER)
+        )
+        assert not answered_anew(record(*empty, outcome="done", handover=HANDOVER))

@@ -142,17 +142,21 @@ async def run(
     fail: Mapping[tuple[str, int], Exception] | None = None,
     deadline: float | None = None,
     retry: FinalRetry | None = None,
+    original: int | None = None,
 ) -> Run:
+    """``original``: the id of the deferred response, when the deferral said it."""
     clock = FakeClock()
     d = Discord(fail=dict(fail or {}))
     channel = StubChannel(d)
+    interaction = StubInteraction(d)
+    interaction.original_id = original
     reported: list[tuple[int, dict[str, str], str]] = []
 
     async def on_shown(index: int, target: Mapping[str, str], text: str) -> None:
         reported.append((index, dict(target), text))
 
     sink = DiscordReplySink(
-        StubInteraction(d),
+        interaction,
         reply_id="r1",
         asker=42,
         fallback=channel,
@@ -251,3 +255,27 @@ async def test_nothing_is_reported_before_discord_confirmed_it() -> None:
     assert len(ran.reported) == len(d.calls("interaction.create")) + len(
         d.calls("interaction.edit")
     )
+
+
+async def test_a_response_known_by_id_is_message_0_and_recorded_before_any_text() -> None:
+    """A process that dies while the model thinks leaves a record naming it."""
+    ran = await run([(5.0, TextDelta("late ")), *words(4)], original=7)
+    d = ran.d
+    target = {"kind": "interaction", "app": "7", "token": "tok", "message": "7"}
+    assert ran.reported[0] == (0, {**target, "render": "content"}, "")
+    assert d.calls("interaction.create") == []  # it exists: edited from the first frame
+    assert {c[3] for c in d.calls("interaction.edit")} == {7}
+    assert d.shown[7] == "late " + text(4) and not d.stop_button[7]
+    assert len(ran.reported) == 1 + len(d.calls("interaction.edit"))
+    assert d.unpaid() == [] and ran.result.delivered
+
+
+async def test_a_response_whose_window_passed_before_any_text_moves_and_points_on() -> None:
+    ran = await run([(5.0, TextDelta("late ")), *words(4)], original=7, deadline=1.0)
+    d = ran.d
+    [moved] = d.calls("channel.create")
+    assert ran.channel.replies_to == [7]  # the channel message replies to the response
+    assert d.shown[moved[3]] == "late " + text(4)
+    assert "continues here" in d.shown[7] and str(moved[3]) in d.shown[7]
+    assert d.calls("interaction.create") == [] and not d.stop_button[7]
+    assert d.unpaid() == [] and ran.result.delivered
