@@ -20,38 +20,74 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.budget import Limit, LimitTable
+from core.budget import Limit, LimitTable, RateLimit, Window
 from core.config import read_settings
 
-DEFAULT_LIMITS: dict[str, Limit] = {
-    # GCRA admits burst - 1 + count calls into any window of ``per`` seconds, so
-    # each default keeps that one call under the platform's N: a call can reach
-    # the platform later than its slot and bunch up with the next one. (Discord
-    # counts sends and edits in one channel together while discord.py paces them
-    # as separate buckets, so its own header-based waiting doesn't cover that.)
-    "slack:*:chat.update": Limit(45, 60, burst=5),  # Tier 3: 50/min
-    "slack:*:chat.postMessage:*": Limit(2, 3),  # per channel: 1/s with short bursts
-    "slack:*:chat.startStream": Limit(15, 60, burst=5),  # Tier 2: 20/min
-    "slack:*:chat.appendStream": Limit(90, 60, burst=10),  # Tier 4: 100/min
-    "slack:*:chat.stopStream": Limit(15, 60, burst=5),  # Tier 2: 20/min
-    "slack:*:assistant.threads.*": Limit(15, 60, burst=5),  # "special": treated as Tier 2
-    # Discord: observed 5 per 5 s per channel (sends and edits), 50/s per bot token,
-    # about 5 edits per 2 s per interaction token.
-    "discord:channel:*": Limit(4, 5),
-    "discord:interaction:*": Limit(4, 2),
-    "discord:global": Limit(40, 1, burst=10),
-}
+TIER_WINDOW = 61.0
+"""Seconds in which a Slack tier's "N per minute" is counted (``RATE_TIER_WINDOW``):
+the minute, plus a second for a call's time in flight. A window lets a whole
+minute's calls go at once, so a burst that reaches Slack late and the first
+calls of the next window that reach it early must still fall in different
+minutes; a second covers the latency of a burst of calls on a healthy link."""
+
+
+def default_limits(tier_window: float = TIER_WINDOW) -> dict[str, RateLimit]:
+    """The default limit of every scope chatrelay calls in, Slack's tiers counted
+    in windows of ``tier_window`` seconds.
+
+    Which limiter where: a ``Window`` for the one-off calls of a reply (a
+    stream's start and stop, an assistant thread's status, title and prompts),
+    because each is worth most as soon as it can happen and a window lets all N
+    go at once (GCRA lets 5 go, then one every 4 s); GCRA (``Limit``) for the
+    calls that *stream*, edits and appends from every reply in the workspace,
+    because a window would let a minute's worth through in seconds and then
+    freeze every reply until the minute ends, while GCRA gives each reply its
+    share evenly; GCRA too for ``chat.postMessage`` (Slack documents a rate, 1/s
+    per channel, not a count per window) and Discord (edits that share a
+    channel's 5 per 5 s; spacing them keeps every reply moving).
+
+    Every limit keeps one call under the platform's N: the platform may count a
+    call we don't (a request whose answer was lost and was sent again), and a
+    call can reach it later than its slot and bunch up with the next one. GCRA
+    admits ``burst - 1 + count`` calls into any window of ``per`` seconds, a
+    window ``count``. (Discord counts sends and edits in one channel together
+    while discord.py paces them as separate buckets, so its own header-based
+    waiting doesn't cover that.)
+    """
+    return {
+        "slack:*:chat.update": Limit(45, 60, burst=5),  # Tier 3: 50/min
+        "slack:*:chat.postMessage:*": Limit(2, 3),  # per channel: 1/s with short bursts
+        "slack:*:chat.startStream": Window(19, tier_window),  # Tier 2: 20/min
+        "slack:*:chat.appendStream": Limit(90, 60, burst=10),  # Tier 4: 100/min
+        "slack:*:chat.stopStream": Window(19, tier_window),  # Tier 2: 20/min
+        "slack:*:assistant.threads.*": Window(19, tier_window),  # "special": as Tier 2
+        # Discord: observed 5 per 5 s per channel (sends and edits), 50/s per bot
+        # token, about 5 edits per 2 s per interaction token.
+        "discord:channel:*": Limit(4, 5),
+        "discord:interaction:*": Limit(4, 2),
+        "discord:global": Limit(40, 1, burst=10),
+    }
+
+
+DEFAULT_LIMITS: dict[str, RateLimit] = default_limits()
 """Scope pattern -> limit, first match wins; ``RATE_LIMITS`` entries come first."""
 
-_LIMIT_SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+)\s*)?$")
+_LIMIT_SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+|window)\s*)?$")
 
 
-def parse_limit(spec: str) -> Limit:
-    """``"50/60"`` (50 calls per 60 s) or ``"5/5/5"`` (with a burst of 5)."""
+def parse_limit(spec: str) -> RateLimit:
+    """``"50/60"`` (GCRA: 50 calls per 60 s, evenly spaced), ``"5/5/5"`` (with a
+    burst of 5) or ``"19/61/window"`` (at most 19 calls in any 61 s)."""
     match = _LIMIT_SPEC.match(spec)
     if match is None:
-        raise ValueError(f"{spec!r} is not COUNT/SECONDS or COUNT/SECONDS/BURST")
+        raise ValueError(
+            f"{spec!r} is not COUNT/SECONDS, COUNT/SECONDS/BURST or COUNT/SECONDS/window"
+        )
     count, per, burst = match.groups()
+    if burst == "window":
+        if not count.isdigit():
+            raise ValueError(f"{spec!r}: a window's COUNT is a whole number of calls")
+        return Window(int(count), float(per))
     return Limit(float(count), float(per), int(burst) if burst else 1)
 
 
@@ -91,7 +127,10 @@ class StateSettings(BaseSettings):
     quota_channel_daily_tokens: int = Field(0, ge=0)
     """Tokens one channel may spend per UTC day; 0: no quota."""
     rate_limits: dict[str, str] = Field(default_factory=dict)
-    """JSON object, scope pattern -> ``COUNT/SECONDS[/BURST]``, tried before the defaults."""
+    """JSON object, scope pattern -> ``COUNT/SECONDS[/BURST]`` (GCRA) or
+    ``COUNT/SECONDS/window`` (sliding window), tried before the defaults."""
+    rate_tier_window: float = Field(TIER_WINDOW, ge=1)
+    """Seconds of the window the default limits count Slack's per-minute tiers in."""
 
     @field_validator("redis_url")
     @classmethod
@@ -123,9 +162,9 @@ class StateSettings(BaseSettings):
         return self
 
     def limit_table(self) -> LimitTable:
-        """``RATE_LIMITS`` first, then ``DEFAULT_LIMITS``."""
+        """``RATE_LIMITS`` first, then the defaults (with ``RATE_TIER_WINDOW``)."""
         rules = {pattern: parse_limit(spec) for pattern, spec in self.rate_limits.items()}
-        for pattern, limit in DEFAULT_LIMITS.items():
+        for pattern, limit in default_limits(self.rate_tier_window).items():
             rules.setdefault(pattern, limit)
         return LimitTable(rules)
 

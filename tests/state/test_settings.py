@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from core.budget import Limit
+from core.budget import Limit, Window
 from core.config import ConfigError
 from core.state.settings import DEFAULT_LIMITS, load_state_settings, parse_limit
 
@@ -19,6 +20,7 @@ STATE_VARS = [
     "INFLIGHT_HEARTBEAT",
     "INFLIGHT_TIMEOUT",
     "RATE_LIMITS",
+    "RATE_TIER_WINDOW",
     "QUOTA_USER_DAILY_TOKENS",
 ]
 
@@ -42,8 +44,9 @@ def test_defaults_mean_embedded_redis_and_documented_limits() -> None:
 
 
 def test_every_default_limit_is_window_safe() -> None:
-    # GCRA admits burst - 1 + count calls per window: the platform's N must hold,
-    # with one call to spare (see DEFAULT_LIMITS).
+    # GCRA admits burst - 1 + count calls per window, a window its count (in a
+    # window at least as long as the platform's): the platform's N must hold,
+    # with one call to spare (see default_limits).
     platform = {
         "slack:*:chat.update": (50, 60),
         "slack:*:chat.postMessage:*": (3, 3),
@@ -58,20 +61,50 @@ def test_every_default_limit_is_window_safe() -> None:
     assert set(platform) == set(DEFAULT_LIMITS)
     for pattern, (count, window) in platform.items():
         limit = DEFAULT_LIMITS[pattern]
-        admitted = limit.burst - 1 + window / limit.interval
+        if isinstance(limit, Window):
+            assert limit.per >= window + 1, pattern  # a second for calls in flight
+            admitted = float(limit.count)
+        else:
+            admitted = limit.burst - 1 + window / limit.interval
         assert admitted + 1 <= count, pattern
+
+
+def test_one_off_calls_are_windows_and_streamed_ones_gcra() -> None:
+    windows = {p for p, limit in DEFAULT_LIMITS.items() if isinstance(limit, Window)}
+    assert windows == {
+        "slack:*:chat.startStream",
+        "slack:*:chat.stopStream",
+        "slack:*:assistant.threads.*",
+    }
+    assert DEFAULT_LIMITS["slack:*:chat.startStream"] == Window(19, 61)
+    # Squeezed the way the Slack tests squeeze a minute, a window is still safe.
+    start = DEFAULT_LIMITS["slack:*:chat.startStream"]
+    assert Limit(start.count, 6, burst=start.burst) == Limit(19, 6)
+
+
+def test_the_tier_window_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RATE_TIER_WINDOW", "90")
+    table = load_state_settings().limit_table()
+    assert table.lookup("slack:T1:chat.stopStream") == Window(19, 90)
+    assert table.lookup("slack:T1:chat.update") == DEFAULT_LIMITS["slack:*:chat.update"]
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", "rediss://user:pw@redis.example:6380/2")
     monkeypatch.setenv("REDIS_PREFIX", "bot2:")
-    monkeypatch.setenv("RATE_LIMITS", '{"slack:*:chat.update": "30/60", "x:*": "2/1/4"}')
+    limits = {
+        "slack:*:chat.update": "30/60",
+        "x:*": "2/1/4",
+        "slack:*:chat.startStream": "20/60/window",
+    }
+    monkeypatch.setenv("RATE_LIMITS", json.dumps(limits))
     settings = load_state_settings()
     assert settings.redis_url == "rediss://user:pw@redis.example:6380/2"
     assert settings.redis_prefix == "bot2:"
     table = settings.limit_table()
     assert table.lookup("slack:T9:chat.update") == Limit(30, 60)
     assert table.lookup("x:y") == Limit(2, 1, burst=4)
+    assert table.lookup("slack:T9:chat.startStream") == Window(20, 60)
     assert table.lookup("discord:global") == DEFAULT_LIMITS["discord:global"]
 
 
@@ -83,6 +116,8 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ("RATE_LIMITS", '{"a:*": "fast"}', "RATE_LIMITS: Value error, a:*: 'fast' is not COUNT"),
         ("RATE_LIMITS", "{not json", "invalid setting RATE_LIMITS: not valid JSON"),
         ("INFLIGHT_TIMEOUT", "6", "invalid settings: INFLIGHT_TIMEOUT must be at least twice"),
+        ("RATE_LIMITS", '{"a:*": "2.5/60/window"}', "a:*: '2.5/60/window': a window's COUNT"),
+        ("RATE_TIER_WINDOW", "0.5", "invalid setting RATE_TIER_WINDOW: "),
     ],
 )
 def test_bad_values_give_one_line_naming_the_variable(
@@ -100,7 +135,13 @@ def test_limit_specs() -> None:
     assert parse_limit("50/60") == Limit(50, 60)
     assert parse_limit(" 5 / 5 / 5 ") == Limit(5, 5, burst=5)
     assert parse_limit("0.5/1") == Limit(0.5, 1)
+    assert parse_limit("19/61/window") == Window(19, 61)
+    assert parse_limit(" 5 / 2.5 / window ") == Window(5, 2.5)
     with pytest.raises(ValueError, match="COUNT/SECONDS"):
         parse_limit("5 per second")
     with pytest.raises(ValueError, match="invalid limit"):
         parse_limit("0/1")
+    with pytest.raises(ValueError, match="invalid window"):
+        parse_limit("0/60/window")
+    with pytest.raises(ValueError, match="COUNT/SECONDS/window"):
+        parse_limit("5/60/windowed")
