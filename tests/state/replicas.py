@@ -14,7 +14,7 @@ from multiprocessing.synchronize import Event
 
 from redis.asyncio import Redis
 
-from core.budget import Limit, LimitTable
+from core.budget import LimitTable, RateLimit
 from core.engine import Reply
 from core.llm.events import TextDelta
 from core.pacing import Pacing
@@ -23,29 +23,32 @@ from core.state.buckets import RedisBudget
 from core.state.connection import connect
 from core.state.inflight import InflightRecord, InflightRegistry, Tracker
 from core.state.keys import Keys
+from core.state.settings import parse_limit
 
 
 def hammer(
     url: str,
     prefix: str,
     scope: str,
-    limit: tuple[float, float, int],
+    limit: str,
     tasks: int,
     seconds: float,
     ready: Event,
     go: Event,
     results: Queue[list[float]],
 ) -> None:
-    """Acquire ``scope`` as fast as the bucket allows from ``tasks`` tasks for
-    ``seconds`` after ``go``; put the wall-clock time of every grant in ``results``."""
-    asyncio.run(_hammer(url, prefix, scope, Limit(*limit), tasks, seconds, ready, go, results))
+    """Acquire ``scope`` as fast as its ``limit`` (a ``RATE_LIMITS`` spec: GCRA or
+    window) allows from ``tasks`` tasks for ``seconds`` after ``go``; put the
+    wall-clock time of every grant in ``results``."""
+    budget_limit = parse_limit(limit)
+    asyncio.run(_hammer(url, prefix, scope, budget_limit, tasks, seconds, ready, go, results))
 
 
 async def _hammer(
     url: str,
     prefix: str,
     scope: str,
-    limit: Limit,
+    limit: RateLimit,
     tasks: int,
     seconds: float,
     ready: Event,

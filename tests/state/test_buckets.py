@@ -1,5 +1,6 @@
-"""The Redis budget: GCRA pacing, blocks seen by every replica, fairness, a rate
-that holds across OS processes, and surviving Redis going away."""
+"""The Redis budget: GCRA pacing and sliding windows, blocks seen by every
+replica, fairness, try-acquire, a rate that holds across OS processes, and
+surviving Redis going away."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from core.budget import Limit, LimitTable
+from core.budget import Limit, LimitTable, Window
 from core.clock import FakeClock, MonotonicClock
 from core.engine import Reply
 from core.llm.events import Finish, TextDelta
@@ -27,9 +28,12 @@ from core.state.keys import Keys
 from tests.fakes.recording_sink import RecordingSink
 from tests.state import replicas
 from tests.state.pausable import MARGIN, PausableRedis, timed
+from tests.state.stepped import SteppedClock
 
 
-def fake_budget(redis: Redis, keys: Keys, clock: FakeClock, **rules: Limit) -> RedisBudget:
+def fake_budget(
+    redis: Redis, keys: Keys, clock: FakeClock | SteppedClock, **rules: Limit | Window
+) -> RedisBudget:
     table = LimitTable({scope.replace("__", ":"): limit for scope, limit in rules.items()})
     return RedisBudget(redis, keys, table, clock=clock, server_time=False)
 
@@ -165,7 +169,7 @@ async def test_processes_hammering_one_bucket_never_exceed_its_rate(
     workers = [
         context.Process(
             target=replicas.hammer,
-            args=(redis_url, keys.prefix, "hammered", (count, per, burst), tasks, seconds),
+            args=(redis_url, keys.prefix, "hammered", f"{count}/{per}/{burst}", tasks, seconds),
             kwargs={"ready": ready, "go": go, "results": results},
         )
         for ready in readies
@@ -385,5 +389,270 @@ async def test_a_429_learnt_while_redis_is_paused_costs_one_bound_and_reaches_re
         remaining = blocked_until / 1e6 - (redis_now[0] + redis_now[1] / 1e6)
         assert 25 < remaining <= 30  # other replicas now see it too
     finally:
+        await budget.aclose()
+        await client.aclose()
+
+
+# ------------------------------------------------------------------ windows
+
+
+async def grants_at(
+    budgets: list[RedisBudget], clock: SteppedClock, scope: str, arrivals: list[float]
+) -> list[float]:
+    """One acquire per arrival time, each its own task, taking turns among
+    ``budgets`` (replicas); the grant times, sorted (which replica's request
+    reaches Redis first at one instant is up to the event loop)."""
+    granted: list[float] = []
+
+    async def one(n: int, at: float) -> None:
+        await clock.sleep(at - clock.now())
+        await budgets[n % len(budgets)].acquire(scope)
+        granted.append(clock.now())
+
+    await clock.drive([asyncio.ensure_future(one(n, at)) for n, at in enumerate(arrivals)])
+    return sorted(granted)
+
+
+@pytest.fixture
+async def replica_clients(redis_url: str) -> AsyncIterator[list[Redis]]:
+    """Three more connection pools: three more replicas."""
+    clients = [connect(redis_url) for _ in range(3)]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_a_window_shared_by_replicas_lets_its_count_go_then_waits_for_the_oldest(
+    replica_clients: list[Redis], redis: Redis, keys: Keys
+) -> None:
+    clock = SteppedClock()
+    budgets = [fake_budget(c, keys, clock, s=Window(3, 10)) for c in replica_clients]
+    assert await grants_at(budgets, clock, "s", [0, 0, 0, 1, 1, 1, 1]) == [
+        0,
+        0,
+        0,
+        10,
+        10,
+        10,
+        20,
+    ]
+
+
+async def test_a_window_counts_the_last_per_seconds_half_open(
+    replica_clients: list[Redis], redis: Redis, keys: Keys
+) -> None:
+    clock = SteppedClock()
+    budgets = [
+        fake_budget(c, keys, clock, s=Window(3, 10), one=Window(1, 5)) for c in replica_clients
+    ]
+    assert await grants_at(budgets, clock, "s", [0, 4, 6, 7, 7, 30]) == [0, 4, 6, 10, 14, 30]
+    start = clock.now()
+    arrivals = [start, start, start]
+    assert await grants_at(budgets, clock, "one", arrivals) == [start, start + 5, start + 10]
+
+
+async def test_a_429_on_one_replica_moves_window_waiters_on_another_past_it(
+    redis: Redis, second_client: Redis, keys: Keys
+) -> None:
+    clock = SteppedClock()
+    replica_a = fake_budget(redis, keys, clock, s=Window(2, 10))
+    replica_b = fake_budget(second_client, keys, clock, s=Window(2, 10))
+    granted: list[float] = []
+
+    async def one(at: float) -> None:
+        await clock.sleep(at - clock.now())
+        await replica_b.acquire("s")
+        granted.append(clock.now())
+
+    async def limited() -> None:
+        await clock.sleep(3)
+        await replica_a.block("s", 9.0)  # a 429 at 3 with Retry-After: 9
+
+    tasks = [asyncio.ensure_future(one(at)) for at in (0, 0, 2, 2)]  # the last two: slot 10
+    await clock.drive([*tasks, asyncio.ensure_future(limited())])
+    # Both waiters woke at 10, found the block, gave back the slots they made no
+    # call in, and went when it lifted (not at 20, as if calls had been made at 10).
+    assert granted == [0, 0, 12, 12]
+    assert await grants_at([replica_a], clock, "s", [13]) == [22]
+    assert await redis.zcard(keys.bucket("s") + "#log") == 3  # 12, 12 and 22: no stale slot
+
+
+async def test_a_cancelled_window_waiter_gives_its_slot_to_another_replica(
+    redis: Redis, second_client: Redis, keys: Keys
+) -> None:
+    clock = SteppedClock()
+    replica_a = fake_budget(redis, keys, clock, s=Window(1, 10))
+    replica_b = fake_budget(second_client, keys, clock, s=Window(1, 10))
+    await replica_a.acquire("s")
+    doomed = asyncio.ensure_future(replica_a.acquire("s"))  # would go at 10
+    for _ in range(2000):  # until it sleeps towards its slot
+        if clock.sleeping():
+            break
+        await asyncio.sleep(0.001)
+    doomed.cancel()
+    await replica_a.aclose()  # the slot is given back in the background: wait for it
+    assert await grants_at([replica_b], clock, "s", [2]) == [10]  # not 20
+
+
+async def test_try_acquire_across_replicas_takes_only_a_free_slot_and_never_waits(
+    redis: Redis, second_client: Redis, keys: Keys
+) -> None:
+    clock = SteppedClock()
+    rules = {"w": Window(2, 10), "g": Limit(1, 1, burst=2)}
+    replica_a = fake_budget(redis, keys, clock, **rules)
+    replica_b = fake_budget(second_client, keys, clock, **rules)
+    for scope in ("w", "g"):
+        answers = [await r.try_acquire(scope) for r in (replica_a, replica_b, replica_a)]
+        assert answers == [True, True, False], scope
+        assert await replica_b.try_acquire(scope) is False
+    assert clock.now() == 0.0 and clock.sleeping() == 0  # refused at once, nobody sleeps
+    # A waiter holds the next GCRA slot (at 1): a try at 0.5 doesn't take it.
+    waiter = asyncio.ensure_future(replica_a.acquire("g"))
+
+    async def try_at(at: float, scope: str) -> bool:
+        await clock.sleep(at - clock.now())
+        return await replica_b.try_acquire(scope)
+
+    tried = asyncio.ensure_future(try_at(0.5, "g"))
+    await clock.drive([waiter, tried])
+    assert tried.result() is False and clock.now() == 1.0
+    late = [asyncio.ensure_future(try_at(t, "w")) for t in (9.999, 10.0, 10.0, 10.0)]
+    await clock.drive(late)
+    answers = [t.result() for t in late]
+    assert answers[0] is False  # at 9.999 both calls of 0 are still in the window
+    assert sorted(answers[1:]) == [False, True, True]  # at 10 they left it: 2 more
+
+
+async def test_try_acquire_on_a_blocked_window_scope_is_refused(
+    redis: Redis, second_client: Redis, keys: Keys
+) -> None:
+    clock = SteppedClock()
+    replica_a = fake_budget(redis, keys, clock, w=Window(5, 10))
+    replica_b = fake_budget(second_client, keys, clock, w=Window(5, 10))
+    await replica_a.block("w", 2.0)
+    assert await replica_b.try_acquire("w") is False
+    assert await replica_b.try_acquire("unlimited") is True
+    await replica_a.block("unlimited", 2.0)
+    assert await replica_b.try_acquire("unlimited") is False
+
+    async def later() -> list[bool]:
+        await clock.sleep(2.0)
+        return [await replica_b.try_acquire("w"), await replica_b.try_acquire("unlimited")]
+
+    task = asyncio.ensure_future(later())
+    await clock.drive([task])
+    assert task.result() == [True, True]
+
+
+async def test_window_keys_live_as_long_as_a_call_or_block_can_matter(
+    redis: Redis, keys: Keys
+) -> None:
+    clock = SteppedClock()
+    budget = fake_budget(redis, keys, clock, w=Window(1, 10))
+    state, log = keys.bucket("w"), keys.bucket("w") + "#log"
+    await budget.acquire("w")
+    assert 10_000 < await redis.pttl(state) <= 11_000  # the window, plus a second
+    assert 10_000 < await redis.pttl(log) <= 11_000
+    waiter = asyncio.ensure_future(budget.acquire("w"))  # reserves 10
+    for _ in range(2000):
+        if clock.sleeping():
+            break
+        await asyncio.sleep(0.001)
+    assert 20_000 < await redis.pttl(log) <= 21_000  # until the reservation leaves
+    await budget.block("w", 30.0)
+    assert 30_000 < await redis.pttl(state) <= 31_000  # the block outlives them
+    assert 30_000 < await redis.pttl(log) <= 31_000
+    await clock.drive([waiter])
+    assert clock.now() == 30.0
+
+
+async def test_window_waiters_on_four_replicas_take_turns(
+    redis_url: str, redis: Redis, keys: Keys
+) -> None:
+    clients = [connect(redis_url) for _ in range(4)]
+    clock = SteppedClock()
+    budgets = [fake_budget(c, keys, clock, s=Window(5, 10)) for c in clients]
+    grants: dict[int, list[float]] = {n: [] for n in range(20)}
+
+    async def reply(n: int) -> None:
+        while clock.now() < 200:
+            await budgets[n % 4].acquire("s")
+            grants[n].append(clock.now())
+            await clock.sleep(0.1)  # the platform call
+
+    try:
+        await clock.drive([asyncio.ensure_future(reply(n)) for n in range(20)])
+    finally:
+        for client in clients:
+            await client.aclose()
+    everyone = sorted(t for times in grants.values() for t in times)
+    assert max_in_window(everyone, 10.0) == 5
+    counts = [len(times) for times in grants.values()]
+    assert max(counts) - min(counts) <= 1, counts  # 5 per 10 s, a quarter turn each
+    for times in grants.values():  # a turn every 20 slots: every 40 s, in arrival order
+        assert max(b - a for a, b in itertools.pairwise(times)) <= 40.0
+
+
+async def test_processes_hammering_one_window_never_exceed_it(
+    redis: Redis, redis_url: str, keys: Keys
+) -> None:
+    """Real time, Redis's clock, four OS processes of three tasks each."""
+    count, per = 10, 0.5
+    processes, tasks, seconds = 4, 3, 3.0
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    go = context.Event()
+    readies = [context.Event() for _ in range(processes)]
+    workers = [
+        context.Process(
+            target=replicas.hammer,
+            args=(redis_url, keys.prefix, "hammered", f"{count}/{per}/window", tasks, seconds),
+            kwargs={"ready": ready, "go": go, "results": results},
+        )
+        for ready in readies
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for ready in readies:
+            assert await asyncio.to_thread(ready.wait, 30), "a replica did not start"
+        go.set()
+        per_process = [await asyncio.to_thread(results.get, True, 30) for _ in workers]
+    finally:
+        for worker in workers:
+            await asyncio.to_thread(worker.join, 10)
+            if worker.is_alive():
+                worker.kill()
+    assert all(worker.exitcode == 0 for worker in workers)
+    grants = sorted(t for times in per_process for t in times)
+    assert all(times for times in per_process), "every process got turns"
+    assert len(grants) >= 0.8 * count / per * seconds, "the window was not saturated"
+    # Slots are exact in Redis's clock; a grant is seen here a little after its
+    # slot (the process must wake and read its clock), never before. So no
+    # window shorter than ``per`` by that jitter may hold more than ``count``.
+    jitter = 0.05
+    assert max_in_window(grants, per - jitter) <= count
+    span = grants[-1] - grants[0]
+    assert len(grants) <= count * (1 + span / per) + 1
+
+
+async def test_a_paused_redis_costs_a_window_try_one_bound_then_the_local_window_answers(
+    pausable: PausableRedis, keys: Keys
+) -> None:
+    client = connect(pausable.url)
+    budget = RedisBudget(client, keys, LimitTable({"w": Window(3, 60)}), timeout=PAUSE_BOUND)
+    try:
+        assert await budget.try_acquire("w") is True
+        with pausable.paused():
+            first, took = await timed(budget.try_acquire("w"))
+            assert first is True  # the local window: this process's own calls only
+            assert PAUSE_BOUND - 0.01 <= took < PAUSE_BOUND + MARGIN
+            assert budget.degraded
+            rest, took = await timed(asyncio.gather(*(budget.try_acquire("w") for _ in range(3))))
+            assert rest == [True, True, False] and took < PAUSE_BOUND / 2  # no Redis wait
+    finally:
+        pausable.resume()
         await budget.aclose()
         await client.aclose()
