@@ -119,16 +119,19 @@ async def run_chatrelay(chunks: Sequence[bytes]) -> int:
 
 
 async def run_core(chunks: Sequence[bytes]) -> int:
-    """SSE decode + normalise + engine accounting, fed bytes directly."""
+    """SSE decode + normalise + engine accounting, fed bytes directly, in the
+    client's loop (``SSEDecoder.feed_to`` the dialect's parser)."""
     dialect = ChatCompletions()
 
     async def events():  # type: ignore[no-untyped-def]
         decoder = SSEDecoder()
         parser = dialect.parser()
         for chunk in chunks:
-            for sse in decoder.feed(chunk):
-                for event in parser.feed(sse):
-                    yield event
+            for event in decoder.feed_to(chunk, parser):
+                yield event
+            if parser.done:
+                return
+        decoder.close()
         for event in parser.end():
             yield event
 

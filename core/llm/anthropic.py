@@ -3,22 +3,30 @@
 Unlike Chat Completions, the stream names each event and brackets each content
 block, so the parser is a dispatch on ``type`` (read from the JSON, which is
 authoritative, falling back to the SSE ``event`` name). ``content_block_delta``
-is the hot event and is handled first.
+is the hot event: text and thinking deltas are decoded by msgspec straight into
+the few typed fields they need (``feed_data``), and handled first otherwise.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from core.llm.chat import ToolCallBuffer
-from core.llm.errors import decode_object, http_error, malformed, provider_error, truncated
+from core.llm.errors import (
+    SAFE_LENGTH,
+    decode_object,
+    fits_digit_limit,
+    http_error,
+    malformed,
+    provider_error,
+    truncated,
+)
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
 from core.llm.messages import ChatMessage
 from core.sse import SSEEvent
-
-_loads = json.loads
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -37,6 +45,24 @@ STOP_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+
+
+class _TextOrThinking(msgspec.Struct, gc=False):
+    type: Literal["text_delta", "thinking_delta"]
+    text: str = ""
+    thinking: str = ""
+
+
+class _BlockDelta(msgspec.Struct, gc=False):
+    """The shape ``feed_data`` accepts: a ``content_block_delta`` whose delta is text
+    or thinking. Other fields (``index``, and whatever is added later) are skipped
+    unread; anything else fails to decode and goes the general way."""
+
+    type: Literal["content_block_delta"]
+    delta: _TextOrThinking
+
+
+_decode_block_delta = msgspec.json.Decoder(_BlockDelta).decode
 
 
 class AnthropicMessages:
@@ -113,22 +139,23 @@ class AnthropicParser:
     Input tokens include cache reads and writes, as OpenAI's ``prompt_tokens`` do.
     """
 
-    __slots__ = ("_done", "_input", "_output", "_stop_reason", "_tools")
+    __slots__ = ("_input", "_output", "_stop_reason", "_tools", "done")
 
     def __init__(self) -> None:
-        self._done = False
+        self.done = False
+        """A terminal event (``Finish`` or ``StreamError``) was returned: later input
+        is ignored. An attribute, not a property: the client reads it per chunk."""
         self._stop_reason: str | None = None
         self._input: int | None = None
         self._output: int | None = None
         self._tools = ToolCallBuffer()
 
-    @property
-    def done(self) -> bool:
-        return self._done
-
     def feed(self, event: SSEEvent) -> list[Event]:
         data = event.data
-        if self._done or not data:
+        fast = self.feed_data(data)
+        if fast is not None:
+            return fast
+        if not data:
             return []
         payload = decode_object(data)
         if isinstance(payload, StreamError):
@@ -141,8 +168,31 @@ class AnthropicParser:
         except (AttributeError, TypeError, ValueError):
             return [self._end(malformed("an event of unexpected shape", data))]
 
+    def feed_data(self, data: str | bytes) -> list[Event] | None:
+        """The fast path: a text or thinking delta straight to its event, from the
+        event's data or its raw UTF-8 bytes; ``None`` for anything else, which
+        ``feed`` then reads the general way."""
+        if self.done:
+            return []
+        if len(data) > SAFE_LENGTH and not fits_digit_limit(data):
+            return None
+        # msgspec fills _BlockDelta and skips the other fields unread (still checked
+        # to be valid JSON). What it accepts, json.loads reads the same way
+        # (fits_digit_limit: a skipped integer too long for the stdlib) and _delta
+        # turns into the same event; anything else fails here.
+        try:
+            delta = _decode_block_delta(data).delta
+        except (ValueError, RecursionError):  # msgspec.ValidationError is a ValueError
+            return None
+        if delta.type == "text_delta":
+            if delta.text:
+                return [TextDelta(delta.text)]
+        elif delta.thinking:
+            return [ReasoningDelta(delta.thinking)]
+        return None
+
     def end(self) -> list[Event]:
-        if self._done:
+        if self.done:
             return []
         if self._stop_reason is not None:
             return self._complete()
@@ -215,7 +265,7 @@ class AnthropicParser:
         return [Usage(self._input or 0, self._output or 0), finish]
 
     def _end(self, event: Event) -> Event:
-        self._done = True
+        self.done = True
         return event
 
 

@@ -7,8 +7,10 @@ OpenRouter reports errors inside a 200 stream. So the parser never ends the
 stream at ``finish_reason``: it remembers the first one and ends at
 ``[DONE]``, which is the only point where usage is known to be final.
 
-``feed`` runs for every chunk, so a content-only chunk (the vast majority) takes
-a short path of dict lookups; everything else goes through ``_chunk``.
+``feed`` runs for every chunk, so a content-only chunk (the vast majority) is
+decoded by msgspec straight into the few typed fields it needs (``_TextChunk``);
+any other chunk, or one the typed decode refuses, takes the general path:
+``decode_object`` and dict lookups in ``_chunk``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from core.llm.errors import decode_object, http_error, malformed, provider_error, truncated
+import msgspec
+
+from core.llm.errors import (
+    SAFE_LENGTH,
+    decode_object,
+    fits_digit_limit,
+    http_error,
+    malformed,
+    provider_error,
+    truncated,
+)
 from core.llm.events import (
     Event,
     Finish,
@@ -32,8 +44,30 @@ from core.llm.events import (
 from core.llm.messages import ChatMessage
 from core.sse import SSEEvent
 
-_loads = json.loads
 _INVALID_NAME = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class _ContentOnly(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    content: str
+
+
+class _TextChoice(msgspec.Struct, gc=False):
+    delta: _ContentOnly
+    finish_reason: None = None
+
+
+class _TextChunk(msgspec.Struct, gc=False):
+    """The one shape the fast path accepts: ``choices[0].delta`` holding nothing but
+    a string ``content``, no ``finish_reason``, no ``usage``, no ``error`` key.
+    Unknown fields (id, model, logprobs…) are skipped unread. Anything else
+    fails to decode and goes the general way."""
+
+    choices: list[_TextChoice]
+    usage: None = None
+    error: msgspec.UnsetType = msgspec.UNSET
+
+
+_decode_text_chunk = msgspec.json.Decoder(_TextChunk).decode
 
 
 class ChatCompletions:
@@ -85,28 +119,30 @@ def _message(message: ChatMessage) -> dict[str, str]:
 class ChatParser:
     """One Chat Completions stream. Only ``choices[0]`` is read: we never ask for ``n > 1``."""
 
-    __slots__ = ("_done", "_reason", "_tools", "_usage")
+    __slots__ = ("_reason", "_tools", "_usage", "done")
 
     def __init__(self) -> None:
-        self._done = False
+        self.done = False
+        """A terminal event (``Finish`` or ``StreamError``) was returned: later input
+        is ignored. An attribute, not a property: the client reads it per chunk."""
         self._reason: str | None = None  # the first finish_reason seen
         self._usage: Usage | None = None
         self._tools = ToolCallBuffer()
 
-    @property
-    def done(self) -> bool:
-        return self._done
-
     def feed(self, event: SSEEvent) -> list[Event]:
         data = event.data
-        if self._done or not data:
+        fast = self.feed_data(data)
+        if fast is not None:
+            return fast
+        if not data:
             return []
         if data == "[DONE]":
             return self._complete()
         chunk = decode_object(data)
         if isinstance(chunk, StreamError):
             return [self._end(chunk)]
-        # Fast path: a delta holding only text, no finish, usage or error.
+        # The same text-only delta in dict form: what the typed decode refused
+        # (a NaN or a lone surrogate elsewhere in the chunk) but the stdlib read.
         choices = chunk.get("choices")
         if choices and type(choices) is list:
             choice = choices[0]
@@ -126,8 +162,31 @@ class ChatParser:
         except (AttributeError, TypeError, ValueError):
             return [self._end(malformed("a chunk of unexpected shape", data))]
 
+    def feed_data(self, data: str | bytes) -> list[Event] | None:
+        """The fast path: a text-only chunk (nearly all of them) straight to its
+        ``TextDelta``, from the event's data or its raw UTF-8 bytes; ``None``
+        for anything else, which ``feed`` then reads the general way."""
+        if self.done:
+            return []
+        if len(data) > SAFE_LENGTH and not fits_digit_limit(data):
+            return None
+        # msgspec fills _TextChunk and skips every other field unread (still
+        # checked to be valid JSON). What it accepts, json.loads reads the same
+        # way (fits_digit_limit: a skipped integer too long for the stdlib) and
+        # the general path turns into the same TextDelta; anything else ("[DONE]",
+        # other shapes, NaN, invalid UTF-8 in a field it reads) fails here.
+        try:
+            choices = _decode_text_chunk(data).choices
+        except (ValueError, RecursionError):  # msgspec.ValidationError is a ValueError
+            return None
+        if choices:
+            content = choices[0].delta.content
+            if content:
+                return [TextDelta(content)]
+        return None
+
     def end(self) -> list[Event]:
-        if self._done:
+        if self.done:
             return []
         if self._reason is not None:
             return self._complete()  # a finish_reason without [DONE]: the content is whole
@@ -192,7 +251,7 @@ class ChatParser:
         return [self._usage, finish] if self._usage else [finish]
 
     def _end(self, event: Event) -> Event:
-        self._done = True
+        self.done = True
         return event
 
 

@@ -198,19 +198,17 @@ class LLMClient:
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     break
-                for sse in decoder.feed(chunk):
-                    for event in parser.feed(sse):
-                        got_content = got_content or type(event) in CONTENT_EVENTS
+                for event in decoder.feed_to(chunk, parser):
+                    got_content = got_content or type(event) in CONTENT_EVENTS
+                    yield event
+                if parser.done:
+                    return
+            if got_content:
+                async for chunk in chunks:
+                    for event in decoder.feed_to(chunk, parser):
                         yield event
                     if parser.done:
                         return
-            if got_content:
-                async for chunk in chunks:
-                    for sse in decoder.feed(chunk):
-                        for event in parser.feed(sse):
-                            yield event
-                        if parser.done:
-                            return
             decoder.close()
             for event in parser.end():
                 yield event

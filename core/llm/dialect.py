@@ -29,6 +29,14 @@ class StreamParser(Protocol):
         """Normalise one SSE event; usually zero or one events come back."""
         ...
 
+    def feed_data(self, data: str | bytes) -> list[Event] | None:
+        """The fast path for the hot events (text deltas): what ``feed`` would return
+        for an event with this data (or these raw UTF-8 bytes) whatever the SSE
+        event's type, or ``None`` when the data is not of the one or two shapes it
+        decodes and ``feed`` must read it. Never a different answer than ``feed``.
+        ``SSEDecoder.feed_to`` calls it with the bytes of a lone ``data:`` chunk."""
+        ...
+
     def end(self) -> list[Event]:
         """The byte stream ended. Returns the terminal event if none was returned
         yet: a ``Finish`` when the stream said enough to be complete, otherwise a

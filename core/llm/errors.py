@@ -3,7 +3,8 @@
 Providers disagree on error shapes (OpenAI, Anthropic, FastAPI-style gateways,
 Gemini's list-wrapped errors, HTML pages from a proxy), but the user should
 always see one short line saying what went wrong, and the client needs to know
-whether trying again can help. None of this is on the per-chunk hot path.
+whether trying again can help. Only ``decode_object`` is on the per-chunk hot
+path (see its note on msgspec).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from typing import Any
+
+import msgspec
 
 from core.llm.events import StreamError
 
@@ -133,16 +137,47 @@ def provider_error(error: Any, fallback: str) -> StreamError:
     )
 
 
+_decode_json = msgspec.json.Decoder().decode
+
+
 def decode_object(data: str) -> dict[str, Any] | StreamError:
     """One SSE event's JSON object, or the ``malformed`` error that ends the stream.
-    Every dialect's data is a JSON object; anything else means a broken stream."""
+    Every dialect's data is a JSON object; anything else means a broken stream.
+
+    msgspec decodes it (about 4× faster than ``json.loads``, which alone used to
+    be most of a chunk's cost). Whatever msgspec accepts it decodes to the same
+    value as the stdlib (duplicate keys: the last wins; integers of any size up
+    to the interpreter's digit limit); what it refuses and the stdlib takes
+    (``NaN``, ``Infinity``, ``1e400`` as inf, escaped lone surrogates) goes to
+    ``json.loads``, which also decides every error, so no input reads
+    differently than it did with the stdlib alone.
+    """
     try:
-        payload = json.loads(data)
-    except ValueError:
-        return malformed("unparseable JSON", data)
+        payload = _decode_json(data)
+    except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            return malformed("unparseable JSON", data)
     if type(payload) is not dict:
         return malformed("JSON that is not an object", data)
     return payload
+
+
+SAFE_LENGTH = sys.int_info.str_digits_check_threshold
+"""JSON text this short (640 characters) cannot hold an integer longer than any
+digit limit the interpreter allows (none may be set lower)."""
+
+
+def fits_digit_limit(data: str | bytes) -> bool:
+    """Whether no integer in ``data`` can be too long for ``json.loads``.
+
+    The typed fast paths skip the fields they do not read without converting
+    their numbers, so they would take a chunk carrying a 5,000-digit integer
+    that ``json.loads`` refuses (``sys.set_int_max_str_digits``). Such a chunk
+    must be longer than the limit, so short data never needs this check."""
+    limit = sys.get_int_max_str_digits()
+    return not limit or len(data) <= limit
 
 
 def malformed(problem: str, data: str) -> StreamError:

@@ -3,29 +3,34 @@
 The engine, the CLI and the adapters only ever see these types, so a new
 provider dialect is a new parser and nothing else. A stream always ends with
 exactly one ``Finish`` or one ``StreamError``: the client guarantees it.
+
+They are frozen ``msgspec.Struct``s rather than frozen dataclasses: one is made
+per chunk, and a frozen dataclass's ``__init__`` (``object.__setattr__`` per
+field) costs four times a Struct's, three quarters of decoding the chunk's JSON.
+They behave the same way (positional or keyword fields, ``==``, ``hash``,
+``repr``, ``match``), except for the ``dataclasses`` helpers (use
+``msgspec.structs.replace``); not being tracked by the garbage collector is
+safe because they never hold a cycle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 
-@dataclass(frozen=True, slots=True)
-class TextDelta:
+class TextDelta(msgspec.Struct, frozen=True, gc=False):
     """A piece of the answer text."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class ReasoningDelta:
+class ReasoningDelta(msgspec.Struct, frozen=True, gc=False):
     """A piece of the model's reasoning ("thinking"), kept apart from the answer."""
 
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
+class ToolCallDelta(msgspec.Struct, frozen=True, gc=False):
     """A fragment of a tool call; fragments with the same ``index`` belong together.
 
     ``id`` and ``name`` usually arrive on the first fragment only; ``arguments``
@@ -38,8 +43,7 @@ class ToolCallDelta:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
+class ToolCall(msgspec.Struct, frozen=True, gc=False):
     """A tool call assembled from all of its fragments."""
 
     index: int
@@ -48,8 +52,7 @@ class ToolCall:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(msgspec.Struct, frozen=True, gc=False):
     """Token counts as the provider reported them (cumulative, the latest wins)."""
 
     input_tokens: int
@@ -57,8 +60,7 @@ class Usage:
     reasoning_tokens: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Finish:
+class Finish(msgspec.Struct, frozen=True, gc=False):
     """The model finished; ``reason`` is normalised to the OpenAI vocabulary.
 
     One of ``stop``, ``length``, ``tool_calls``, ``content_filter``, or the
@@ -69,8 +71,7 @@ class Finish:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class StreamError:
+class StreamError(msgspec.Struct, frozen=True, gc=False):
     """The stream failed. ``kind`` says how, ``message`` is short and human-readable.
 
     Kinds: ``provider`` (the provider reported an error), ``http`` (a non-2xx

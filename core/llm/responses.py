@@ -3,27 +3,53 @@
 The stream ends with ``response.completed``, ``response.incomplete`` or
 ``response.failed``; anything else ending the bytes is a truncation. Tool calls
 are output items, keyed by ``output_index``, which serves as the call's index.
+Text and reasoning deltas, the hot events, are decoded by msgspec straight into
+the two typed fields they need (``feed_data``).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
+
+import msgspec
 
 from core.llm.anthropic import named_text
 from core.llm.chat import ToolCallBuffer
-from core.llm.errors import decode_object, http_error, malformed, provider_error, truncated
+from core.llm.errors import (
+    SAFE_LENGTH,
+    decode_object,
+    fits_digit_limit,
+    http_error,
+    malformed,
+    provider_error,
+    truncated,
+)
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
 from core.llm.messages import ChatMessage
 from core.sse import SSEEvent
-
-_loads = json.loads
 
 INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 _TEXT = ("response.output_text.delta", "response.refusal.delta")
 _REASONING = ("response.reasoning_summary_text.delta", "response.reasoning_text.delta")
+
+
+class _Delta(msgspec.Struct, gc=False):
+    """The shape ``feed_data`` accepts: a text, refusal or reasoning delta with a
+    string ``delta``. Other fields (``item_id``, ``output_index``, ``logprobs``…)
+    are skipped unread; anything else fails to decode and goes the general way."""
+
+    type: Literal[
+        "response.output_text.delta",
+        "response.refusal.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_text.delta",
+    ]
+    delta: str
+
+
+_decode_delta = msgspec.json.Decoder(_Delta).decode
 
 
 class OpenAIResponses:
@@ -62,19 +88,20 @@ class ResponsesParser:
     """One Responses stream. Events it does not know (``response.created``,
     ``*.done``, web-search progress…) are ignored, so new ones cost nothing."""
 
-    __slots__ = ("_done", "_tools")
+    __slots__ = ("_tools", "done")
 
     def __init__(self) -> None:
-        self._done = False
+        self.done = False
+        """A terminal event (``Finish`` or ``StreamError``) was returned: later input
+        is ignored. An attribute, not a property: the client reads it per chunk."""
         self._tools = ToolCallBuffer()
-
-    @property
-    def done(self) -> bool:
-        return self._done
 
     def feed(self, event: SSEEvent) -> list[Event]:
         data = event.data
-        if self._done or not data:
+        fast = self.feed_data(data)
+        if fast is not None:
+            return fast
+        if not data:
             return []
         payload = decode_object(data)
         if isinstance(payload, StreamError):
@@ -91,8 +118,30 @@ class ResponsesParser:
         except (AttributeError, TypeError, ValueError):
             return [self._end(malformed("an event of unexpected shape", data))]
 
+    def feed_data(self, data: str | bytes) -> list[Event] | None:
+        """The fast path: a text or reasoning delta straight to its event, from the
+        event's data or its raw UTF-8 bytes; ``None`` for anything else, which
+        ``feed`` then reads the general way."""
+        if self.done:
+            return []
+        if len(data) > SAFE_LENGTH and not fits_digit_limit(data):
+            return None
+        # msgspec fills _Delta and skips the other fields unread (still checked to
+        # be valid JSON). What it accepts, json.loads reads the same way
+        # (fits_digit_limit: a skipped integer too long for the stdlib) and feed
+        # turns into the same event; anything else fails here.
+        try:
+            payload = _decode_delta(data)
+        except (ValueError, RecursionError):  # msgspec.ValidationError is a ValueError
+            return None
+        if not payload.delta:
+            return None
+        if payload.type in _TEXT:
+            return [TextDelta(payload.delta)]
+        return [ReasoningDelta(payload.delta)]
+
     def end(self) -> list[Event]:
-        if self._done:
+        if self.done:
             return []
         return [self._end(truncated())]
 
@@ -148,7 +197,7 @@ class ResponsesParser:
         return [counts, finish]
 
     def _end(self, event: Event) -> Event:
-        self._done = True
+        self.done = True
         return event
 
 
