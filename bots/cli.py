@@ -1,4 +1,11 @@
-"""The ``chatrelay`` command: ``ask`` (core only) and ``run`` (composes the adapters)."""
+"""The ``chatrelay`` command: ``ask`` (core only) and ``run`` (composes the adapters).
+
+Each command imports only what it uses, where it uses it: ``--help`` needs
+argparse alone, ``ask`` the core and its HTTP client, ``run`` the platforms
+that are configured (Slack's and Discord's SDKs, aiohttp and Redis cost more
+CPU to import than ``ask`` spends streaming a long answer).
+``tests/test_cli_imports.py`` keeps it so.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +19,13 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
-from bots.discord.settings import DiscordSettings, load_discord_settings
-from bots.ops import Check, add_ops_routes
-from bots.slack.settings import SlackSettings, load_slack_settings
-from core.ask import ask
-from core.config import ConfigError, Settings, load_settings
-from core.lifecycle import ActiveReplies
-from core.llm.model import open_model
-from core.logs import setup_logging
-from core.metrics import ChatrelayMetrics
-from core.rules import LiveRules, load_rules
-from core.state.store import open_state
-
 if TYPE_CHECKING:
     from bots.discord.service import DiscordService
+    from bots.discord.settings import DiscordSettings
+    from bots.ops import Check
     from bots.slack.service import SlackService
+    from bots.slack.settings import SlackSettings
+    from core.config import Settings
 
 log = logging.getLogger("chatrelay")
 
@@ -63,6 +60,7 @@ async def _run(settings: Settings, slack: SlackSettings, discord: DiscordSetting
     """Every platform with credentials; the console chat when there are none."""
     if not slack.configured and not discord.configured:
         from bots.console.chat import run_console
+        from core.llm.model import open_model
 
         async with open_model(settings) as model:
             await run_console(settings, model)
@@ -78,7 +76,14 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
     interrupted; only then do the services close (Discord keeps its gateway open
     through the drain and hands the messages that arrive over to the next
     process); a second signal exits at once."""
-    from bots.slack.service import running_slack
+    from aiohttp import web
+
+    from bots.ops import add_ops_routes
+    from core.lifecycle import ActiveReplies
+    from core.llm.model import open_model
+    from core.metrics import ChatrelayMetrics
+    from core.rules import LiveRules
+    from core.state.store import open_state
 
     stop = _stop_on_signals()
     metrics = ChatrelayMetrics()
@@ -95,6 +100,8 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
         services: list[SlackService | DiscordService] = []
         discord_service: DiscordService | None = None
         if slack.configured:
+            from bots.slack.service import running_slack
+
             service = await stack.enter_async_context(
                 running_slack(
                     slack, settings, state, model, rules, web_app, metrics=metrics, active=active
@@ -162,6 +169,8 @@ def _select(
     args: argparse.Namespace, slack: SlackSettings, discord: DiscordSettings
 ) -> tuple[SlackSettings, DiscordSettings]:
     """Apply ``--platform`` and ``--slack-mode`` to the settings read."""
+    from core.config import ConfigError
+
     if args.platform not in ("all", "slack"):
         slack = slack.model_copy(update={"slack_bot_token": None})
     if args.platform not in ("all", "discord"):
@@ -177,6 +186,12 @@ def _select(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # After parsing: --help and usage errors import none of this.
+    from bots.discord.settings import load_discord_settings
+    from bots.slack.settings import load_slack_settings
+    from core.config import ConfigError, load_settings
+    from core.logs import setup_logging
+
     try:
         settings = load_settings()
         slack = load_slack_settings()
@@ -184,12 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             slack, discord = _select(args, slack, discord)
         if args.command == "run":
+            from core.rules import load_rules
+
             load_rules(settings.channels_file)  # a bad rules file stops us here, not later
     except ConfigError as exc:
         print(f"chatrelay: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     setup_logging(settings.log_level, settings.log_format, secrets=(settings, slack, discord))
     if args.command == "ask":
+        from core.ask import ask
+
         return asyncio.run(ask(settings, args.prompt))
     try:
         return asyncio.run(_run(settings, slack, discord))
