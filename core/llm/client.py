@@ -25,6 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
+from urllib.request import getproxies
 
 import httpx
 
@@ -100,6 +101,7 @@ class LLMClient:
                 pool=self.timeouts.connect,
             ),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            verify=_needs_tls(self.providers),
         )
         self._sleep = sleep
         self._jitter = jitter
@@ -234,6 +236,16 @@ class LLMClient:
         finally:
             if response is not None:
                 await response.aclose()
+
+
+def _needs_tls(providers: Sequence[Provider]) -> bool:
+    """Whether the client needs a verifying TLS context. Building one (the CA
+    bundle) costs 30-50 ms of CPU, a tenth of a short ``chatrelay ask``, and
+    providers that are all plain ``http://`` (a local server, the demo model)
+    never use it; a proxy from the environment might, so then it is built."""
+    if getproxies():
+        return True
+    return not all(p.base_url.lower().startswith("http://") for p in providers)
 
 
 def _timeout_message(exc: httpx.TimeoutException, timeouts: Timeouts) -> str:
