@@ -104,16 +104,18 @@ async def kill(process: Process) -> None:
         await process.stack.aclose()
 
 
-async def streaming_record(state: State) -> InflightRecord:
-    """The one in-flight record, once the reply is recorded as streaming."""
+async def streaming_record(state: State, naming: int = 0) -> InflightRecord:
+    """The one in-flight record, once the reply is recorded as streaming and the
+    record names ``naming`` messages (written in the background, a beat later)."""
     records = state.keys.inflight_records("discord")
 
-    async def recorded() -> list[bytes | str]:
-        return list(await state.redis.hvals(records))
+    async def recorded() -> list[InflightRecord]:
+        found = [InflightRecord.from_json(raw) for raw in await state.redis.hvals(records)]
+        return found if any(len(r.messages) >= naming for r in found) else []
 
     await eventually(recorded)
-    [raw] = await recorded()
-    return InflightRecord.from_json(raw)
+    [record] = await recorded()
+    return record
 
 
 async def settled(state: State) -> bool:
@@ -290,7 +292,7 @@ async def test_an_ask_whose_process_died_before_any_text_is_answered_in_its_own_
     async with doomed(start_bot, pausable) as first:
         interaction = await fake.inject_slash_command("ask", {"prompt": "are you there?"})
         await llm_server.wait_requests(1)  # deferred, and the model stalls
-        record = await streaming_record(first.state)
+        record = await streaming_record(first.state, naming=1)
         original = interaction.original
         assert original is not None and original.flags & FLAG_LOADING  # "thinking…"
         assert record.messages == (
