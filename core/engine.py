@@ -210,10 +210,14 @@ class Reply:
     # -- reader ----------------------------------------------------------------
 
     async def _read(self, events: AsyncIterator[object]) -> None:
-        clock = self._clock
+        # Runs once per chunk: the clock, the length and whether the first token
+        # came are locals (self._length is still updated before every await).
+        now_of = self._clock.now
         parts = self._parts
         arrivals = self._arrivals
         wake = self._wake
+        length = self._length
+        first = self.stats.first_token is None
         try:
             async for event in events:
                 if type(event) is TextDelta:
@@ -221,10 +225,12 @@ class Reply:
                     if not text:
                         continue
                     parts.append(text)
-                    self._length += len(text)
-                    now = clock.now()
-                    arrivals.append((self._length, now))
-                    if self.stats.first_token is None:
+                    length += len(text)
+                    self._length = length
+                    now = now_of()
+                    arrivals.append((length, now))
+                    if first:
+                        first = False
                         self._first_token(now)
                     if not wake.is_set():
                         wake.set()
@@ -232,8 +238,9 @@ class Reply:
                     if event.text:
                         self._reasoning.append(event.text)
                         self._reasoning_length += len(event.text)
-                        if self.stats.first_token is None:
-                            self._first_token(clock.now())
+                        if first:
+                            first = False
+                            self._first_token(now_of())
                         wake.set()
                 elif type(event) is Usage:
                     self._usage = event
