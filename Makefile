@@ -40,6 +40,7 @@ soak: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.chunk_cost
+	$(BIN)/python -m bench.cli_cost
 	$(BIN)/python -m bench.bucket
 	$(BIN)/python -m bench.pacing --json bench/results/pacing.json
 	$(BIN)/python -m bench.plot_pacing bench/results/pacing.json
