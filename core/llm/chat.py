@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -48,7 +48,7 @@ _INVALID_NAME = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class _ContentOnly(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    content: str
+    content: Annotated[str, msgspec.Meta(min_length=1)]
 
 
 class _TextChoice(msgspec.Struct, gc=False):
@@ -58,11 +58,11 @@ class _TextChoice(msgspec.Struct, gc=False):
 
 class _TextChunk(msgspec.Struct, gc=False):
     """The one shape the fast path accepts: ``choices[0].delta`` holding nothing but
-    a string ``content``, no ``finish_reason``, no ``usage``, no ``error`` key.
-    Unknown fields (id, model, logprobs…) are skipped unread. Anything else
-    fails to decode and goes the general way."""
+    a non-empty string ``content``, no ``finish_reason``, no ``usage``, no
+    ``error`` key. Unknown fields (id, model, logprobs…) are skipped unread.
+    Anything else fails to decode and goes the general way."""
 
-    choices: list[_TextChoice]
+    choices: Annotated[list[_TextChoice], msgspec.Meta(min_length=1)]
     usage: None = None
     error: msgspec.UnsetType = msgspec.UNSET
 
@@ -176,14 +176,10 @@ class ChatParser:
         # the general path turns into the same TextDelta; anything else ("[DONE]",
         # other shapes, NaN, invalid UTF-8 in a field it reads) fails here.
         try:
-            choices = _decode_text_chunk(data).choices
+            content = _decode_text_chunk(data).choices[0].delta.content
         except (ValueError, RecursionError):  # msgspec.ValidationError is a ValueError
             return None
-        if choices:
-            content = choices[0].delta.content
-            if content:
-                return [TextDelta(content)]
-        return None
+        return [TextDelta(content)]
 
     def end(self) -> list[Event]:
         if self.done:

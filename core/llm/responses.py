@@ -10,7 +10,7 @@ the two typed fields they need (``feed_data``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -37,7 +37,7 @@ _REASONING = ("response.reasoning_summary_text.delta", "response.reasoning_text.
 
 class _Delta(msgspec.Struct, gc=False):
     """The shape ``feed_data`` accepts: a text, refusal or reasoning delta with a
-    string ``delta``. Other fields (``item_id``, ``output_index``, ``logprobs``…)
+    non-empty string ``delta``. Other fields (``item_id``, ``output_index``, ``logprobs``…)
     are skipped unread; anything else fails to decode and goes the general way."""
 
     type: Literal[
@@ -46,7 +46,7 @@ class _Delta(msgspec.Struct, gc=False):
         "response.reasoning_summary_text.delta",
         "response.reasoning_text.delta",
     ]
-    delta: str
+    delta: Annotated[str, msgspec.Meta(min_length=1)]
 
 
 _decode_delta = msgspec.json.Decoder(_Delta).decode
@@ -133,8 +133,6 @@ class ResponsesParser:
         try:
             payload = _decode_delta(data)
         except (ValueError, RecursionError):  # msgspec.ValidationError is a ValueError
-            return None
-        if not payload.delta:
             return None
         if payload.type in _TEXT:
             return [TextDelta(payload.delta)]
