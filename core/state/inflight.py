@@ -207,9 +207,14 @@ InflightEvents = Callable[[str, str], None]
 """(event, platform) for metrics: ``deferred`` (a final state left for later),
 ``finalised``, ``retry``, ``dropped``."""
 
-# KEYS: beats (reply -> deadline ms), records (reply -> JSON)
+# KEYS: beats (reply -> deadline ms), records (reply -> JSON), done (reply -> until ms)
+# A reply in ``done`` was forgotten: a write that was stuck in a paused Redis and
+# lands after the forget must not bring its (stale) record back.
 # ARGV: reply id, timeout ms, record JSON or '' to leave it as it is
 _BEAT = """
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+  return 0
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
@@ -221,6 +226,19 @@ return 1
 
 # KEYS: beats, records, tries (reply -> attempts)
 # ARGV: how many to claim, ms before a claimed orphan may be claimed again
+# KEYS: beats, records, tries, done; ARGV: reply id, ms a tombstone lasts
+_FORGET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', now))
+redis.call('ZADD', KEYS[4], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
+return 1
+"""
+
 _CLAIM = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -348,7 +366,7 @@ class Tracker:
         try:
             async with asyncio.timeout(registry.write_timeout):
                 await registry._beat_script(
-                    keys=registry._keys_for(record.platform)[:2],
+                    keys=registry._beat_keys(record.platform),
                     args=[record.reply_id, _millis(registry.timeout), payload],
                 )
         except REDIS_FAILURES as exc:
@@ -400,6 +418,7 @@ class InflightRegistry:
         self._beat_script = redis.register_script(_BEAT)
         self._claim_script = redis.register_script(_CLAIM)
         self._reschedule_script = redis.register_script(_RESCHEDULE)
+        self._forget_script = redis.register_script(_FORGET)
 
     @contextlib.asynccontextmanager
     async def track(self, record: InflightRecord) -> AsyncIterator[Tracker]:
@@ -442,7 +461,7 @@ class InflightRegistry:
         try:
             async with asyncio.timeout(self.write_timeout):
                 await self._beat_script(
-                    keys=self._keys_for(record.platform)[:2],
+                    keys=self._beat_keys(record.platform),
                     args=[record.reply_id, _millis(due_in) if due_in > 0 else 0, record.to_json()],
                 )
         except REDIS_FAILURES as exc:
@@ -573,7 +592,7 @@ class InflightRegistry:
             except REDIS_FAILURES as exc:
                 log.warning("could not clear finished reply %s yet: %s", reply_id, exc)
                 return
-            del self._unsettled[reply_id]
+            self._unsettled.pop(reply_id, None)  # a concurrent flush may have done it
 
     async def run_sweeper(
         self, finalisers: Mapping[str, Finalise], interval: float | None = None
@@ -595,12 +614,13 @@ class InflightRegistry:
         )
 
     async def _forget(self, platform: str, reply_id: str) -> None:
-        beats, records, tries = self._keys_for(platform)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(beats, reply_id)
-            pipe.hdel(records, reply_id)
-            pipe.hdel(tries, reply_id)
-            await pipe.execute()
+        await self._forget_script(
+            keys=[*self._keys_for(platform), self._keys.inflight_done(platform)],
+            args=[reply_id, _millis(self.final_retry_for)],
+        )
+
+    def _beat_keys(self, platform: str) -> list[str]:
+        return [*self._keys_for(platform)[:2], self._keys.inflight_done(platform)]
 
     def _event(self, event: str, platform: str) -> None:
         if self.events is not None:

@@ -81,6 +81,9 @@ class Keys:
     def inflight_tries(self, platform: str) -> str:
         return self._key("inflight", escape(platform), "tries")
 
+    def inflight_done(self, platform: str) -> str:
+        return self._key("inflight", escape(platform), "done")
+
     def usage(self, kind: str, who: str, day: str) -> str:
         return self._key("usage", kind, escape(who), day)
 

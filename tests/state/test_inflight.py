@@ -364,3 +364,16 @@ async def test_a_reply_that_finished_during_an_outage_is_forgotten_once_redis_is
         assert finalise.calls == 0
     finally:
         await client.aclose()
+
+
+async def test_a_write_that_lands_after_the_forget_does_not_bring_the_record_back(
+    redis: Redis, keys: Keys
+) -> None:
+    """A beat stuck in a paused Redis runs when it resumes, maybe after the
+    forget that a later connection sent: the record must stay gone."""
+    live = registry(redis, keys)
+    async with live.track(InflightRecord("r1", "slack")) as tracker:
+        stale = tracker.record.to_json()
+        tracker.settled = True
+    await live._beat_script(keys=live._beat_keys("slack"), args=["r1", 30_000, stale])
+    assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
