@@ -599,7 +599,7 @@ async def test_processes_hammering_one_window_never_exceed_it(
     redis: Redis, redis_url: str, keys: Keys
 ) -> None:
     """Real time, Redis's clock, four OS processes of three tasks each."""
-    count, per = 10, 0.5
+    count, per = 10, 1.0
     processes, tasks, seconds = 4, 3, 3.0
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
@@ -629,10 +629,12 @@ async def test_processes_hammering_one_window_never_exceed_it(
     grants = sorted(t for times in per_process for t in times)
     assert all(times for times in per_process), "every process got turns"
     assert len(grants) >= 0.8 * count / per * seconds, "the window was not saturated"
-    # Slots are exact in Redis's clock; a grant is seen here a little after its
-    # slot (the process must wake and read its clock), never before. So no
-    # window shorter than ``per`` by that jitter may hold more than ``count``.
-    jitter = 0.05
+    # Slots are exact in Redis's clock; a grant is seen here after its slot, by
+    # as long as its process takes to wake and read its clock (on a loaded test
+    # machine, a scheduling slice or two), never before. So no window shorter
+    # than ``per`` by that much may hold more than ``count``. (Exact windows are
+    # proven on a stepped clock: test_window_property.py.)
+    jitter = 0.25
     assert max_in_window(grants, per - jitter) <= count
     span = grants[-1] - grants[0]
     assert len(grants) <= count * (1 + span / per) + 1
