@@ -373,7 +373,7 @@ async def _recorded(replica: Replica) -> None:
             for raw in await replica.state.redis.hvals(records)
             if (record := InflightRecord.from_json(raw)).owner == owner
         ]
-        located = all(m.target.get("ts") for r in mine for m in r.messages)
+        located = all(r.messages and all(m.target.get("ts") for m in r.messages) for r in mine)
         if located and len(mine) >= replica.active.count:
             return
         await asyncio.sleep(0.02)
