@@ -148,7 +148,7 @@ class LocalBudget:
         self.limits = limits or LimitTable()
         self._clock = clock or MonotonicClock()
         self._tat: dict[str, float] = {}  # GCRA: theoretical arrival time per scope
-        self._log: dict[str, list[float]] = {}  # windows: call times, granted and reserved
+        self._log: dict[str, list[int]] = {}  # windows: call times, granted and reserved
         self._blocked_until: dict[str, float] = {}
 
     async def acquire(self, scope: str) -> float:
@@ -184,17 +184,21 @@ class LocalBudget:
         if limit is None:
             return start - now, None
         if isinstance(limit, Window):
+            # In whole microseconds, as the Redis log counts: with float seconds a
+            # call exactly one window ago could count as still inside it.
+            now_us, per_us = _micros(now), _micros(limit.per)
+            start_us = _micros(start)
             log = self._log.setdefault(scope, [])
-            del log[: bisect.bisect_right(log, now - limit.per)]  # out of every window to come
+            del log[: bisect.bisect_right(log, now_us - per_us)]  # out of every window to come
             if len(log) >= limit.count:
                 # The count-th latest call (or reservation) must have left the window.
-                start = max(start, log[-limit.count] + limit.per)
-            if only_now and start > now:
-                return start - now, None
+                start_us = max(start_us, log[-limit.count] + per_us)
+            if only_now and start_us > now_us:
+                return (start_us - now_us) / 1_000_000, None
             # Kept until it is out of every window: a reservation given back later
             # must not let an older call be forgotten while it still counts.
-            bisect.insort(log, start)
-            return start - now, start
+            bisect.insort(log, start_us)
+            return (start_us - now_us) / 1_000_000, start_us
         interval = limit.interval
         tolerance = interval * (limit.burst - 1)
         tat = max(self._tat.get(scope, start), start)
@@ -224,6 +228,10 @@ class LocalBudget:
         limit = self.limits.lookup(scope)
         if isinstance(limit, Limit):
             self._tat[scope] = max(self._tat.get(scope, 0.0), until + limit.interval)
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
 
 
 async def acquire_all(budget: Budget, scopes: Sequence[str]) -> float:

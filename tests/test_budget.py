@@ -325,3 +325,27 @@ def test_windows_in_the_limit_table_and_their_checks() -> None:
     for bad in ((0, 1), (1, 0), (2.5, 1), (True, 1)):
         with pytest.raises(ValueError, match="invalid window"):
             Window(*bad)  # type: ignore[arg-type]
+
+
+async def test_a_window_counts_in_whole_microseconds_not_float_seconds() -> None:
+    """0.013 - 0.010 is 0.0029999… in floats: a call at 0.003 must still count
+    as exactly one window ago, as the platform (and the Redis log) count it."""
+
+    class At:
+        t = 0.0
+
+        def now(self) -> float:
+            return self.t
+
+        async def sleep(self, seconds: float) -> None:
+            self.t += seconds
+
+    clock = At()
+    budget = LocalBudget(LimitTable({"s": Window(2, 0.01)}), clock)  # type: ignore[arg-type]
+    clock.t = 0.003
+    assert await budget.try_acquire("s")
+    clock.t = 0.010
+    assert await budget.try_acquire("s")
+    clock.t = 0.013
+    assert await budget.try_acquire("s")  # the call at 0.003 left the window
+    assert not await budget.try_acquire("s")
