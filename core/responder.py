@@ -84,13 +84,7 @@ class ReplyHooks:
     """What a sink tells the responder while it writes, and what it may ask of it."""
 
     def __init__(self) -> None:
-        self.reply: Reply | None = None
         self.tracker: Tracker | None = None
-
-    def stop(self) -> None:
-        """The platform said the user stopped the reply."""
-        if self.reply is not None:
-            self.reply.stop()
 
     async def shown(self, index: int, target: Mapping[str, str], text: str) -> None:
         """Message ``index`` (at ``target``) shows ``text``: keep the in-flight
@@ -168,7 +162,6 @@ class Responder:
             retry=self.retry,
             progress=hooks.confirmed,
         )
-        hooks.reply = reply
         # Refused (draining) before anything is stored, so the request can be
         # handed over whole to the next process.
         self.active.add(reply)

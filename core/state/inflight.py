@@ -364,11 +364,7 @@ class Tracker:
         payload = record.to_json() if self._dirty else ""
         self._dirty = False
         try:
-            async with asyncio.timeout(registry.write_timeout):
-                await registry._beat_script(
-                    keys=registry._beat_keys(record.platform),
-                    args=[record.reply_id, _millis(registry.timeout), payload],
-                )
+            await registry._store(record, payload, due_in=registry.timeout)
         except REDIS_FAILURES as exc:
             self._dirty = self._dirty or bool(payload)
             log.warning("could not record reply %s as in flight: %s", record.reply_id, exc)
@@ -459,16 +455,21 @@ class InflightRegistry:
     async def _write(self, record: InflightRecord, *, due_in: float) -> None:
         """Store ``record`` due in ``due_in`` seconds; bounded, never raises."""
         try:
-            async with asyncio.timeout(self.write_timeout):
-                await self._beat_script(
-                    keys=self._beat_keys(record.platform),
-                    args=[record.reply_id, _millis(due_in) if due_in > 0 else 0, record.to_json()],
-                )
+            await self._store(record, record.to_json(), due_in=due_in)
         except REDIS_FAILURES as exc:
             log.error("could not leave reply %s for a later finalise: %s", record.reply_id, exc)
         else:
             if record.outcome:
                 self._event("deferred", record.platform)
+
+    async def _store(self, record: InflightRecord, payload: str, *, due_in: float) -> None:
+        """One bounded write of the beat script: the deadline, and ``payload`` when
+        not empty (skipped for a reply already forgotten). Raises ``REDIS_FAILURES``."""
+        async with asyncio.timeout(self.write_timeout):
+            await self._beat_script(
+                keys=self._beat_keys(record.platform),
+                args=[record.reply_id, _millis(due_in) if due_in > 0 else 0, payload],
+            )
 
     async def sweep(self, finalisers: Mapping[str, Finalise], *, limit: int = 100) -> int:
         """Finalise due records of the platforms in ``finalisers`` (a replica leaves

@@ -377,6 +377,7 @@ async def _recorded(replica: Replica) -> None:
         if located and len(mine) >= replica.active.count:
             return
         await asyncio.sleep(0.02)
+    raise AssertionError(f"replica {replica.name}'s records did not catch up within 5 s")
 
 
 async def _finished(slack: FakeSlack, count: int, state: State) -> None:
