@@ -31,7 +31,16 @@ calls of the next window that reach it early must still fall in different
 minutes; a second covers the latency of a burst of calls on a healthy link."""
 
 
-def default_limits(tier_window: float = TIER_WINDOW) -> dict[str, RateLimit]:
+STATUS_PER_MINUTE = 600
+"""``assistant.threads.setStatus`` calls per minute per workspace
+(``SLACK_STATUS_PER_MINUTE``). Slack calls the limit "special" and publishes no
+number; a status is the cheapest thing a reply can show, so it is budgeted
+generously, and a 429 on one only skips that status (``core.engine``)."""
+
+
+def default_limits(
+    tier_window: float = TIER_WINDOW, status_per_minute: int = STATUS_PER_MINUTE
+) -> dict[str, RateLimit]:
     """The default limit of every scope chatrelay calls in, Slack's tiers counted
     in windows of ``tier_window`` seconds.
 
@@ -60,7 +69,9 @@ def default_limits(tier_window: float = TIER_WINDOW) -> dict[str, RateLimit]:
         "slack:*:chat.startStream": Window(19, tier_window),  # Tier 2: 20/min
         "slack:*:chat.appendStream": Limit(90, 60, burst=10),  # Tier 4: 100/min
         "slack:*:chat.stopStream": Window(19, tier_window),  # Tier 2: 20/min
-        "slack:*:assistant.threads.*": Window(19, tier_window),  # "special": as Tier 2
+        # "special": the status as a setting, its siblings (title, prompts) as Tier 2.
+        "slack:*:assistant.threads.setStatus": Window(status_per_minute, tier_window),
+        "slack:*:assistant.threads.*": Window(19, tier_window),
         # Discord: observed 5 per 5 s per channel (sends and edits), 50/s per bot
         # token, about 5 edits per 2 s per interaction token.
         "discord:channel:*": Limit(4, 5),
@@ -131,6 +142,8 @@ class StateSettings(BaseSettings):
     ``COUNT/SECONDS/window`` (sliding window), tried before the defaults."""
     rate_tier_window: float = Field(TIER_WINDOW, ge=1)
     """Seconds of the window the default limits count Slack's per-minute tiers in."""
+    slack_status_per_minute: int = Field(STATUS_PER_MINUTE, ge=1)
+    """``assistant.threads.setStatus`` calls per minute per workspace ("special")."""
 
     @field_validator("redis_url")
     @classmethod
@@ -164,7 +177,8 @@ class StateSettings(BaseSettings):
     def limit_table(self) -> LimitTable:
         """``RATE_LIMITS`` first, then the defaults (with ``RATE_TIER_WINDOW``)."""
         rules = {pattern: parse_limit(spec) for pattern, spec in self.rate_limits.items()}
-        for pattern, limit in default_limits(self.rate_tier_window).items():
+        defaults = default_limits(self.rate_tier_window, self.slack_status_per_minute)
+        for pattern, limit in defaults.items():
             rules.setdefault(pattern, limit)
         return LimitTable(rules)
 
