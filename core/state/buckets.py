@@ -47,7 +47,7 @@ import logging
 
 from redis.asyncio import Redis
 
-from core.budget import LimitTable, LocalBudget, Window
+from core.budget import LimitTable, LocalBudget, Turn, Window
 from core.clock import Clock, MonotonicClock
 from core.state.connection import REDIS_FAILURES as REDIS_FAILURES  # re-exported
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
@@ -204,7 +204,8 @@ class RedisBudget:
         """True while Redis is unreachable and budgets are per-process."""
         return self._degraded
 
-    async def acquire(self, scope: str) -> float:
+    async def acquire(self, scope: str, turn: Turn | None = None) -> float:
+        """In arrival order (``turn`` is ``core.fairness.FairBudget``'s to use)."""
         clock = self._clock
         start = clock.now()
         if not self._degraded:
