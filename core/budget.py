@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import enum
 import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,11 +95,39 @@ RateLimit = Limit | Window
 """What a ``LimitTable`` maps a scope to: a GCRA limit or a window."""
 
 
+class Urgency(enum.IntEnum):
+    """What a call is worth to the people waiting, most urgent first."""
+
+    FIRST_TEXT = 0
+    """A reply's first text: until it comes, the reply shows nothing of the answer."""
+    FINAL = 1
+    """A message's final text: the message is done once it lands."""
+    UPDATE = 2
+    """An ordinary update of a message that already shows text."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Turn:
+    """Where a call stands when several wait for one scope: by ``urgency``, then
+    the one whose reply has waited longest (``since``: when it last showed
+    something, or started). Budgets that serve in arrival order ignore it;
+    ``core.fairness.FairBudget`` orders its waiters by it."""
+
+    urgency: Urgency
+    since: float
+
+
+ONE_OFF = Turn(Urgency.UPDATE, float("-inf"))
+"""A call outside a reply's stream (a notice, a finaliser's edit): ahead of
+ordinary updates, which come round again, behind first texts and finals."""
+
+
 class Budget(Protocol):
     """Answers "may I call now?" per scope, and learns from 429s."""
 
-    async def acquire(self, scope: str) -> float:
-        """Wait until a call in ``scope`` may happen; returns the seconds waited."""
+    async def acquire(self, scope: str, turn: Turn | None = None) -> float:
+        """Wait until a call in ``scope`` may happen; returns the seconds waited.
+        ``turn`` says how urgent the call is, for budgets that order waiters."""
         ...
 
     async def try_acquire(self, scope: str) -> bool:
@@ -151,7 +180,7 @@ class LocalBudget:
         self._log: dict[str, list[int]] = {}  # windows: call times, granted and reserved
         self._blocked_until: dict[str, float] = {}
 
-    async def acquire(self, scope: str) -> float:
+    async def acquire(self, scope: str, turn: Turn | None = None) -> float:
         clock = self._clock
         start = clock.now()
         while True:
