@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test soak lint typecheck bench clean
+.PHONY: run test soak lint typecheck bench bench-load clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.bucket
 	$(BIN)/python -m bench.pacing --json bench/results/pacing.json
 	$(BIN)/python -m bench.plot_pacing bench/results/pacing.json
+	$(MAKE) bench-load
+
+# Concurrent mentions through the real service (one OS process per replica) against
+# the fake platforms and REDIS_URL (default redis://127.0.0.1:6379/0); about 8 minutes.
+# BENCH_LOAD_ARGS=--big adds the 200-mention Slack cells.
+bench-load: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.load --json bench/results/load.json $(BENCH_LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -18,6 +18,10 @@ What runs, per cell, fresh:
   responder, engine, sinks and the real ``RedisBudget`` on ``REDIS_URL``
   (default redis://127.0.0.1:6379/0), under a key prefix of its own per cell;
   replicas of one cell share the prefix, hence one budget;
+- each Slack replica first gets one ignored event (a plain message), so that
+  Bolt's authorization (one ``auth.test``, then cached) is behind it as in a
+  replica that has been running; ``--cold`` leaves it out (a cold replica
+  calls ``auth.test`` once per event of the burst: 200 at once get 429s);
 - every mention is delivered at once (Slack: one Socket Mode envelope each,
   round robin over the replicas' connections; Discord: MESSAGE_CREATE or an
   ``/ask`` INTERACTION_CREATE), each by its own user, each a conversation of
@@ -510,6 +514,12 @@ async def run_slack(cell: Cell, opts: Options) -> Result:
         try:
             async with replicas([config] * cell.replicas, opts.log):
                 await slack.wait_connected(timeout=30, count=cell.replicas)
+                if not opts.cold:
+                    # One event each (round robin), ignored, so that Bolt's authorization
+                    # (an auth.test, then cached) is done as in a replica already running.
+                    for _ in range(cell.replicas):
+                        warm = slack.user_message("CWARM", "warm-up", user="UWARM")
+                        await slack.deliver_socket(warm, timeout=30)
                 began = time.perf_counter()
                 where = [f"C{(i % channels) + 1:04d}" for i in range(n)]
                 events = [
@@ -562,13 +572,10 @@ async def run_slack(cell: Cell, opts: Options) -> Result:
             fig.exact = fig.ended and final == expected
             fig.native = bool(messages) and messages[0].history[0].method == "chat.startStream"
             figures.append(fig)
-        calls = [
-            c
-            for c in slack.calls
-            if c.time >= first_event and c.method not in ("auth.test", "apps.connections.open")
-        ]
+        after = [c for c in slack.calls if c.time >= first_event]
+        calls = [c for c in after if c.method not in ("auth.test", "apps.connections.open")]
         limited: dict[str, int] = {}
-        for c in calls:
+        for c in after:
             if c.status == 429 and c.injected is None:
                 limited[c.method] = limited.get(c.method, 0) + 1
         table = LimitTable(DEFAULT_LIMITS)
@@ -758,6 +765,7 @@ class Options:
     cutoff: float
     rules_file: Path
     log: Path
+    cold: bool = False
 
 
 def matrix(args: argparse.Namespace) -> list[Cell]:
@@ -784,7 +792,7 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
         rules = Path(tmp) / "channels.toml"
         rules.write_text("")
         log = Path(args.log) if args.log else Path(tmp) / "replicas.log"
-        opts = Options(args.scale, model, args.redis_url, args.cutoff, rules, log)
+        opts = Options(args.scale, model, args.redis_url, args.cutoff, rules, log, args.cold)
         print(
             f"{datetime.date.today()}, commit {commit()}: {model.tokens} tokens per reply "
             f"({model.chunk_tokens} per SSE event) at {model.rate:g} tokens/s, first token "
@@ -845,11 +853,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     )
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="Slack: no warm-up event, the burst reaches replicas that never authorized",
+    )
     parser.add_argument("--log", help="the replicas' stderr (default: a temporary file)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     rows = asyncio.run(main_async(args))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as file:
             json.dump({"date": str(datetime.date.today()), "args": vars(args), "rows": rows}, file)
 
