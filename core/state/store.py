@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from core.fairness import FairBudget
 from core.state.buckets import RedisBudget
 from core.state.cancel import CancelBus
 from core.state.connection import open_redis
@@ -38,7 +39,11 @@ class State:
     redis: Redis
     keys: Keys
     conversations: Conversations
-    budget: RedisBudget
+    budget: FairBudget
+    """Every platform call's budget: ``shared_budget``'s slots, handed within
+    this process to the most urgent call first (``core.fairness``)."""
+    shared_budget: RedisBudget
+    """The limits every replica shares (and learns into)."""
     dedupe: Dedupe
     locks: ConversationLocks
     cancel: CancelBus
@@ -73,7 +78,8 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
                         max_chars=settings.turn_max_chars,
                         context_tokens=settings.context_tokens,
                     ),
-                    budget=budget,
+                    budget=FairBudget(budget),
+                    shared_budget=budget,
                     dedupe=Dedupe(redis, keys, ttl=settings.dedupe_ttl),
                     locks=ConversationLocks(
                         redis, keys, ttl=settings.lock_ttl, wait=settings.lock_wait

@@ -19,7 +19,7 @@ from bots.discord.format import Rendered
 from bots.discord.outlets import ChannelOutlet, InteractionOutlet, TokenExpired
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope
 from bots.discord.sink import DiscordReplySink
-from core.budget import LocalBudget
+from core.budget import LocalBudget, Turn
 from core.clock import FakeClock
 from core.engine import FinalRetry, Reply, ReplyResult
 from core.llm.events import Finish, TextDelta
@@ -123,9 +123,9 @@ class LedgerBudget(LocalBudget):
         super().__init__(clock=clock)
         self.d = d
 
-    async def acquire(self, scope: str) -> float:
+    async def acquire(self, scope: str, turn: Turn | None = None) -> float:
         self.d.log.append(("acquire", scope))
-        return await super().acquire(scope)
+        return await super().acquire(scope, turn)
 
 
 @dataclass

@@ -58,7 +58,7 @@ async def test_a_budget_looser_than_discord_learns_from_its_answers_and_loses_no
     429 that still happens is retried by discord.py and blocks the scope too: the
     answers arrive whole."""
     fake.limits.channel_messages = Limit(2, 1.0)
-    state.budget.limits.set("discord:channel:*", BudgetLimit(50, 1, burst=10))
+    state.shared_budget.limits.set("discord:channel:*", BudgetLimit(50, 1, burst=10))
     blocked: list[tuple[str, float]] = []
     block = state.budget.block
 

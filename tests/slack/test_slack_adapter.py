@@ -292,7 +292,7 @@ def scale_limits(slack: FakeSlack, running: RunningBot, seconds: float) -> None:
         "chat.stopStream": 20,
         "chat.update": 50,
     }
-    budget = running.bot.state.budget
+    budget = running.bot.state.shared_budget
     for method, count in tiers.items():
         slack.limits[method] = FakeLimit(count, seconds)
         default = DEFAULT_LIMITS[f"slack:*:{method}"]
