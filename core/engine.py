@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from core.budget import Budget, LocalBudget
+from core.budget import Budget, LocalBudget, Turn, Urgency
 from core.clock import Clock, MonotonicClock
 from core.holdback import appendable
 from core.llm.events import (
@@ -40,6 +40,7 @@ from core.sink import (
     Outcome,
     RateLimited,
     Reroute,
+    RouteChoice,
     Sink,
     SinkCall,
     UserStopped,
@@ -125,6 +126,7 @@ class Reply:
         self._pacing = pacing or Pacing()
         self._observer = observer
         self._append_only = sink.append_only
+        self._routes = sink if isinstance(sink, RouteChoice) else None
         # Healing needs room on replace-style sinks; append-only ones need room to
         # close a code fence after text they can no longer take back.
         self._paginator = Paginator(sink.limit, reserve=16)
@@ -309,7 +311,9 @@ class Reply:
                 return sent  # the final pass carries the text, in one call fewer
             index = self._pages_done
             call, _ = self._plan(index, final)
-            waited = await self._acquire(self._sink.scopes(call, index))
+            if self._routes is not None:
+                await self._choose_route(self._routes, call, index)
+            waited = await self._acquire(self._sink.scopes(call, index), self._turn(call))
             # Take the newest text only now: everything that came while we waited.
             now_call, pages = self._plan(index, final)
             if now_call is not call or (not final and self._ended.is_set()):
@@ -399,7 +403,7 @@ class Reply:
             return SinkCall.CLOSE, pages
         return (SinkCall.UPDATE if self._created > index else SinkCall.CREATE), pages
 
-    async def _acquire(self, scopes: Sequence[str]) -> float:
+    async def _acquire(self, scopes: Sequence[str], turn: Turn) -> float:
         """Wait for every scope of a call, using slots already held first (from a
         call that was replaced while it waited)."""
         waited = 0.0
@@ -407,8 +411,30 @@ class Reply:
             if scope in self._held:
                 self._held.remove(scope)
                 continue
-            waited += await self._budget.acquire(scope)
+            waited += await self._budget.acquire(scope, turn)
         return waited
+
+    def _turn(self, call: SinkCall) -> Turn:
+        """How urgent ``call`` is among the calls waiting for the same scopes."""
+        if self._shown < 0:
+            return Turn(Urgency.FIRST_TEXT, self._started)
+        urgency = Urgency.FINAL if call in (SinkCall.CLOSE, SinkCall.FINISH) else Urgency.UPDATE
+        return Turn(urgency, self._last_call_end)
+
+    async def _choose_route(self, routes: RouteChoice, call: SinkCall, index: int) -> None:
+        """Take the sink's preferred route for ``call`` only if its scarce slot is
+        free now (and keep that slot for the call); else the plentiful route, for
+        the rest of the reply."""
+        scope = routes.contested_scope(call, index)
+        if scope is None or scope in self._held:
+            return
+        if await self._budget.try_acquire(scope):
+            self._held.append(scope)
+            return
+        log.info("no slot free now in %s: this reply takes the sink's other route", scope)
+        routes.fall_back()
+        if self._created == 0:  # nothing shown yet: frames may be healed from now on
+            self._append_only = self._sink.append_only
 
     def _coverage(self, page: Page, frame: Frame) -> tuple[int, int]:
         """How far into the model's text the reply is visible once ``frame`` is

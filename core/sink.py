@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 OutcomeState = Literal["done", "stopped", "failed", "interrupted"]
 
@@ -128,4 +128,23 @@ class Sink(Protocol):
     async def finish(self, frame: Frame, outcome: Outcome) -> None:
         """Give the last message its final text and the reply its final state
         (remove the stop button, show "stopped" or the error)."""
+        ...
+
+
+@runtime_checkable
+class RouteChoice(Protocol):
+    """A sink with two ways to create a message: a preferred one whose budget is
+    scarce (Slack's native stream: 20 starts a minute per workspace) and a
+    plentiful one (a posted message, then edits). The engine takes the
+    preferred route only when its scarce slot is free *now*, so no reply's
+    first text queues behind other replies' starts."""
+
+    def contested_scope(self, call: SinkCall, index: int) -> str | None:
+        """The scarce scope ``call`` would spend on the preferred route, or None
+        when this call has no choice to make."""
+        ...
+
+    def fall_back(self) -> None:
+        """Take the plentiful route for this reply from now on (its ``scopes``
+        and ``append_only`` then say so)."""
         ...

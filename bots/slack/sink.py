@@ -1,6 +1,6 @@
 """The Slack sink: a reply as one or more thread messages that grow.
 
-Two ways to grow a message, chosen per workspace:
+Two ways to grow a message, chosen per reply:
 
 - **native streaming** (``chat.startStream`` → ``appendStream`` → ``stopStream``):
   Slack appends what we send, so the sink is append-only. Every message of a
@@ -13,7 +13,10 @@ Two ways to grow a message, chosen per workspace:
   ``markdown`` block, which avoids the "(edited)" label), for workspaces
   without the streaming API. The first refusal (``feature_not_enabled``,
   ``unknown_method``…) switches the reply over and is remembered for the
-  workspace.
+  workspace. And for one reply when no ``chat.startStream`` slot is free at the
+  moment its first message would start (``RouteChoice``): Slack allows about
+  20 starts a minute per workspace, so in a busy channel the 21st reply posts
+  its first text at once instead of waiting up to a minute for a stream.
 
 The sink only renders. The engine decides what text to send (and holds back a
 tail that could still become a mention), acquires the budget of every call the
@@ -150,6 +153,20 @@ class SlackReplySink:
         if self._ageing(message) or message.full:
             return ("chat.stopStream", "chat.startStream")
         return ("chat.appendStream",)
+
+    # -- the route of a new message (core.sink.RouteChoice) ----------------------
+
+    def contested_scope(self, call: SinkCall, index: int) -> str | None:
+        """``chat.startStream``'s scope when ``call`` would start the stream of a
+        new message. (A stream restarted after a roll-over waits for its slot:
+        its message already shows text, and it is rare.)"""
+        if call is SinkCall.OPEN or index < len(self._messages) or not self._can_stream():
+            return None
+        return scope(self.target.team, "chat.startStream", self.target.channel)
+
+    def fall_back(self) -> None:
+        """Post and edit for the rest of this reply (the workspace keeps streaming)."""
+        self.native = False
 
     def _can_stream(self) -> bool:
         # Streams live in threads: a top-level DM reply is posted and edited instead.
