@@ -25,30 +25,21 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from bots.slack.service import SlackService, running_slack
-from bots.slack.settings import load_slack_settings
-from core.config import load_settings
-from core.engine import FinalRetry
-from core.lifecycle import ActiveReplies
-from core.llm.client import LLMClient
-from core.rules import load_rules
 from core.state.connection import connect
 from core.state.inflight import InflightRecord
-from core.state.settings import load_state_settings
-from core.state.store import State, open_state
+from core.state.store import State
 from tests.chaos.proxy import CuttableProxy
-from tests.fakes.llm_server import FakeLLMServer, FakeResponse, RecordedRequest
+from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_server import FakeSlack
-from tests.fakes.streams import chat_stream, chunk_text, split_events
 from tests.invariants import Expected, check_slack
+from tests.slack.replicas import Replica, answer, start_replica
 from tests.state.conftest import delete_prefix
 from tests.state.pausable import PausableRedis
 
@@ -160,21 +151,6 @@ def test_every_reply_ends_whole_and_final_under_any_fault_schedule(
 # -- one schedule ------------------------------------------------------------
 
 
-@dataclass
-class Replica:
-    name: str
-    state: State
-    service: SlackService
-    active: ActiveReplies
-    stack: contextlib.AsyncExitStack
-    gone: bool = False
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    async def stop_replies(self) -> None:
-        """What ``asyncio.run`` does to a process's leftover tasks at exit."""
-        await self.service.bot.cancel_replies()
-
-
 async def play(schedule: Schedule, redis: PausableRedis, tmp_path: Path) -> list[str]:
     prefix = f"chatrelay-chaos:{uuid.uuid4().hex[:10]}:"
     async with (
@@ -198,10 +174,10 @@ async def play(schedule: Schedule, redis: PausableRedis, tmp_path: Path) -> list
             for i in range(schedule.replies)
         }
         for _ in range(schedule.replies * 3):  # hand-overs ask the model again
-            llm_server.enqueue(lambda request: _answer(request, questions))
+            llm_server.enqueue(lambda request: answer(request, questions))
         llm = llm_server.client()
-        a = await _replica("a", slack, llm, proxy.url, prefix, tmp_path)
-        b = await _replica("b", slack, llm, redis.url, prefix, tmp_path)
+        a = await start_replica("a", slack, llm, proxy.url, prefix, tmp_path)
+        b = await start_replica("b", slack, llm, redis.url, prefix, tmp_path)
         events = []
         try:
             await slack.wait_connected(timeout=5, count=2)
@@ -252,50 +228,6 @@ def _report(schedule: Schedule, slack: FakeSlack, problems: list[str]) -> None:
     }
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
-
-
-def _answer(request: RecordedRequest, questions: dict[str, str]) -> FakeResponse:
-    asked = request.json["messages"][-1]["content"]
-    text = questions[asked.strip()]
-    pieces = chunk_text(text, seed=len(text), max_size=6)
-    return FakeResponse(chunks=split_events(chat_stream(pieces)), chunk_delay=0.03)
-
-
-async def _replica(
-    name: str, slack: FakeSlack, llm: LLMClient, redis_url: str, prefix: str, tmp_path: Path
-) -> Replica:
-    stack = contextlib.AsyncExitStack()
-    state_settings = load_state_settings(
-        redis_url=redis_url,
-        redis_prefix=prefix,
-        inflight_heartbeat=0.2,
-        inflight_timeout=1.0,
-    )
-    state = await stack.enter_async_context(open_state(state_settings))
-    state.inflight.backoff = (0.2, 0.5)
-    rules_file = tmp_path / "channels.toml"
-    rules_file.write_text("")
-    settings = load_slack_settings(
-        slack_bot_token="xoxb-test",
-        slack_app_token="xapp-test",
-        slack_api_url=slack.api_url,
-        slack_edit_interval=0.2,
-    )
-    core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
-    active = ActiveReplies()
-    service = await stack.enter_async_context(
-        running_slack(
-            settings,
-            core,
-            state,
-            llm,
-            load_rules(rules_file),
-            web.Application(),
-            active=active,
-            retry=FinalRetry(attempts=3, backoff=0.1, give_up_after=1.5),
-        )
-    )
-    return Replica(name, state, service, active, stack)
 
 
 async def _chaos(

@@ -1,0 +1,88 @@
+"""Slack replicas as production runs them, for tests that need several: the real
+``running_slack`` service over Socket Mode with its own state connection, all
+sharing one Redis key prefix (and so budgets, dedupe, locks and the in-flight
+registry), answered by one fake model that knows which question gets which text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from bots.slack.service import SlackService, running_slack
+from bots.slack.settings import load_slack_settings
+from core.config import load_settings
+from core.engine import FinalRetry
+from core.lifecycle import ActiveReplies
+from core.llm.client import LLMClient
+from core.rules import load_rules
+from core.state.settings import load_state_settings
+from core.state.store import State, open_state
+from tests.fakes.llm_server import FakeResponse, RecordedRequest
+from tests.fakes.slack_server import FakeSlack
+from tests.fakes.streams import chat_stream, chunk_text, split_events
+
+
+@dataclass
+class Replica:
+    name: str
+    state: State
+    service: SlackService
+    active: ActiveReplies
+    stack: contextlib.AsyncExitStack
+    gone: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def stop_replies(self) -> None:
+        """What ``asyncio.run`` does to a process's leftover tasks at exit."""
+        await self.service.bot.cancel_replies()
+
+
+def answer(request: RecordedRequest, questions: dict[str, str]) -> FakeResponse:
+    """The text ``questions`` maps the request's last user message to, streamed in
+    small pieces."""
+    asked = request.json["messages"][-1]["content"]
+    text = questions[asked.strip()]
+    pieces = chunk_text(text, seed=len(text), max_size=6)
+    return FakeResponse(chunks=split_events(chat_stream(pieces)), chunk_delay=0.03)
+
+
+async def start_replica(
+    name: str, slack: FakeSlack, llm: LLMClient, redis_url: str, prefix: str, tmp_path: Path
+) -> Replica:
+    stack = contextlib.AsyncExitStack()
+    state_settings = load_state_settings(
+        redis_url=redis_url,
+        redis_prefix=prefix,
+        inflight_heartbeat=0.2,
+        inflight_timeout=1.0,
+    )
+    state = await stack.enter_async_context(open_state(state_settings))
+    state.inflight.backoff = (0.2, 0.5)
+    rules_file = tmp_path / "channels.toml"
+    rules_file.write_text("")
+    settings = load_slack_settings(
+        slack_bot_token="xoxb-test",
+        slack_app_token="xapp-test",
+        slack_api_url=slack.api_url,
+        slack_edit_interval=0.2,
+    )
+    core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
+    active = ActiveReplies()
+    service = await stack.enter_async_context(
+        running_slack(
+            settings,
+            core,
+            state,
+            llm,
+            load_rules(rules_file),
+            web.Application(),
+            active=active,
+            retry=FinalRetry(attempts=3, backoff=0.1, give_up_after=1.5),
+        )
+    )
+    return Replica(name, state, service, active, stack)
