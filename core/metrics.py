@@ -89,6 +89,11 @@ class Gauge(Counter):
     def dec(self, *labels: str, amount: float = 1.0) -> None:
         self.inc(*labels, amount=-amount)
 
+    def set(self, value: float, *labels: str) -> None:
+        key = self._key(labels)
+        with self._lock:
+            self._values[key] = value
+
 
 class Histogram(_Metric):
     kind = "histogram"
@@ -197,7 +202,26 @@ class ChatrelayMetrics:
             "finalised, handed_over (never showed text: answered anew), dropped.",
             ["platform", "event"],
         )
+        self.discord_invalid = Counter(
+            "chatrelay_discord_invalid_requests_total",
+            "Discord answers that count toward its invalid-request limit (401, 403, "
+            "429 other than shared-scope ones), by status.",
+            ["status"],
+        )
+        self.discord_invalid_window = Gauge(
+            "chatrelay_discord_invalid_requests_window",
+            "Invalid Discord requests of every replica in the last 10 minutes "
+            "(Discord bans the IP at 10,000).",
+        )
+        self.discord_slowdown = Gauge(
+            "chatrelay_discord_slowdown_level",
+            "Discord invalid-request guard: 0 normal, 1 slowed (limits halved), "
+            "2 updates paused (first and final frames only).",
+        )
         for metric in (
+            self.discord_invalid,
+            self.discord_invalid_window,
+            self.discord_slowdown,
             self.inflight,
             self.replies_started,
             self.replies_ended,

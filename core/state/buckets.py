@@ -199,6 +199,12 @@ class RedisBudget:
         self._calls: set[asyncio.Timeout] = set()  # deadlines of script calls in flight
         self._releases: set[asyncio.Task[None]] = set()  # window slots being given back
 
+    def use_limits(self, limits: LimitTable) -> None:
+        """Pace by ``limits`` from now on, here and in the fallback (e.g. a
+        ``core.state.learned.AdaptiveLimits`` over the configured table)."""
+        self.limits = limits
+        self._fallback.limits = limits
+
     @property
     def degraded(self) -> bool:
         """True while Redis is unreachable and budgets are per-process."""

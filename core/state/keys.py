@@ -93,6 +93,15 @@ class Keys:
     def last_seen(self, platform: str, partition: str) -> str:
         return self._key("lastseen", escape(platform), escape(partition))
 
+    def learned_limits(self, platform: str) -> str:
+        """Rate limits learnt from a platform's headers (``core.state.learned``)."""
+        return self._key("learned", escape(platform))
+
+    def invalid_requests(self, platform: str) -> str:
+        """Invalid requests (Discord: 401, 403, 429) counted in time slots
+        (``core.state.invalid``)."""
+        return self._key("invalid", escape(platform))
+
     def chain(self, platform: str, message_id: str) -> str:
         # ``<platform>:chain:<id>``, platform first unlike the others: the layout the
         # Discord adapter wrote before the index moved here, so an upgrade keeps the
