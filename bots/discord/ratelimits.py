@@ -23,22 +23,42 @@ And the budget learns from Discord as it goes: ``RateLimitLearner`` watches
 every response discord.py receives (an ``aiohttp`` trace, so it sees even the
 429s discord.py absorbs) and blocks the matching scope for every reply and
 every replica: on a 429 until its ``Retry-After``, and when a bucket reports
-``X-RateLimit-Remaining: 0`` until ``X-RateLimit-Reset-After``. Limits
-themselves are not rewritten from ``X-RateLimit-Limit``: the header describes
-one route's bucket, not the send-and-edit limit that actually binds.
+``X-RateLimit-Remaining: 0`` until ``X-RateLimit-Reset-After``.
+
+It also learns limits, **only ever tighter** than the configured ones. A
+header describes one route's bucket (a channel's sends, or its edits), not the
+send-and-edit limit that binds the channel, so it can never loosen a scope:
+but when a bucket of a scope reports fewer calls than the scope's limit lets
+through (``X-RateLimit-Limit: 3`` where ``discord:channel:*`` allows 4 per
+5 s), the scope must pace by it. The learnt limit keeps one call under the
+reported one, as the defaults do: ``Limit - 1`` calls per window (one call per
+one and a half windows when the bucket allows only one), the window being
+``X-RateLimit-Reset-After`` of a bucket's first call and never shorter than
+the configured limit's. It goes to ``core.state.learned`` (a Redis hash with
+an expiry per entry, one entry per scope and ``X-RateLimit-Bucket``) so every
+replica and shard paces by it; a bucket that reports a limit no tighter than
+the configured one drops its entry. Interaction scopes learn the same way; the
+global scope does not (Discord sends no limit for it).
+
+And it counts the answers Discord holds against the address (401, 403 and
+429s other than ``X-RateLimit-Scope: shared``) for the invalid-request guard
+(``bots.discord.guard``), which slows every replica down long before the ban.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 from collections.abc import Mapping
 from types import SimpleNamespace
 
 import aiohttp
 
-from core.budget import Budget
+from bots.discord.guard import InvalidRequestGuard, is_invalid
+from core.budget import Budget, Limit, RateLimit
+from core.state.learned import AdaptiveLimits, LearnedLimits, is_tighter
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +112,27 @@ def scope_of(method: str, path: str) -> str | None:
 class RateLimitLearner:
     """Feeds what Discord's answers say about rate limits into the shared budget."""
 
-    def __init__(self, budget: Budget) -> None:
+    def __init__(
+        self,
+        budget: Budget,
+        *,
+        learned: LearnedLimits | None = None,
+        limits: AdaptiveLimits | None = None,
+        guard: InvalidRequestGuard | None = None,
+    ) -> None:
+        """``learned``: where learnt limits go (none: nothing is learnt); ``limits``:
+        the table whose configured limits they tighten; ``guard``: counts the
+        invalid answers."""
         self._budget = budget
+        self._learned = learned
+        self._limits = limits
+        self._guard = guard
         self.rate_limited = 0
         """429s seen (discord.py retried them, or raised them to the sink)."""
         self.exhausted = 0
         """Answers saying a paced bucket has no call left in its window."""
+        self.invalid = 0
+        """Answers Discord counts toward its invalid-request limit."""
 
     def trace_config(self) -> aiohttp.TraceConfig:
         """For ``discord.Client(http_trace=...)``: discord.py's REST and webhook calls
@@ -119,7 +154,13 @@ class RateLimitLearner:
             log.exception("could not learn from a Discord rate limit answer")
 
     async def learn(self, method: str, path: str, status: int, headers: Mapping[str, str]) -> None:
-        """Block the call's scope as long as Discord's answer says to."""
+        """Block the call's scope as long as Discord's answer says to, tighten its
+        limit when the answer reports a tighter bucket, count invalid answers."""
+        limit_scope = headers.get("X-RateLimit-Scope")
+        if is_invalid(status, limit_scope):
+            self.invalid += 1
+            if self._guard is not None:
+                await self._guard.record(status)
         scope = GLOBAL_SCOPE if headers.get("X-RateLimit-Global") else scope_of(method, path)
         if status == 429:
             self.rate_limited += 1
@@ -132,16 +173,73 @@ class RateLimitLearner:
                 method,
                 route_template(path),
                 headers.get("X-RateLimit-Bucket", "unknown"),
-                headers.get("X-RateLimit-Scope", "unknown"),
+                limit_scope or "unknown",
                 scope or "no paced scope",
                 wait,
             )
             if scope is not None:
                 await self._budget.block(scope, wait)
+                if limit_scope != "shared":  # a shared resource's limit is not our bucket's
+                    await self._learn_limit(scope, headers)
             return
         if scope is not None and headers.get("X-RateLimit-Remaining") == "0":
             self.exhausted += 1
             await self._budget.block(scope, _seconds(headers.get("X-RateLimit-Reset-After")))
+        if scope is not None:
+            await self._learn_limit(scope, headers)
+
+    async def _learn_limit(self, scope: str, headers: Mapping[str, str]) -> None:
+        learned = self._learned
+        bucket = headers.get("X-RateLimit-Bucket")
+        reported = _count(headers.get("X-RateLimit-Limit"))
+        if learned is None or scope == GLOBAL_SCOPE or not bucket or reported is None:
+            return
+        configured = self._limits.configured(scope) if self._limits is not None else None
+        remaining = _count(headers.get("X-RateLimit-Remaining"))
+        fresh = remaining == reported - 1  # the bucket's first call: Reset-After is its window
+        if configured is None and not fresh:
+            return  # no window to go by
+        limit: Limit | None = limit_from_headers(
+            reported, _seconds(headers.get("X-RateLimit-Reset-After")), configured
+        )
+        if limit is not None and not is_tighter(limit, configured):
+            limit = None
+        before = learned.get(scope)
+        await learned.record(scope, bucket, limit)
+        after = learned.get(scope)
+        if after != before:
+            if after is None:
+                log.info("Discord: %s paces by its configured limit again", scope)
+            else:
+                log.info(
+                    "Discord reports %d calls per window for bucket %s of %s (configured: "
+                    "%s): every replica now paces it at %g calls per %gs",
+                    reported,
+                    bucket,
+                    scope,
+                    configured,
+                    after.count,
+                    after.per,
+                )
+
+
+def limit_from_headers(reported: int, reset_after: float, configured: RateLimit | None) -> Limit:
+    """The limit a scope paces by when one of its buckets reports ``reported``
+    calls per window: one call under it, over a window of ``reset_after`` seconds
+    or the configured limit's, whichever is longer (a header seen mid-window
+    says less than the whole window)."""
+    per = max(reset_after, configured.per if configured is not None else 0.0)
+    per = math.ceil(per * 1000) / 1000 or 1.0
+    if reported >= 2:
+        return Limit(reported - 1, per)
+    return Limit(1, per * 1.5)
+
+
+def _count(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
 
 
 def _seconds(value: str | None) -> float:

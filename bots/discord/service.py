@@ -43,6 +43,7 @@ from bots.discord.client import (
 )
 from bots.discord.commands import build_tree, sync_commands
 from bots.discord.finalise import finalise_record
+from bots.discord.guard import GuardedPacing, InvalidRequestGuard
 from bots.discord.handover import PLATFORM
 from bots.discord.ratelimits import RateLimitLearner
 from bots.discord.settings import DiscordSettings
@@ -52,9 +53,10 @@ from core.intake import outcome_metric
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
 from core.metrics import ChatrelayMetrics
-from core.pacing import Pacing
 from core.responder import Responder
 from core.state.inflight import Finalise, InflightRecord
+from core.state.invalid import InvalidRequests
+from core.state.learned import AdaptiveLimits, LearnedLimits
 from core.state.store import State
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class DiscordService:
     bot: DiscordBot
     tree: app_commands.CommandTree[Any]
     learner: RateLimitLearner
+    guard: InvalidRequestGuard
     connection: asyncio.Task[None]
     """The gateway connection; it ends when the client closes or gives up."""
     pickup: asyncio.Task[None] | None = None
@@ -136,58 +139,91 @@ async def discord_app(
     Raises ``ConfigError`` when Discord refuses the token or a required intent."""
     own_active = active is None
     replies = ActiveReplies() if active is None else active
-    with pointed_at(settings.discord_api_url, settings.discord_gateway_url):
-        learner = RateLimitLearner(state.budget)
-        client = await _logged_in(settings, rules, learner, guild_ready_timeout)
-        connection: asyncio.Task[None] | None = None
-        bot: DiscordBot | None = None
-        try:
-            pacing = Pacing(min_interval=settings.discord_edit_interval)
-            bot = DiscordBot(
-                client=client,
-                settings=settings,
-                core=core,
-                state=state,
-                responder=Responder(
-                    state, llm, pacing=pacing, metrics=metrics, active=replies, retry=retry
-                ),
-                rules=rules,
-                on_intake=outcome_metric(metrics, "discord") if metrics is not None else None,
+    limits = _adaptive_limits(state, settings)
+    guard = InvalidRequestGuard(
+        InvalidRequests(state.redis, state.keys, PLATFORM),
+        limits,
+        slow_at=settings.discord_invalid_slow,
+        pause_at=settings.discord_invalid_pause,
+        metrics=metrics,
+    )
+    refresh = settings.discord_limits_refresh
+    watchers = [asyncio.create_task(guard.run(refresh))]
+    if limits.learned is not None:
+        watchers.append(asyncio.create_task(limits.learned.run_refresh(refresh)))
+    try:
+        with pointed_at(settings.discord_api_url, settings.discord_gateway_url):
+            learner = RateLimitLearner(
+                state.budget, learned=limits.learned, limits=limits, guard=guard
             )
-            bot.register()
-            tree = build_tree(client, bot, settings)
-            if client.shard_count is None:
-                # A known count makes discord.py connect to DISCORD_GATEWAY_URL rather
-                # than to the address /gateway/bot names.
-                client.shard_count, _, _ = await client.http.get_bot_gateway()
-            connection = asyncio.create_task(client.connect(reconnect=True))
-            await _until_ready(client, connection)
-            await sync_commands(tree, settings)
-            shards = settings.discord_shard_ids or range(client.shard_count or 1)
-            pickup = asyncio.create_task(
-                state.deferred.run_pickup(
-                    PLATFORM, [str(s) for s in shards], bot.answer_handed_over, PICKUP_INTERVAL
-                )
-            )
-            service = DiscordService(client, bot, tree, learner, connection, pickup)
-            sweeper = asyncio.create_task(
-                state.inflight.run_sweeper({"discord": _finaliser(client, state)})
-            )
+            client = await _logged_in(settings, rules, learner, guild_ready_timeout)
+            connection: asyncio.Task[None] | None = None
+            bot: DiscordBot | None = None
             try:
-                yield service
+                pacing = GuardedPacing(min_interval=settings.discord_edit_interval, guard=guard)
+                bot = DiscordBot(
+                    client=client,
+                    settings=settings,
+                    core=core,
+                    state=state,
+                    responder=Responder(
+                        state, llm, pacing=pacing, metrics=metrics, active=replies, retry=retry
+                    ),
+                    rules=rules,
+                    on_intake=outcome_metric(metrics, "discord") if metrics is not None else None,
+                )
+                bot.register()
+                tree = build_tree(client, bot, settings)
+                if client.shard_count is None:
+                    # A known count makes discord.py connect to DISCORD_GATEWAY_URL rather
+                    # than to the address /gateway/bot names.
+                    client.shard_count, _, _ = await client.http.get_bot_gateway()
+                connection = asyncio.create_task(client.connect(reconnect=True))
+                await _until_ready(client, connection)
+                await sync_commands(tree, settings)
+                shards = settings.discord_shard_ids or range(client.shard_count or 1)
+                pickup = asyncio.create_task(
+                    state.deferred.run_pickup(
+                        PLATFORM, [str(s) for s in shards], bot.answer_handed_over, PICKUP_INTERVAL
+                    )
+                )
+                service = DiscordService(client, bot, tree, learner, guard, connection, pickup)
+                sweeper = asyncio.create_task(
+                    state.inflight.run_sweeper({"discord": _finaliser(client, state)})
+                )
+                try:
+                    yield service
+                finally:
+                    sweeper.cancel()
+                    await asyncio.gather(sweeper, return_exceptions=True)
+                    await service.stop_intake()
+                    if own_active:
+                        await replies.drain(SHUTDOWN_GRACE, finalise_within=SHUTDOWN_FINALISE)
+                    await service.close()
             finally:
-                sweeper.cancel()
-                await asyncio.gather(sweeper, return_exceptions=True)
-                await service.stop_intake()
-                if own_active:
-                    await replies.drain(SHUTDOWN_GRACE, finalise_within=SHUTDOWN_FINALISE)
-                await service.close()
-        finally:
-            await client.close()
-            if connection is not None:
-                await asyncio.gather(connection, return_exceptions=True)
-            if bot is not None:
-                await bot.catchup.aclose()
+                await client.close()
+                if connection is not None:
+                    await asyncio.gather(connection, return_exceptions=True)
+                if bot is not None:
+                    await bot.catchup.aclose()
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+
+def _adaptive_limits(state: State, settings: DiscordSettings) -> AdaptiveLimits:
+    """The shared budget's limit table, made to learn from Discord's headers (once
+    per process: a second adapter on the same state shares what the first learns)."""
+    shared = state.shared_budget
+    if isinstance(shared.limits, AdaptiveLimits):
+        return shared.limits
+    learned = LearnedLimits(
+        state.redis, state.keys, PLATFORM, ttl=settings.discord_learned_limit_ttl
+    )
+    limits = AdaptiveLimits(shared.limits, learned)
+    shared.use_limits(limits)
+    return limits
 
 
 async def run_discord(

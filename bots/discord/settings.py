@@ -68,6 +68,16 @@ class DiscordSettings(BaseSettings):
     message, before the 15-minute interaction token can no longer edit it."""
     discord_chain_depth: int = Field(20, ge=1, le=100)
     """Messages of a reply chain read back when its conversation is not in memory."""
+    discord_invalid_slow: int = Field(1_000, ge=1, lt=10_000)
+    """Invalid requests (401, 403, 429) in 10 minutes, across replicas, from which every
+    Discord limit is halved (Discord bans the address at 10,000; ``bots.discord.guard``)."""
+    discord_invalid_pause: int = Field(5_000, ge=2, lt=10_000)
+    """Invalid requests in 10 minutes from which ordinary updates pause too (first and
+    final frames still go out)."""
+    discord_learned_limit_ttl: float = Field(600.0, gt=0)
+    """Seconds a limit learnt from Discord's headers lasts unless an answer confirms it."""
+    discord_limits_refresh: float = Field(2.0, gt=0)
+    """Seconds between two reads of what other replicas learnt and counted."""
 
     @field_validator(
         "discord_shard_ids",
@@ -120,6 +130,12 @@ class DiscordSettings(BaseSettings):
         count = self.discord_shard_count
         if count is not None and any(i < 0 or i >= count for i in self.discord_shard_ids):
             raise ValueError(f"DISCORD_SHARD_IDS must be between 0 and {count - 1}")
+        return self
+
+    @model_validator(mode="after")
+    def _invalid_thresholds(self) -> DiscordSettings:
+        if self.discord_invalid_slow >= self.discord_invalid_pause:
+            raise ValueError("DISCORD_INVALID_SLOW must be below DISCORD_INVALID_PAUSE")
         return self
 
     @property
