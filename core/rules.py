@@ -27,7 +27,7 @@ import logging
 from pathlib import Path
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +47,9 @@ thread, it makes the bot answer there again."""
 
 
 class ChannelRule(BaseModel):
+    # A misspelt key (``modle = …``) is an error, not a rule silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
     platform: Literal["slack", "discord"]
     id: str
     mode: Mode | None = None
@@ -59,6 +62,8 @@ class ChannelRule(BaseModel):
 
 
 class Defaults(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     mode: Mode = "mention"
     handoff_quiet_minutes: float = Field(120.0, ge=0)
     thread_per_message: bool = False
@@ -95,6 +100,18 @@ class ChannelRules(BaseSettings):
 
     defaults: Defaults = Field(default_factory=Defaults)
     channels: list[ChannelRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_rule_per_channel(self) -> ChannelRules:
+        """Two rules for one channel: only the first would ever apply, so the
+        second is a mistake someone expects to work."""
+        seen: set[tuple[str, str]] = set()
+        for rule in self.channels:
+            key = (rule.platform, rule.id)
+            if key in seen:
+                raise ValueError(f"channel {rule.platform} {rule.id} has two rules")
+            seen.add(key)
+        return self
 
     @classmethod
     def settings_customise_sources(

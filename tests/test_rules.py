@@ -72,6 +72,13 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
         ('[[channels]]\nplatform = "slack"\n', "channels.0.id"),
         ("[defaults\n", "invalid channels file"),
         ("typo = 1\n", "typo"),
+        ('[[channels]]\nplatform = "slack"\nid = "C1"\nmodle = "m"\n', "channels.0.modle"),
+        ('[defaults]\nmdoe = "auto"\n', "defaults.mdoe"),
+        (
+            '[[channels]]\nplatform = "slack"\nid = "C1"\n'
+            '[[channels]]\nplatform = "slack"\nid = "C1"\nmode = "auto"\n',
+            "channel slack C1 has two rules",
+        ),
     ],
 )
 def test_bad_file_is_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
