@@ -783,6 +783,8 @@ def matrix(args: argparse.Namespace) -> list[Cell]:
         for n in args.sizes or [5, 20, 50]:
             for mode in ("mention", "/ask"):
                 cells.append(Cell("discord", n, mode=mode))
+    if args.only:
+        cells = [c for c in cells if args.only in c.name]
     return cells
 
 
@@ -825,8 +827,8 @@ def commit() -> str:
             text=True,
             check=True,
         ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    except (OSError, subprocess.CalledProcessError):  # e.g. run from a `git archive` export
+        return os.environ.get("BENCH_COMMIT", "unknown")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -841,6 +843,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--big", action="store_true", help="add the 200-mention Slack cells")
     parser.add_argument(
         "--replicas", type=int, nargs="*", default=[1, 3], help="Slack replicas per cell"
+    )
+    parser.add_argument(
+        "--only", help='run only the cells whose name contains this, e.g. "20 channels, native"'
     )
     parser.add_argument("--scale", type=float, default=10.0, help="time runs this much faster")
     parser.add_argument("--tokens", type=int, default=300, help="tokens per reply")
