@@ -47,7 +47,7 @@ bench: $(VENV)/.installed-bench
 	$(MAKE) bench-load
 
 # Concurrent mentions through the real service (one OS process per replica) against
-# the fake platforms and REDIS_URL (default redis://127.0.0.1:6379/0); about 8 minutes.
+# the fake platforms and REDIS_URL (default redis://127.0.0.1:6379/0); about 3 minutes.
 # BENCH_LOAD_ARGS=--big adds the 200-mention Slack cells.
 bench-load: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.load --json bench/results/load.json $(BENCH_LOAD_ARGS)
