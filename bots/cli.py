@@ -30,13 +30,42 @@ if TYPE_CHECKING:
 log = logging.getLogger("chatrelay")
 
 EXIT_BAD_CONFIG = 2
+EXIT_UNAVAILABLE = 3
 EXIT_FORCED = 1
+
+SETTINGS_HELP = (
+    "Settings come from the environment or a .env file; every one is listed, with "
+    "its default, in README.md (sections 'Pointing at a real model', 'Slack', "
+    "'Discord', 'Shared state'). `chatrelay check` validates them and reaches "
+    "each configured dependency."
+)
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when
+    asked (``--help`` must not pay for importlib.metadata)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("chatrelay")
+        except PackageNotFoundError:
+            found = "unknown (not installed)"
+        print(f"chatrelay {found}")
+        parser.exit()
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="chatrelay", description="Stream an LLM into Slack, Discord or a terminal."
+        prog="chatrelay",
+        description="Stream an LLM into Slack, Discord or a terminal.",
+        epilog=SETTINGS_HELP,
     )
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
     ask_cmd = sub.add_parser("ask", help="stream one answer to stdout")
     ask_cmd.add_argument("prompt", help="what to ask")
@@ -168,9 +197,17 @@ def _stop_on_signals() -> asyncio.Event:
 def _select(
     args: argparse.Namespace, slack: SlackSettings, discord: DiscordSettings
 ) -> tuple[SlackSettings, DiscordSettings]:
-    """Apply ``--platform`` and ``--slack-mode`` to the settings read."""
+    """Apply ``--platform`` and ``--slack-mode`` to the settings read.
+
+    A platform asked for by name must be configured: a ``web`` dyno or a pod
+    started with ``--platform slack`` and no token must stop with one line, not
+    fall back to the console chat and hang without a health endpoint."""
     from core.config import ConfigError
 
+    if args.platform == "slack" and not slack.configured:
+        raise ConfigError("--platform slack: SLACK_BOT_TOKEN is not set")
+    if args.platform == "discord" and not discord.configured:
+        raise ConfigError("--platform discord: DISCORD_BOT_TOKEN is not set")
     if args.platform not in ("all", "slack"):
         slack = slack.model_copy(update={"slack_bot_token": None})
     if args.platform not in ("all", "discord"):
@@ -181,40 +218,55 @@ def _select(
             raise ConfigError("invalid setting SLACK_SIGNING_SECRET: required in HTTP mode")
     elif args.slack_mode == "socket" and slack.configured and not slack.socket_mode:
         raise ConfigError("invalid setting SLACK_APP_TOKEN: required for --slack-mode socket")
+    if not slack.configured and not discord.configured and not _stdin_has_input():
+        raise ConfigError(
+            "no platform is configured (set SLACK_BOT_TOKEN or DISCORD_BOT_TOKEN), and the "
+            "console chat has no input (stdin is closed or /dev/null)"
+        )
     return slack, discord
+
+
+def _stdin_has_input() -> bool:
+    """Whether a console chat could read anything: a terminal, a pipe or a file,
+    not a closed stdin or ``/dev/null`` (a container started without a
+    platform's token, where a console would end at once and look like success)."""
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return sys.stdin.isatty() or not stat.S_ISCHR(mode)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # After parsing: --help and usage errors import none of this.
-    from bots.discord.settings import load_discord_settings
-    from bots.slack.settings import load_slack_settings
-    from core.config import ConfigError, load_settings
+    from core.config import ConfigError, Unavailable, load_settings
     from core.logs import setup_logging
 
     try:
         settings = load_settings()
-        slack = load_slack_settings()
-        discord = load_discord_settings()
-        if args.command == "run":
-            slack, discord = _select(args, slack, discord)
-        if args.command == "run":
-            from core.rules import load_rules
+        if args.command == "ask":  # the platforms' settings are none of its business
+            from core.ask import ask
 
-            load_rules(settings.channels_file)  # a bad rules file stops us here, not later
-    except ConfigError as exc:
-        print(f"chatrelay: {exc}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    setup_logging(settings.log_level, settings.log_format, secrets=(settings, slack, discord))
-    if args.command == "ask":
-        from core.ask import ask
+            setup_logging(settings.log_level, settings.log_format, secrets=(settings,))
+            return asyncio.run(ask(settings, args.prompt))
 
-        return asyncio.run(ask(settings, args.prompt))
-    try:
+        from bots.discord.settings import load_discord_settings
+        from bots.slack.settings import load_slack_settings
+        from core.rules import load_rules
+
+        slack, discord = _select(args, load_slack_settings(), load_discord_settings())
+        load_rules(settings.channels_file)  # a bad rules file stops us here, not later
+        setup_logging(settings.log_level, settings.log_format, secrets=(settings, slack, discord))
         return asyncio.run(_run(settings, slack, discord))
-    except ConfigError as exc:  # e.g. a token or an intent the platform refused
+    except ConfigError as exc:  # a bad setting, or a token or an intent a platform refused
         print(f"chatrelay: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    except Unavailable as exc:  # Redis, the embedded server, a platform's API
+        print(f"chatrelay: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
 

@@ -27,6 +27,11 @@ class ConfigError(Exception):
     """One clear line about one bad setting."""
 
 
+class Unavailable(Exception):
+    """A dependency the service needs from its start (Redis, a platform's API)
+    can't be reached: one clear line naming it, not a traceback."""
+
+
 def _check_url(value: str | None) -> str | None:
     if value is None or value == "":
         return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from core.sink import Frame, Outcome, SinkCall
+from core.sink import Frame, MessageGone, Outcome, SinkCall
 
 REASONING_MARK = "[reasoning] "
 
@@ -34,14 +34,20 @@ class TextStreamSink:
         return None
 
     async def render(self, frame: Frame) -> None:
-        self._write(frame)
+        try:
+            self._write(frame)
+        except BrokenPipeError as exc:  # ``chatrelay ask … | head``: nobody reads on
+            raise MessageGone("the output was closed") from exc
 
     async def finish(self, frame: Frame, outcome: Outcome) -> None:
-        self._write(frame)
-        self._end_reasoning()
-        if self._text_started and self._last_char != "\n":
-            self._out.write("\n")
-            self._out.flush()
+        try:
+            self._write(frame)
+            self._end_reasoning()
+            if self._text_started and self._last_char != "\n":
+                self._out.write("\n")
+                self._out.flush()
+        except BrokenPipeError as exc:
+            raise MessageGone("the output was closed") from exc
 
     def _write(self, frame: Frame) -> None:
         if len(frame.reasoning) > self._reasoning_shown:

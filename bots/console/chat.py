@@ -92,12 +92,27 @@ class ConsoleChat:
         self._out.flush()
 
 
+_feeders: set[asyncio.Task[None]] = set()
+
+
 async def stdin_reader() -> asyncio.StreamReader:
     """Standard input as an asyncio stream, so reading a line never blocks replies."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    except (PermissionError, ValueError):
+        # A regular file (``run < questions.txt``) can't be polled: read it in a thread.
+        feeder = asyncio.create_task(_feed_from_thread(reader))
+        _feeders.add(feeder)
+        feeder.add_done_callback(_feeders.discard)
     return reader
+
+
+async def _feed_from_thread(reader: asyncio.StreamReader) -> None:
+    while line := await asyncio.to_thread(sys.stdin.buffer.readline):
+        reader.feed_data(line)
+    reader.feed_eof()
 
 
 async def run_console(settings: Settings, model: LLMClient) -> None:

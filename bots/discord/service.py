@@ -29,6 +29,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -47,7 +48,7 @@ from bots.discord.guard import GuardedPacing, InvalidRequestGuard
 from bots.discord.handover import PLATFORM
 from bots.discord.ratelimits import RateLimitLearner
 from bots.discord.settings import DiscordSettings
-from core.config import ConfigError, Settings
+from core.config import ConfigError, Settings, Unavailable
 from core.engine import FinalRetry
 from core.intake import outcome_metric
 from core.lifecycle import ActiveReplies
@@ -262,6 +263,11 @@ async def _logged_in(
         except discord.LoginFailure:
             await client.close()
             raise ConfigError("invalid setting DISCORD_BOT_TOKEN: Discord refused it") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            await client.close()
+            raise Unavailable(
+                f"cannot reach Discord at {settings.discord_api_url}: {exc or type(exc).__name__}"
+            ) from None
         if not wanted or granted_message_content(client.application_flags):
             break
         await client.close()

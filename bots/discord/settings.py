@@ -107,6 +107,12 @@ class DiscordSettings(BaseSettings):
     def _sorted(cls, value: list[int]) -> list[int]:
         return sorted(set(value))
 
+    @field_validator("discord_bot_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """``DISCORD_BOT_TOKEN=`` (an empty line in a .env) means no Discord."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("discord_api_url")
     @classmethod
     def _api(cls, value: str) -> str:

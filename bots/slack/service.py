@@ -16,16 +16,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.slack.api import SafeWebClient
 from bots.slack.bot import SlackBot
 from bots.slack.finalise import finalise_record
 from bots.slack.settings import SlackSettings
-from core.config import Settings
+from core.config import ConfigError, Settings, Unavailable
 from core.engine import FinalRetry
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
@@ -81,7 +84,7 @@ async def slack_app(
     assert settings.slack_bot_token is not None
     token = settings.slack_bot_token.get_secret_value()
     client = SafeWebClient(token=token, base_url=settings.slack_api_url)
-    auth = await client.auth_test()
+    auth = await authenticate(client, settings.slack_api_url)
     secret = settings.slack_signing_secret
     app = AsyncApp(
         client=client,
@@ -182,3 +185,16 @@ async def running_slack(
             await service.stop_intake()
             if service.pickup is not None:
                 await asyncio.gather(service.pickup, return_exceptions=True)
+
+
+async def authenticate(client: SafeWebClient, api_url: str) -> AsyncSlackResponse:
+    """``auth.test``, the first call of a start: a refused token is a bad setting
+    (one line naming it), an unreachable Slack a dependency that is down; the
+    token itself is never in either line."""
+    try:
+        return await client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error", "error") if exc.response is not None else "error"
+        raise ConfigError(f"invalid setting SLACK_BOT_TOKEN: Slack refused it ({error})") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise Unavailable(f"cannot reach Slack at {api_url}: {exc or type(exc).__name__}") from None

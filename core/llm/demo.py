@@ -106,6 +106,11 @@ class DemoModelServer:
             await self._stream(writer, demo_answer(str(prompt)))
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
+        except asyncio.CancelledError:
+            # The server is stopping mid-answer (the reader went away). This task is
+            # the connection's own and nobody awaits it: asyncio would log the
+            # cancellation as an error if it escaped.
+            pass
         finally:
             writer.close()
             with contextlib.suppress(Exception):

@@ -41,6 +41,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry as SyncRetry
 
+from core.config import Unavailable
+
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 2.0
@@ -99,11 +101,11 @@ async def bounded(awaitable: Awaitable[_T], seconds: float = REPLY_PATH_TIMEOUT)
         raise
 
 
-class RedisUnavailable(Exception):
+class RedisUnavailable(Unavailable):
     """Redis could not be reached at start: one line naming where we looked."""
 
 
-class EmbeddedRedisError(Exception):
+class EmbeddedRedisError(Unavailable):
     """The embedded redis-server could not be started."""
 
 
