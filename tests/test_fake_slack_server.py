@@ -764,6 +764,72 @@ async def test_bolt_app_over_socket_mode_replies_in_thread(slack: FakeSlack) -> 
         await handler.close_async()
 
 
+async def test_agent_experience_dm_opened_and_messages_reach_bolt() -> None:
+    """Agent experience (``agent_view``): opening the DM is ``app_home_opened`` with
+    ``tab: "messages"``, with no thread root made; a top-level DM is a plain
+    ``message.im``. Bolt 1.30 hands ``app_home_opened`` a ``set_suggested_prompts``
+    without ``thread_ts``, which the fake keeps; a call WITH one is lost, as Slack's
+    reference says an agent app's call "will silently fail"."""
+    async with FakeSlack(experience="agent") as slack:
+        app = AsyncApp(client=AsyncWebClient(token="xoxb-test", base_url=slack.api_url))
+        opened: list[dict[str, Any]] = []
+        messages: list[dict[str, Any]] = []
+
+        @app.event("app_home_opened")
+        async def on_open(event: dict[str, Any], set_suggested_prompts: Any) -> None:
+            opened.append(event)
+            await set_suggested_prompts(prompts=[{"title": "Hi", "message": "Say hi"}])
+
+        @app.event("message")
+        async def on_message(event: dict[str, Any]) -> None:
+            messages.append(event)
+
+        handler = AsyncSocketModeHandler(app, "xapp-test")
+        try:
+            await handler.connect_async()
+            await slack.wait_connected(timeout=3)
+            await slack.deliver_socket(slack.user_opens_dm(DM, user="U1"), timeout=3)
+            await slack.wait_calls("assistant.threads.setSuggestedPrompts", timeout=3)
+            sent = slack.user_message(DM, "hello", user="U1")
+            await slack.deliver_socket(sent, timeout=3)
+            await slack.wait_for(lambda: messages, timeout=3)
+        finally:
+            await handler.close_async()
+        [event] = opened
+        assert event["type"] == "app_home_opened" and event["tab"] == "messages"
+        assert event["user"] == "U1" and event["channel"] == DM and event["event_ts"]
+        assert "view" not in event  # only a published Home tab has one
+        assert "thread_ts" not in slack.calls_to("assistant.threads.setSuggestedPrompts")[0].params
+        assert slack.suggested_prompts[(DM, "")][0]["prompts"][0]["title"] == "Hi"
+        assert slack.messages.get(DM, {}).keys() == {sent["ts"]}  # no root made by Slack
+        [dm] = messages
+        assert dm["channel_type"] == "im" and "thread_ts" not in dm and "subtype" not in dm
+
+        client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+        await client.assistant_threads_setSuggestedPrompts(
+            channel_id=DM, thread_ts=sent["ts"], prompts=[{"title": "Lost", "message": "x"}]
+        )
+        assert (DM, sent["ts"]) not in slack.suggested_prompts
+        assert [p["thread_ts"] for p in slack.lost_prompts] == [sent["ts"]]
+
+
+async def test_assistant_experience_thread_started_makes_its_root(
+    slack: FakeSlack, client: AsyncWebClient
+) -> None:
+    """Assistant experience (``assistant_view``, the default): Slack makes the thread's
+    root (``assistant_app_thread``, from the user) and prompts take its ``thread_ts``."""
+    event = slack.user_opens_assistant_thread(DM, user="U1")
+    thread = event["assistant_thread"]
+    assert event["type"] == "assistant_thread_started"
+    assert thread["channel_id"] == DM and thread["user_id"] == "U1"
+    root = slack.message(DM, thread["thread_ts"])
+    assert root.subtype == "assistant_app_thread" and root.user == "U1"
+    await client.assistant_threads_setSuggestedPrompts(
+        channel_id=DM, thread_ts=thread["thread_ts"], prompts=[{"title": "Hi", "message": "x"}]
+    )
+    assert slack.suggested_prompts[(DM, thread["thread_ts"])] and not slack.lost_prompts
+
+
 async def test_waits_are_bounded(slack: FakeSlack) -> None:
     """No test may hang on the fake: waits and deliveries without a client time out."""
     with pytest.raises(TimeoutError):

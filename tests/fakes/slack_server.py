@@ -51,6 +51,17 @@ What the fake enforces, and how (numbers Slack doesn't publish are marked *assum
   of markdown: an append or stop that would pass it gets ``msg_too_long`` (our
   choice of error: Slack's own is unknown) and is not applied.
 
+Direct messages, in either of Slack's two experiences (``experience``): with
+``"assistant"`` (manifest ``assistant_view``) ``user_opens_assistant_thread``
+stores the thread root Slack makes (``subtype: "assistant_app_thread"``) and
+returns ``assistant_thread_started``; with ``"agent"`` (``agent_view``, Slack's
+"Migrating to the Agent messaging experience") ``user_opens_dm`` returns
+``app_home_opened`` with ``tab: "messages"`` and no root is made: the user's
+top-level message is the root. ``assistant.threads.setSuggestedPrompts`` takes
+an optional ``thread_ts`` (without it the prompts go with the channel, recorded
+under ``(channel, "")``); an agent app's call WITH one answers ok but is lost
+(``lost_prompts``), as Slack's reference says it "will silently fail".
+
 Faults: ``slack.faults`` (a ``tests.fakes.faults.FaultSchedule`` keyed by method
 name) injects 429s, 500s, ``internal_error``, slow answers and dropped connections on
 chosen calls, or at random from a seed; ``fail()`` adds a rule to it. Each ``Call``
@@ -638,6 +649,28 @@ def assistant_thread_started(
     }
 
 
+def app_home_opened(
+    user: str,
+    channel: str,
+    *,
+    tab: str = "messages",
+    event_ts: str,
+    view: JSON | None = None,
+) -> JSON:
+    """A user entered the app's DM (``tab: "messages"``) or Home tab (``"home"``,
+    with the published ``view`` if there is one), as Slack sends it each time."""
+    event: JSON = {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": channel,
+        "tab": tab,
+        "event_ts": event_ts,
+    }
+    if view is not None:
+        event["view"] = view
+    return event
+
+
 # --------------------------------------------------------------------------- the fake
 
 
@@ -667,6 +700,7 @@ class FakeSlack:
         retry_delays: tuple[float, ...] = (0.0, 0.0, 0.0),
         clock: Clock = time.monotonic,
         verification_token: str = "verification-token",
+        experience: Literal["assistant", "agent"] = "assistant",
     ) -> None:
         self.team_id = team_id
         self.team_name = team_name
@@ -697,6 +731,8 @@ class FakeSlack:
         """Seconds before each Slack retry (real Slack: about 0, 60, 300)."""
         self.clock = clock
         self.verification_token = verification_token
+        self.experience = experience
+        """The app's DM experience: ``assistant_view`` or ``agent_view`` (module doc)."""
 
         # Inspectable state.
         self.messages: dict[str, dict[str, Message]] = {}
@@ -709,7 +745,11 @@ class FakeSlack:
         self.statuses: dict[tuple[str, str], list[Status]] = {}
         """(channel, thread_ts) → every assistant.threads.setStatus call."""
         self.suggested_prompts: dict[tuple[str, str], list[JSON]] = {}
-        """(channel, thread_ts) → every setSuggestedPrompts call's params."""
+        """(channel, thread_ts) → every setSuggestedPrompts call's params (thread_ts
+        ``""`` when the call named none)."""
+        self.lost_prompts: list[JSON] = []
+        """setSuggestedPrompts calls Slack answered ok but dropped (an agent app's
+        call with a ``thread_ts``)."""
         self.titles: dict[tuple[str, str], list[str]] = {}
         self.reactions: list[tuple[str, str, str]] = []
         """(channel, timestamp, name) for each successful reactions.add."""
@@ -890,6 +930,18 @@ class FakeSlack:
         if parent is not None and parent.user:
             event["parent_user_id"] = parent.user
         return event
+
+    def user_opens_dm(self, channel: str, *, user: str = "U1") -> JSON:
+        """Agent experience: the user opens the app's DM; Slack sends ``app_home_opened``
+        (every time) and makes no thread root."""
+        return app_home_opened(user, channel, tab="messages", event_ts=self.next_ts())
+
+    def user_opens_assistant_thread(self, channel: str, *, user: str = "U1") -> JSON:
+        """Assistant experience: the user opens the assistant container; Slack makes the
+        thread's root message (``subtype: "assistant_app_thread"``, from the user) and
+        sends ``assistant_thread_started``."""
+        root = self.add_message(channel, "New chat", user=user, subtype="assistant_app_thread")
+        return assistant_thread_started(user, channel, root.ts, team=self.team_id)
 
     def user_stops_stream(self, ts: str, channel: str | None = None) -> None:
         """The user pressed stop in Slack's UI: the stream ends; appends get ``stopped_by_user``."""
@@ -1298,11 +1350,14 @@ class FakeSlack:
 
     def _set_suggested_prompts(self, p: JSON) -> JSON:
         channel = _need(p, "channel_id", "channel_not_found")
-        thread_ts = _need(p, "thread_ts", "invalid_thread_ts")
+        thread_ts = _opt_str(p, "thread_ts") or ""
         prompts = _json_param(p, "prompts")
         if not isinstance(prompts, list) or not 1 <= len(prompts) <= MAX_SUGGESTED_PROMPTS:
             raise SlackError("invalid_arguments")
         entry = {"prompts": prompts, "title": _opt_str(p, "title"), "time": self.clock()}
+        if thread_ts and self.experience == "agent":
+            self.lost_prompts.append({**entry, "channel": channel, "thread_ts": thread_ts})
+            return {}  # Slack: "will cause the call to silently fail"
         self.suggested_prompts.setdefault((channel, thread_ts), []).append(entry)
         return {}
 
