@@ -2,8 +2,10 @@
 
 - ``app_mention`` → a reply in the mention's thread (a thread is started on the
   mention when it was top-level).
-- Direct messages (``message.im``) → a reply in the DM (in the thread when the
-  message is in one, which is how assistant threads arrive).
+- Direct messages (``message.im``) → a reply in the message's thread: a
+  top-level DM starts a conversation of its own (Slack's agent messaging
+  experience); one in a thread continues it (as assistant threads arrive).
+  Opening the DM and assistant threads: ``bots.slack.dms``.
 - Auto-reply channels (``channels.toml``) → every top-level customer message
   gets a threaded reply with the channel's prompt and model; once a human agent
   writes in the thread the bot stays quiet there until an agent mentions it
@@ -28,6 +30,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.api import scope
+from bots.slack.dms import DirectMessages, dm_thread
 from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
 from bots.slack.settings import SlackSettings
 from bots.slack.sink import SlackReplySink, SlackTarget
@@ -64,12 +67,6 @@ IGNORED_SUBTYPES = frozenset(
     }
 )
 """Message subtypes that are never a question for the bot."""
-
-SUGGESTED_PROMPTS = [
-    {"title": "Summarise", "message": "Summarise this conversation for me."},
-    {"title": "Explain", "message": "Explain this in simple terms."},
-    {"title": "Draft a reply", "message": "Help me draft a reply."},
-]
 
 GROUP_CACHE_SECONDS = 300.0
 """How long a user group's members are trusted before asking Slack again."""
@@ -115,11 +112,18 @@ class SlackBot:
         self._replies: set[asyncio.Task[Outcome]] = set()
         self.intake = IntakeLog(outcome_metric(metrics, "slack") if metrics else None)
         """What became of each event (by event id): tests wait on it, metrics count it."""
+        self.dms = DirectMessages(
+            client=client,
+            state=state,
+            budgeted=self._budgeted,
+            first_delivery=self._first_delivery,
+        )
 
     def register(self, app: AsyncApp) -> None:
         app.event("app_mention")(self.on_mention)
         app.event("message")(self.on_message)
-        app.event("assistant_thread_started")(self.on_assistant_thread_started)
+        app.event("app_home_opened")(self.dms.on_home_opened)
+        app.event("assistant_thread_started")(self.dms.on_assistant_thread_started)
         app.action(STOP_ACTION)(self.on_stop)
         for action in FEEDBACK_ACTIONS:
             app.action(action)(self.on_feedback)
@@ -187,9 +191,10 @@ class SlackBot:
         if event.get("channel_type") == "im":
             if not await self._first_delivery(body):
                 return "deduplicated"
-            conversation = ConversationKey("slack", team, channel, thread_ts or "")
+            thread = dm_thread(event)
+            conversation = ConversationKey("slack", team, channel, thread)
             text = event.get("text", "")
-            return await self._reply(event, team, channel, thread_ts, text, conversation)
+            return await self._reply(event, team, channel, thread, text, conversation)
         policy = self.rules.policy("slack", channel)
         if policy.mode != "auto" or f"<@{self.bot_user_id}" in event.get("text", ""):
             return "ignored"  # mentions are answered by on_mention
@@ -208,18 +213,6 @@ class SlackBot:
         if not await self._first_delivery(body):
             return "deduplicated"
         return await self._reply(event, team, channel, thread, event.get("text", ""), conversation)
-
-    async def on_assistant_thread_started(
-        self, event: dict[str, Any], body: dict[str, Any]
-    ) -> None:
-        thread = event.get("assistant_thread", {})
-        channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
-        if not channel or not thread_ts or not await self._first_delivery(body):
-            return
-        await self._budgeted(_team(body, event), "assistant.threads.setSuggestedPrompts", channel)
-        await self.client.assistant_threads_setSuggestedPrompts(
-            channel_id=channel, thread_ts=thread_ts, prompts=SUGGESTED_PROMPTS
-        )
 
     async def on_stop(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()

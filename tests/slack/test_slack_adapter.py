@@ -352,12 +352,13 @@ async def test_direct_message_gets_a_reply_in_the_dm(
 ) -> None:
     llm_server.enqueue(stream(PIECES))
     async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
-        await slack.deliver_socket(slack.user_message("D1", "hello bot", user="U1"))
+        event = slack.user_message("D1", "hello bot", user="U1")
+        await slack.deliver_socket(event)
         await slack.wait_for(
             lambda: any(answer_of(m) == ANSWER for m in slack.bot_messages("D1")), 10
         )
     [reply] = slack.bot_messages("D1")
-    assert reply.thread_ts is None  # top-level in the DM: posted and edited
+    assert reply.thread_ts == event["ts"]  # a top-level DM starts its own thread
     sent = llm_server.requests[0].json
     assert sent is not None and sent["messages"][-1]["content"] == "hello bot"
 
