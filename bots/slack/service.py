@@ -21,6 +21,9 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.authorization.async_single_team_authorization import (
+    AsyncSingleTeamAuthorization,
+)
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -91,6 +94,7 @@ async def slack_app(
         signing_secret=secret.get_secret_value() if secret else "unused-in-socket-mode",
         request_verification_enabled=not settings.socket_mode,
     )
+    _seed_authorization(app, auth)
     responder = Responder(
         state,
         llm,
@@ -198,3 +202,15 @@ async def authenticate(client: SafeWebClient, api_url: str) -> AsyncSlackRespons
         raise ConfigError(f"invalid setting SLACK_BOT_TOKEN: Slack refused it ({error})") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Unavailable(f"cannot reach Slack at {api_url}: {exc or type(exc).__name__}") from None
+
+
+def _seed_authorization(app: AsyncApp, auth: AsyncSlackResponse) -> None:
+    """Give Bolt the ``auth.test`` answer we got at start. Bolt asks for it on
+    every event until its first answer arrives, so a burst of mentions at a
+    fresh replica spent one Tier-4 call per event, drew 429s, and the events
+    they failed were dropped. Bolt has no public way in: its single-team
+    authorization keeps the answer in a public attribute of a middleware held
+    in a private list (``tests/slack/test_load.py`` notices if that changes)."""
+    for middleware in app._async_middleware_list:
+        if isinstance(middleware, AsyncSingleTeamAuthorization):
+            middleware.auth_test_result = auth

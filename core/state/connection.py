@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -119,8 +119,22 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def connect(url: str) -> Redis:
+MAX_CONNECTIONS = 500
+"""Connections one process may open (``REDIS_MAX_CONNECTIONS``). redis-py's
+default pool stops at 100 and then *fails* the next command, which a process
+with 200 replies in flight hit: its budgets, locks and in-flight records
+degraded as if Redis were down."""
+
+POOL_WAIT = 5.0
+"""Seconds a command waits for a free pooled connection once all are in use
+(a reply's own calls are bounded sooner, by ``bounded``)."""
+
+
+def connect(url: str, max_connections: int = MAX_CONNECTIONS) -> Redis:
     """A client for ``url`` with chatrelay's timeouts.
+
+    A *blocking* pool of ``max_connections``: at the limit a command waits for a
+    connection to come back instead of failing.
 
     No ``socket_timeout``: with one, redis-py wraps every write in
     ``asyncio.wait_for``, which on Python 3.11 swallows a cancellation that
@@ -142,25 +156,30 @@ def connect(url: str) -> Redis:
             for name, value in KEEPALIVE.items()
             if hasattr(socket, name)
         }
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=None,
         health_check_interval=HEALTH_CHECK_INTERVAL,
         retry=Retry(NoBackoff(), 1),
         **tcp,
     )
+    return Redis.from_pool(pool)
 
 
 @contextlib.asynccontextmanager
-async def open_redis(url: str | None, state_dir: Path) -> AsyncIterator[Redis]:
+async def open_redis(
+    url: str | None, state_dir: Path, max_connections: int = MAX_CONNECTIONS
+) -> AsyncIterator[Redis]:
     """Connect to ``url``, or start an embedded server under ``state_dir`` when it
     is None; checks the connection once so a wrong URL stops the service at start."""
     embedded: EmbeddedRedis | None = None
     if url is None:
         embedded = EmbeddedRedis(state_dir)
         url = await asyncio.to_thread(embedded.start)
-    client = connect(url)
+    client = connect(url, max_connections)
     try:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):

@@ -109,6 +109,9 @@ class StateSettings(BaseSettings):
 
     redis_url: str | None = None
     """``redis://``, ``rediss://`` (TLS) or ``unix://``; unset: an embedded redis-server."""
+    redis_max_connections: int = Field(500, ge=10)
+    """Connections this process may open to Redis; at the limit a command waits
+    for one (``core.state.connection.MAX_CONNECTIONS``)."""
     redis_prefix: str = Field("chatrelay:", min_length=1)
     """Prepended to every key and channel, so several bots can share one Redis."""
     state_dir: Path = Path(".chatrelay")

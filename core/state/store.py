@@ -60,7 +60,9 @@ async def open_state(settings: StateSettings | None = None) -> AsyncIterator[Sta
     ``RedisUnavailable`` / ``EmbeddedRedisError`` when there is no Redis to use.
     """
     settings = settings or load_state_settings()
-    async with open_redis(settings.redis_url, settings.state_dir) as redis:
+    async with open_redis(
+        settings.redis_url, settings.state_dir, settings.redis_max_connections
+    ) as redis:
         keys = Keys(settings.redis_prefix)
         budget = RedisBudget(redis, keys, settings.limit_table())
         deferred = DeferredRequests(redis, keys)

@@ -23,6 +23,7 @@ from core.state.connection import (
     open_redis,
     redact,
 )
+from core.state.keys import Keys
 from tests.state.pausable import MARGIN, PausableRedis, timed
 
 
@@ -211,3 +212,20 @@ async def test_bounded_passes_results_and_the_calls_own_errors_through() -> None
     assert await bounded(answers(), 0.1) == "ok"
     with pytest.raises(TimeoutError, match="the call's own"):
         await bounded(times_out_itself(), 5.0)
+
+
+async def test_more_commands_than_pooled_connections_wait_for_one(
+    redis_url: str, keys: Keys
+) -> None:
+    # 30 commands that each hold a connection for 0.2 s, through a pool of 10:
+    # redis-py's default pool would fail the 11th ("Too many connections").
+    client = connect(redis_url, max_connections=10)
+    try:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(client.blpop([keys.prefix + f"pool-{i}"], timeout=0.2) for i in range(30))
+        )
+        assert results == [None] * 30
+        assert time.monotonic() - started >= 0.55  # three rounds of ten, not one
+    finally:
+        await client.aclose()
