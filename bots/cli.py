@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     ask_cmd = sub.add_parser("ask", help="stream one answer to stdout")
     ask_cmd.add_argument("prompt", help="what to ask")
+    sub.add_parser(
+        "check",
+        help="validate the settings and the channels file, then reach each configured "
+        "dependency (Redis, the model, Slack, Discord); exit 0 when all is well",
+    )
     run_cmd = sub.add_parser("run", help="run every configured platform (a console chat if none)")
     run_cmd.add_argument(
         "--platform",
@@ -226,6 +231,18 @@ def _select(
     return slack, discord
 
 
+def _check(settings: Settings, slack: SlackSettings, discord: DiscordSettings) -> int:
+    """Print one line per check; 0 when none failed, 1 otherwise."""
+    from bots.check import all_well, print_table, run_checks
+    from core.logs import setup_logging
+
+    # The table says it all; what does get logged is redacted like a run's logs.
+    setup_logging("ERROR", settings.log_format, secrets=(settings, slack, discord))
+    findings = asyncio.run(run_checks(settings, slack, discord))
+    print_table(findings, sys.stdout)
+    return 0 if all_well(findings) else 1
+
+
 def _stdin_has_input() -> bool:
     """Whether a console chat could read anything: a terminal, a pipe or a file,
     not a closed stdin or ``/dev/null`` (a container started without a
@@ -257,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bots.slack.settings import load_slack_settings
         from core.rules import load_rules
 
+        if args.command == "check":
+            return _check(settings, load_slack_settings(), load_discord_settings())
         slack, discord = _select(args, load_slack_settings(), load_discord_settings())
         load_rules(settings.channels_file)  # a bad rules file stops us here, not later
         setup_logging(settings.log_level, settings.log_format, secrets=(settings, slack, discord))
