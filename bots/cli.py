@@ -112,7 +112,7 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
     process); a second signal exits at once."""
     from aiohttp import web
 
-    from bots.ops import add_ops_routes
+    from bots.ops import Liveness, add_ops_routes
     from core.lifecycle import ActiveReplies
     from core.llm.model import open_model
     from core.metrics import ChatrelayMetrics
@@ -143,7 +143,10 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
             )
             checks["slack"] = service.connected
             services.append(service)
-        add_ops_routes(web_app, metrics, checks, draining=lambda: not active.accepting)
+        draining = lambda: not active.accepting  # noqa: E731
+        # Platform connections only (Discord's is added below, once it starts).
+        liveness = Liveness(checks, settings.liveness_down_after, draining, skip={"redis"})
+        add_ops_routes(web_app, metrics, checks, draining, liveness)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, port=settings.port).start()

@@ -2,16 +2,22 @@
 
 They share one HTTP server on ``PORT`` with Slack's events (in HTTP mode), so a
 load balancer and Kubernetes probes see the same process that serves Slack.
-``/healthz`` says the process is alive; ``/readyz`` that it can do its job
-(platforms connected, Redis reachable) and turns 503 while draining, so a
-rolling restart sends traffic elsewhere first.
+``/healthz`` says the process is alive, and alive means more than answering
+HTTP: a worker whose Socket Mode or Discord gateway connection has been down
+for longer than ``LIVENESS_DOWN_AFTER`` (while not draining) takes no events
+and won't by itself, so ``/healthz`` turns 503 and Kubernetes restarts it. A
+reconnect within that time is normal life (Slack rotates Socket Mode
+connections, Discord asks for resumes) and keeps it 200. ``/readyz`` says the
+process can do its job now (platforms connected, Redis reachable) and turns
+503 while draining, so a rolling restart sends traffic elsewhere first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from aiohttp import web
 
@@ -23,24 +29,72 @@ Check = Callable[[], Awaitable[bool]]
 CHECK_TIMEOUT = 2.0
 
 
+class Liveness:
+    """How long each platform connection has been down, as seen by the probes.
+
+    Every check of ``checks`` (read at each probe: a platform may be added
+    later) except those in ``skip``: only what a restart can mend counts. Not
+    Redis: a process without Redis degrades and recovers by itself, and
+    restarting every replica in an outage would only lose replies."""
+
+    def __init__(
+        self,
+        checks: Mapping[str, Check],
+        down_after: float,
+        draining: Callable[[], bool],
+        *,
+        skip: Collection[str] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._checks = checks
+        self._skip = frozenset(skip)
+        self._down_after = down_after
+        self._draining = draining
+        self._clock = clock
+        self._up_at: dict[str, float] = {}
+
+    async def dead(self) -> dict[str, float]:
+        """Connections down longer than allowed -> seconds since last seen up."""
+        now = self._clock()
+        dead: dict[str, float] = {}
+        for name, check in list(self._checks.items()):
+            if name in self._skip:
+                continue
+            if await _passes(name, check, "liveness"):
+                self._up_at[name] = now
+                continue
+            since = self._up_at.setdefault(name, now)  # never seen up: count from now
+            if now - since > self._down_after and not self._draining():
+                dead[name] = round(now - since, 1)
+        return dead
+
+
+async def _passes(name: str, check: Check, kind: str) -> bool:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT):
+            return bool(await check())
+    except Exception as exc:  # a failing check is a "no", never a crash
+        log.warning("%s check %s failed: %s", kind, name, exc)
+        return False
+
+
 def add_ops_routes(
     app: web.Application,
     metrics: ChatrelayMetrics,
     checks: Mapping[str, Check],
     draining: Callable[[], bool],
+    liveness: Liveness | None = None,
 ) -> None:
     async def healthz(request: web.Request) -> web.Response:
+        dead = await liveness.dead() if liveness is not None else {}
+        if dead:
+            return web.json_response({"status": "dead", "down_for_seconds": dead}, status=503)
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
         results: dict[str, bool] = {}
         for name, check in checks.items():
-            try:
-                async with asyncio.timeout(CHECK_TIMEOUT):
-                    results[name] = bool(await check())
-            except Exception as exc:  # a failing check is a "not ready", never a crash
-                log.warning("readiness check %s failed: %s", name, exc)
-                results[name] = False
+            results[name] = await _passes(name, check, "readiness")
         if draining():
             results["accepting"] = False
         ready = all(results.values())

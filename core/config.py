@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     """The HTTP server: /healthz, /readyz, /metrics, and Slack's events in HTTP mode."""
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line, with the reply id (for log pipelines)."""
+    liveness_down_after: float = Field(180.0, gt=0)
+    """Seconds a platform connection (Socket Mode, the Discord gateway) may stay
+    down before ``/healthz`` fails and the orchestrator restarts the process."""
     shutdown_grace_s: float = Field(30.0, ge=0)
     """On SIGTERM, seconds replies in flight get to finish before they are
     finalised as interrupted."""
