@@ -15,15 +15,17 @@ from aiohttp import web
 
 from bots.slack.service import SlackService, running_slack
 from bots.slack.settings import load_slack_settings
+from core.budget import Limit, LimitTable, Window
 from core.config import load_settings
 from core.engine import FinalRetry
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
 from core.rules import load_rules
-from core.state.settings import load_state_settings
+from core.state.settings import DEFAULT_LIMITS, load_state_settings
 from core.state.store import State, open_state
 from tests.fakes.llm_server import FakeResponse, RecordedRequest
 from tests.fakes.slack_server import FakeSlack
+from tests.fakes.slack_server import Limit as FakeLimit
 from tests.fakes.streams import chat_stream, chunk_text, split_events
 
 
@@ -86,3 +88,22 @@ async def start_replica(
         )
     )
     return Replica(name, state, service, active, stack)
+
+
+def squeeze_minutes(slack: FakeSlack, tables: list[LimitTable], seconds: float) -> None:
+    """Slack's per-minute tiers (the fake's) and our budgets for them (each
+    replica's ``tables``), both counted in ``seconds`` instead of a minute, so a
+    test sees a minute's limits in seconds: windows stay windows, GCRA stays
+    GCRA, and a window keeps its extra second for calls in flight."""
+    tiers = {"chat.startStream": 20, "chat.appendStream": 100, "chat.stopStream": 20}
+    tiers["chat.update"] = 50
+    for method, count in tiers.items():
+        slack.limits[method] = FakeLimit(count, seconds)
+        default = DEFAULT_LIMITS[f"slack:*:{method}"]
+        squeezed: Limit | Window
+        if isinstance(default, Window):
+            squeezed = Window(default.count, seconds + 1)
+        else:
+            squeezed = Limit(default.count, seconds, burst=default.burst)
+        for table in tables:
+            table.set(f"slack:*:{method}", squeezed)

@@ -7,35 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from core.budget import Limit, Window
-from core.state.settings import DEFAULT_LIMITS
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_server import FakeSlack
-from tests.fakes.slack_server import Limit as FakeLimit
 from tests.invariants import Expected, check_slack
-from tests.slack.conftest import RunningBot
+from tests.slack.replicas import squeeze_minutes
 from tests.slack.test_slack_adapter import StartBot, socket_mode, stream
 
 FIRST_VISIBLE_BOUND = 3.0
 """Seconds from a mention to the first thing its thread shows: a second in
 production, plus slack for a loaded test machine."""
-
-
-def squeeze_minutes(slack: FakeSlack, running: RunningBot, seconds: float) -> None:
-    """Slack's per-minute tiers (the fake's) and our budgets for them, both counted
-    in ``seconds`` instead of a minute: windows stay windows, GCRA stays GCRA."""
-    tiers = {"chat.startStream": 20, "chat.appendStream": 100, "chat.stopStream": 20}
-    tiers["chat.update"] = 50
-    budget = running.bot.state.shared_budget
-    for method, count in tiers.items():
-        slack.limits[method] = FakeLimit(count, seconds)
-        default = DEFAULT_LIMITS[f"slack:*:{method}"]
-        squeezed: Limit | Window
-        if isinstance(default, Window):
-            squeezed = Window(default.count, seconds + 1)
-        else:
-            squeezed = Limit(default.count, seconds, burst=default.burst)
-        budget.limits.set(f"slack:*:{method}", squeezed)
 
 
 def first_visible(slack: FakeSlack, channel: str, thread: str) -> float | None:
@@ -58,7 +38,7 @@ async def test_twenty_mentions_in_one_channel_all_show_something_at_once(
     for pieces in answers:
         llm_server.enqueue(stream(pieces, delay=0.05))
     async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
-        squeeze_minutes(slack, running, seconds=8.0)
+        squeeze_minutes(slack, [running.bot.state.shared_budget.limits], seconds=8.0)
         events = [slack.user_message("C1", f"question {i}", mention=True) for i in range(20)]
         asked = time.monotonic()
         await asyncio.gather(*(slack.deliver_socket(event) for event in events))

@@ -8,15 +8,12 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from core.budget import Limit, Window
 from core.llm.client import LLMClient
 from core.state.keys import Keys
-from core.state.settings import DEFAULT_LIMITS
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_server import FakeSlack
-from tests.fakes.slack_server import Limit as FakeLimit
 from tests.invariants import Expected, check_slack
-from tests.slack.replicas import Replica, answer, start_replica
+from tests.slack.replicas import answer, squeeze_minutes, start_replica
 
 MENTIONS = 30
 """More than the 20 streams Slack starts a minute: replicas that each counted
@@ -24,21 +21,6 @@ their own starts would start 30 and meet 429s."""
 
 SQUEEZED = 8.0
 """Seconds that stand for Slack's minute, for Slack's tiers and our budgets alike."""
-
-
-def squeeze(slack: FakeSlack, replicas: list[Replica]) -> None:
-    tiers = {"chat.startStream": 20, "chat.appendStream": 100, "chat.stopStream": 20}
-    tiers["chat.update"] = 50
-    for method, count in tiers.items():
-        slack.limits[method] = FakeLimit(count, SQUEEZED)
-        default = DEFAULT_LIMITS[f"slack:*:{method}"]
-        squeezed: Limit | Window
-        if isinstance(default, Window):
-            squeezed = Window(default.count, SQUEEZED + 1)
-        else:
-            squeezed = Limit(default.count, SQUEEZED, burst=default.burst)
-        for replica in replicas:
-            replica.state.shared_budget.limits.set(f"slack:*:{method}", squeezed)
 
 
 async def test_three_replicas_each_event_retried_on_another_answer_once_exact_and_without_429s(
@@ -61,7 +43,7 @@ async def test_three_replicas_each_event_retried_on_another_answer_once_exact_an
     ]
     try:
         await slack.wait_connected(timeout=5, count=3)
-        squeeze(slack, replicas)
+        squeeze_minutes(slack, [r.state.shared_budget.limits for r in replicas], SQUEEZED)
         events = [
             slack.user_message("C1", f"question {i}", user=f"U{i + 1}", mention=True)
             for i in range(MENTIONS)
