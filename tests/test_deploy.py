@@ -57,7 +57,9 @@ DOCKER_EXTRA_ENV = {
     "PYTHONDONTWRITEBYTECODE",
     "PIP_NO_CACHE_DIR",
     "PIP_DISABLE_PIP_VERSION_CHECK",
+    "PIP_CONSTRAINT",
 }
+CONSTRAINTS = DEPLOY / "constraints.txt"
 
 API_VERSIONS = {
     "ConfigMap": "v1",
@@ -1125,9 +1127,24 @@ def test_dockerfile_instructions() -> None:
 
 
 def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
-    for path in (".env", ".venv/bin/python", ".git/config", ".chatrelay/redis.sock", "tests/x.py"):
+    for path in (
+        ".env",
+        ".venv/bin/python",
+        ".git/config",
+        ".chatrelay/redis.sock",
+        "tests/x.py",
+        "deploy/k8s/secret.yaml",
+        "deploy/.env",
+    ):
         assert _dockerignored(path), f"{path} would be sent to the Docker build"
-    for path in ("pyproject.toml", "README.md", "core/config.py", "bots/cli.py"):
+    needed = (
+        "pyproject.toml",
+        "README.md",
+        "core/config.py",
+        "bots/cli.py",
+        "deploy/constraints.txt",
+    )
+    for path in needed:
         assert not _dockerignored(path), f"{path} is needed by the build"
     assert _dockerignored("core/__pycache__/config.cpython-311.pyc")
 
@@ -1144,6 +1161,145 @@ def test_dockerfile_passes_hadolint() -> None:
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+# --------------------------------------------------------------------------- constraints
+# The image installs exact versions: deploy/constraints.txt, written by `make constraints`
+# from a clean virtualenv of the image's Python. These tests need no network: they read the
+# file, pyproject.toml and this virtualenv's installed metadata.
+
+IMAGE_MARKERS = {
+    "python_version": "3.11",
+    "python_full_version": "3.11.7",  # the tag's latest patch release: past 3.11.3 at least
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "os_name": "posix",
+    "platform_machine": "x86_64",
+}
+"""The environment markers of the image (python:3.11-slim on Linux) that decide which
+conditional requirements (``; python_version < "3.13"``, ``; sys_platform == "win32"``) count."""
+
+
+def constraints() -> dict[str, str]:
+    """Package (canonical name) -> the exact version deploy/constraints.txt pins."""
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+    for number, line in enumerate(CONSTRAINTS.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)", line)
+        assert match, f"constraints.txt line {number}: not `name==version`: {line!r}"
+        name = canonicalize_name(match.group(1))
+        assert name not in pins, f"constraints.txt line {number}: {name} pinned twice"
+        pins[name] = match.group(2)
+    return pins
+
+
+def _pyproject() -> dict[str, Any]:
+    import tomllib
+
+    with (ROOT / "pyproject.toml").open("rb") as file:
+        return tomllib.load(file)
+
+
+def _applies(requirement: Any, extra: str = "") -> bool:
+    marker = requirement.marker
+    return marker is None or bool(marker.evaluate({**IMAGE_MARKERS, "extra": extra}))
+
+
+def test_constraints_pin_every_runtime_dependency() -> None:
+    """Every runtime dependency of pyproject.toml, and the build backend, is pinned to a
+    version its specifier accepts (``make constraints`` after changing pyproject.toml)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = constraints()
+    pyproject = _pyproject()
+    wanted = pyproject["project"]["dependencies"] + pyproject["build-system"]["requires"]
+    assert "aiohttp" in {Requirement(spec).name for spec in wanted}  # imported directly
+    for spec in wanted:
+        requirement = Requirement(spec)
+        if not _applies(requirement):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, (
+            f"{requirement.name} is not pinned in {CONSTRAINTS.name}: make constraints"
+        )
+        assert requirement.specifier.contains(Version(pins[name]), prereleases=True), (
+            f"{CONSTRAINTS.name} pins {name}=={pins[name]}, outside {spec!r}: make constraints"
+        )
+    header = CONSTRAINTS.read_text().splitlines()[0]
+    python = re.search(r"Python (\d+\.\d+)", header)
+    image = re.fullmatch(r"python:(\d+\.\d+)-.*", _stages()[0][0][1].split()[0])
+    assert python and image and python.group(1) == image.group(1), (
+        f"{CONSTRAINTS.name} was resolved with {header!r}, the image runs Python"
+        f" {image.group(1) if image else '?'}: make constraints CONSTRAINTS_PYTHON=python3.X"
+    )
+
+
+def test_constraints_are_closed_under_requirements() -> None:
+    """What every pinned package requires is pinned too, so the image's pip resolves nothing
+    outside the file. Read by name from this virtualenv's installed metadata (the versions
+    here may differ from the pins: a failure here says to run ``make constraints``)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = constraints()
+    pyproject = _pyproject()
+    queue = [Requirement(s) for s in pyproject["project"]["dependencies"]]
+    queue += [Requirement(s) for s in pyproject["build-system"]["requires"]]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    while queue:
+        requirement = queue.pop()
+        name = canonicalize_name(requirement.name)
+        key = (name, frozenset(requirement.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            requires = distribution(name).requires or []
+        except PackageNotFoundError:  # pragma: no cover - every pin is installed here
+            continue
+        for spec in requires:
+            child = Requirement(spec)
+            if not any(_applies(child, extra) for extra in {"", *requirement.extras}):
+                continue
+            assert canonicalize_name(child.name) in pins, (
+                f"{name} requires {child.name}, which {CONSTRAINTS.name} doesn't pin:"
+                " make constraints"
+            )
+            queue.append(child)
+
+
+def test_dockerfile_installs_from_the_constraints() -> None:
+    """The build stage copies deploy/constraints.txt and points PIP_CONSTRAINT at the copy
+    (pip applies it to its isolated build environment too), before installing; then
+    ``pip check``."""
+    build = _stages()[0]
+    workdir, env, copied, order = "/", {}, None, []
+    for instruction, arguments in build:
+        if instruction == "WORKDIR":
+            workdir = str(Path(workdir, arguments))
+        elif instruction == "ENV":
+            env.update(_env_pairs(arguments))
+        elif instruction == "COPY" and "deploy/constraints.txt" in shlex.split(arguments):
+            target = shlex.split(arguments)[-1]
+            target = str(Path(workdir, target))
+            copied = str(Path(target, CONSTRAINTS.name)) if arguments.endswith("/") else target
+            order.append("copy")
+        elif instruction == "RUN" and "pip install" in arguments:
+            order.append("install")
+            assert "pip check" in arguments, "pip check after the install"
+    assert copied is not None, "the build stage doesn't COPY deploy/constraints.txt"
+    assert env.get("PIP_CONSTRAINT") == copied, f"PIP_CONSTRAINT should be {copied}"
+    assert order and order[0] == "copy", f"the constraints come before the install: {order}"
 
 
 def _clean_process_env(tmp_path: Path) -> dict[str, str]:
