@@ -81,11 +81,14 @@ async def test_a_budget_looser_than_discord_learns_from_its_answers_and_loses_no
     assert sorted(answer(m) for m in bot_messages(fake, CHANNEL_ID)) == [
         f"Answer {n} is here." for n in range(3)
     ]
-    assert service.learner.exhausted >= 3  # the window was spent, and the budget knew:
+    # The window was spent, and the budget knew. How often depends on timing: once
+    # the first answers taught the budget the channel's real limit (2 per second,
+    # bots.discord.ratelimits), it paces by it and spends fewer windows.
+    assert service.learner.exhausted >= 1
     channel_blocks = [
         seconds for scope, seconds in blocked if scope == f"discord:channel:{CHANNEL_ID}"
     ]
-    assert len(channel_blocks) >= 3 and all(0 < s <= 1.0 for s in channel_blocks)
+    assert len(channel_blocks) >= 1 and all(0 < s <= 1.0 for s in channel_blocks)
     assert service.learner.rate_limited == fake.rate_limited[f"channel_messages:{CHANNEL_ID}"]
 
 
