@@ -13,12 +13,12 @@ instead of guessing how long handling takes.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from core import metrics as prometheus
+if TYPE_CHECKING:  # prometheus_client is for ``chatrelay run`` only
+    from core.metrics import ChatrelayMetrics
 
 Outcome = Literal["ignored", "deduplicated", "answered", "handed_over", "failed"]
 """``ignored``: not for the bot (not addressed to it, a bot, blocked, a channel it
@@ -40,6 +40,8 @@ class IntakeLog:
         self.counts: Counter[str] = Counter()
         """``received`` and each outcome, since the bot started."""
         self._on_outcome = on_outcome
+        self._on_received: Callable[[], None] | None = getattr(on_outcome, "received", None)
+        """``on_outcome.received``, when it has one (``IntakeMetrics``)."""
         self._keep = keep
         self._recent: OrderedDict[Hashable, Outcome] = OrderedDict()
         self._received: OrderedDict[Hashable, None] = OrderedDict()
@@ -48,6 +50,8 @@ class IntakeLog:
     def received(self, message_id: Hashable) -> None:
         """A handler starts on message ``message_id``."""
         self.counts["received"] += 1
+        if self._on_received is not None:
+            self._on_received()
         self._received[message_id] = None
         while len(self._received) > self._keep:
             self._received.popitem(last=False)
@@ -82,24 +86,23 @@ class IntakeLog:
         return found
 
 
-_METRICS: weakref.WeakKeyDictionary[prometheus.Registry, prometheus.Counter] = (
-    weakref.WeakKeyDictionary()
-)
+class IntakeMetrics:
+    """``on_outcome`` for ``IntakeLog`` that counts in ``metrics``: each message
+    received in ``chatrelay_messages_received_total{platform}`` and each outcome
+    in ``chatrelay_messages_total{platform,outcome}``."""
+
+    def __init__(self, metrics: ChatrelayMetrics, platform: str) -> None:
+        self._metrics = metrics
+        self._platform = platform
+
+    def __call__(self, outcome: Outcome) -> None:
+        self._metrics.messages.inc(self._platform, outcome)
+
+    def received(self) -> None:
+        self._metrics.messages_received.inc(self._platform)
 
 
-def outcome_metric(
-    metrics: prometheus.ChatrelayMetrics, platform: str
-) -> Callable[[Outcome], None]:
-    """``on_outcome`` for ``IntakeLog``: counts outcomes in ``metrics`` as
-    ``chatrelay_messages_total{platform=…,outcome=…}`` (registered once per
-    registry, however many adapters start in the process)."""
-    counter = _METRICS.get(metrics.registry)
-    if counter is None:
-        counter = prometheus.Counter(
-            "chatrelay_messages_total",
-            "Platform messages received, by what became of them.",
-            ["platform", "outcome"],
-        )
-        metrics.registry.add(counter)
-        _METRICS[metrics.registry] = counter
-    return lambda outcome: counter.inc(platform, outcome)
+def outcome_metric(metrics: ChatrelayMetrics, platform: str) -> IntakeMetrics:
+    """``on_outcome`` for ``IntakeLog``, counting in ``metrics`` (any number of
+    adapters of a process share the counters)."""
+    return IntakeMetrics(metrics, platform)

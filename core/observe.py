@@ -3,14 +3,17 @@ record for every token.
 
 ``ReplyStats`` is always collected (the CLI, tests and benchmarks read it);
 a ``ReplyObserver`` additionally receives each figure as it happens, which is
-where metrics exporters plug in.
+where metrics exporters plug in. An observer that is also a ``CallObserver``
+(tracing, ``core.tracing``) is told of every platform call attempt and budget
+wait too; a plain ``ReplyObserver`` needs none of that.
 """
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.sink import SinkCall
 
@@ -35,6 +38,51 @@ class ReplyObserver(Protocol):
 
     def rate_limited(self, scope: str, retry_after: float) -> None:
         """The platform answered 429 despite the budget."""
+        ...
+
+
+class LLMObserver(Protocol):
+    """What ``core.llm.client.LLMClient`` reports about its requests (its
+    ``observer``). ``provider`` is ``Provider.label`` (model@host: bounded by the
+    configuration); ``reason`` a bounded word (``core.llm.client.error_reason``)."""
+
+    def request(self, provider: str) -> None:
+        """A request (a first try, a retry or a fallback) is sent to ``provider``."""
+        ...
+
+    def error(self, provider: str, reason: str, started: bool) -> None:
+        """A request failed: before its first token (``started`` False: retried or
+        passed to the next provider) or after it (the reply fails)."""
+        ...
+
+    def fallback(self, provider: str, reason: str) -> None:
+        """``provider`` is given up on for the next one of the chain."""
+        ...
+
+
+@runtime_checkable
+class CallObserver(Protocol):
+    """Optional, beside ``ReplyObserver``: what each platform call was, including
+    the ones that failed, and each budget wait. Told once per call, never per
+    chunk."""
+
+    def call_attempted(
+        self,
+        call: SinkCall,
+        scopes: Sequence[str],
+        seconds: float,
+        budget_wait: float,
+        error: str | None,
+    ) -> None:
+        """A sink call in ``scopes`` took ``seconds`` after waiting ``budget_wait``
+        for its budget; ``error`` is None when it succeeded, else a short code
+        (``rate_limited``, ``reroute``, ``user_stopped``, ``gone``,
+        ``cancelled`` or the exception's class)."""
+        ...
+
+    def budget_waited(self, scope: str, seconds: float) -> None:
+        """A call waited ``seconds`` (more than 0) for a slot in ``scope``; told
+        when the wait ends, just before the call."""
         ...
 
 

@@ -51,7 +51,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 
 import aiohttp
@@ -69,6 +69,8 @@ _CHANNEL_MESSAGE = re.compile(r"/channels/(\d+)/messages(?:/\d+)?/?$")
 _WEBHOOK = re.compile(r"/webhooks/\d+/([^/]+)(?:/messages/[^/]+)?/?$")
 _TOKEN_IN_PATH = re.compile(r"/(webhooks|interactions)/\d+/[^/]+")
 _ID = re.compile(r"/\d+(?=/|$)")
+_API_VERSION = re.compile(r"^/api/v\d+(?=/)")
+_REACTION = re.compile(r"/reactions/[^/]+")
 
 
 def channel_scope(channel_id: int) -> str:
@@ -94,6 +96,13 @@ def route_template(path: str) -> str:
     credential; the route, with the bucket and the scope logged next to it, says
     what was limited without it."""
     return _ID.sub("/{id}", _TOKEN_IN_PATH.sub(r"/\1/{id}/{token}", path))
+
+
+def route_name(method: str, path: str) -> str:
+    """The call as a metric label: ``PATCH /channels/{id}/messages/{id}``, no API
+    version, no id, no token, no emoji."""
+    route = _API_VERSION.sub("", route_template(path))
+    return f"{method} {_REACTION.sub('/reactions/{emoji}', route)}"
 
 
 def scope_of(method: str, path: str) -> str | None:
@@ -133,6 +142,8 @@ class RateLimitLearner:
         """Answers saying a paced bucket has no call left in its window."""
         self.invalid = 0
         """Answers Discord counts toward its invalid-request limit."""
+        self.on_error: Callable[[str, str], None] | None = None
+        """Told of every answer of 400 or more: ``route_name`` and the status (metrics)."""
 
     def trace_config(self) -> aiohttp.TraceConfig:
         """For ``discord.Client(http_trace=...)``: discord.py's REST and webhook calls
@@ -156,6 +167,8 @@ class RateLimitLearner:
     async def learn(self, method: str, path: str, status: int, headers: Mapping[str, str]) -> None:
         """Block the call's scope as long as Discord's answer says to, tighten its
         limit when the answer reports a tighter bucket, count invalid answers."""
+        if status >= 400 and self.on_error is not None:
+            self.on_error(route_name(method, path), str(status))
         limit_scope = headers.get("X-RateLimit-Scope")
         if is_invalid(status, limit_scope):
             self.invalid += 1

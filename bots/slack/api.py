@@ -14,8 +14,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
@@ -44,6 +46,47 @@ GONE = frozenset(
 STREAM_CLOSED = frozenset({"message_not_in_streaming_state"})
 STOPPED_BY_USER = "stopped_by_user"
 
+COUNTED_ERRORS = (
+    UNSUPPORTED
+    | GONE
+    | STREAM_CLOSED
+    | {
+        STOPPED_BY_USER,
+        "ratelimited",
+        "rate_limited",
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "missing_scope",
+        "no_permission",
+        "not_allowed_token_type",
+        "team_access_not_granted",
+        "restricted_action",
+        "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel",
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "invalid_arguments",
+        "invalid_arg_name",
+        "invalid_ts",
+        "cant_update_message",
+        "edit_window_closed",
+        "message_limit_exceeded",
+        "streaming_state_conflict",
+        "user_not_found",
+        "internal_error",
+        "fatal_error",
+        "request_timeout",
+        "service_unavailable",
+        "team_added_to_org",
+    }
+)
+"""Slack error codes counted by name in ``chatrelay_platform_api_errors_total``;
+any other counts as ``other`` (a metric label must take few values)."""
+
 
 def scope(team: str, method: str, channel: str) -> str:
     """The budget scope of ``method``: per workspace, and per channel for posts
@@ -67,6 +110,9 @@ def neutralised(value: Any, key: str = "") -> Any:
 class SafeWebClient(AsyncWebClient):
     """slack_sdk's client with every outgoing text neutralised (see the module doc)."""
 
+    on_error: Callable[[str, str], None] | None = None
+    """Told of every failed call: the method and ``error_label`` (metrics)."""
+
     async def api_call(
         self,
         api_method: str,
@@ -79,20 +125,39 @@ class SafeWebClient(AsyncWebClient):
         headers: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
     ) -> AsyncSlackResponse:
-        return await super().api_call(
-            api_method,
-            http_verb=http_verb,
-            files=files,
-            data=neutralised(data) if isinstance(data, dict) else data,
-            params=neutralised(params) if params else params,
-            json=neutralised(json) if json else json,
-            headers=headers,
-            auth=auth,
-        )
+        try:
+            return await super().api_call(
+                api_method,
+                http_verb=http_verb,
+                files=files,
+                data=neutralised(data) if isinstance(data, dict) else data,
+                params=neutralised(params) if params else params,
+                json=neutralised(json) if json else json,
+                headers=headers,
+                auth=auth,
+            )
+        except SlackApiError as exc:
+            if self.on_error is not None:
+                self.on_error(api_method, error_label(exc))
+            raise
+        except (aiohttp.ClientError, TimeoutError):
+            if self.on_error is not None:
+                self.on_error(api_method, "unreachable")
+            raise
 
 
 def error_of(exc: SlackApiError) -> str:
     return str(exc.response.get("error", "")) if exc.response is not None else ""
+
+
+def error_label(exc: SlackApiError) -> str:
+    """The error for a metric label: a code of ``COUNTED_ERRORS``, ``other`` for
+    any other code, ``http_<status>`` for an answer without one."""
+    error = error_of(exc)
+    if error:
+        return error if error in COUNTED_ERRORS else "other"
+    status = exc.response.status_code if exc.response is not None else None
+    return f"http_{status}" if isinstance(status, int) and 100 <= status < 600 else "other"
 
 
 def rate_limited(exc: SlackApiError, scope_name: str) -> RateLimited | None:

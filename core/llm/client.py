@@ -36,6 +36,7 @@ from core.llm.events import CONTENT_EVENTS, Event, Finish, StreamError
 from core.llm.messages import ChatMessage
 from core.llm.provider import Provider
 from core.llm.responses import OpenAIResponses
+from core.observe import LLMObserver
 from core.sse import SSEDecoder
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class LLMClient:
         http: httpx.AsyncClient | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        observer: LLMObserver | None = None,
     ) -> None:
         if not providers:
             raise ValueError("at least one provider is needed")
@@ -105,6 +107,8 @@ class LLMClient:
         )
         self._sleep = sleep
         self._jitter = jitter
+        self.observer = observer
+        """Told of every request, error and fallback (metrics); may be set later."""
 
     async def aclose(self) -> None:
         if self._own_http:
@@ -116,10 +120,13 @@ class LLMClient:
         """The reply's events, from the first provider that starts answering."""
         failures: list[str] = []
         last: StreamError | None = None
-        for provider in self.providers:
+        observer = self.observer
+        for index, provider in enumerate(self.providers):
             for attempt in range(self.retry.max_retries + 1):
                 started = False
                 error: StreamError | None = None
+                if observer is not None:
+                    observer.request(provider.label)
                 async with aclosing(self._attempt(provider, messages, extra)) as events:
                     async for event in events:
                         if not started:
@@ -127,10 +134,14 @@ class LLMClient:
                                 error = event
                                 break
                             started = type(event) in CONTENT_EVENTS or type(event) is Finish
+                        elif type(event) is StreamError and observer is not None:
+                            observer.error(provider.label, error_reason(event), True)
                         yield event
                 if error is None:
                     return
                 last = error
+                if observer is not None:
+                    observer.error(provider.label, error_reason(error), False)
                 log.warning(
                     "model %s failed before its first token: %s", provider.label, error.message
                 )
@@ -140,6 +151,8 @@ class LLMClient:
                 await self._sleep(delay)
             if last is not None:
                 failures.append(f"{provider.label}: {last.message}")
+                if observer is not None and index + 1 < len(self.providers):
+                    observer.fallback(provider.label, error_reason(last))
         assert last is not None
         if len(failures) > 1:
             message = "every model failed — " + "; ".join(failures)
@@ -236,6 +249,21 @@ class LLMClient:
         finally:
             if response is not None:
                 await response.aclose()
+
+
+def error_reason(error: StreamError) -> str:
+    """A bounded word for metrics: the error's kind (``connect``, ``timeout``,
+    ``provider``, ``truncated``, ``malformed``, ``cancelled``), HTTP errors by
+    status (``http_429``) or class (``http_4xx``, ``http_5xx``); never its message."""
+    status = error.status
+    if error.kind == "http" or (status is not None and status >= 400):
+        if status == 429:
+            return "http_429"
+        if status is not None and 400 <= status < 600:
+            return f"http_{status // 100}xx"
+        return "http"
+    kind = error.kind
+    return kind if kind.isidentifier() and kind.islower() and len(kind) <= 20 else "other"
 
 
 def _needs_tls(providers: Sequence[Provider]) -> bool:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -198,6 +199,11 @@ class RedisBudget:
         self._probe: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Timeout] = set()  # deadlines of script calls in flight
         self._releases: set[asyncio.Task[None]] = set()  # window slots being given back
+        self.on_redis_error: Callable[[str], None] | None = None
+        """Told of each Redis failure: the operation (``acquire``, ``try_acquire``,
+        ``block``, ``probe``: the wait for Redis to return). For metrics."""
+        self.on_degraded: Callable[[bool], None] | None = None
+        """Told when budgets turn per-process (True) and shared again (False)."""
 
     def use_limits(self, limits: LimitTable) -> None:
         """Pace by ``limits`` from now on, here and in the fallback (e.g. a
@@ -228,7 +234,7 @@ class RedisBudget:
                 if not self._degraded:
                     return clock.now() - start
             except REDIS_FAILURES as exc:
-                self._lost(exc)
+                self._lost(exc, "acquire")
         await self._fallback.acquire(scope)
         return clock.now() - start
 
@@ -239,7 +245,7 @@ class RedisBudget:
                 wait, _ = await self._call("try", scope)
                 return wait <= 0
             except REDIS_FAILURES as exc:
-                self._lost(exc)
+                self._lost(exc, "try_acquire")
         return await self._fallback.try_acquire(scope)
 
     async def block(self, scope: str, seconds: float) -> None:
@@ -251,7 +257,7 @@ class RedisBudget:
                 await self._call("block", scope, seconds)
                 return
             except REDIS_FAILURES as exc:
-                self._lost(exc)
+                self._lost(exc, "block")
         until = self._clock.now() + seconds
         self._pending_blocks[scope] = max(until, self._pending_blocks.get(scope, 0.0))
 
@@ -313,13 +319,17 @@ class RedisBudget:
         with contextlib.suppress(*REDIS_FAILURES):
             await bounded(self._redis.zrem(_log_key(self._keys, scope), member), self.timeout)
 
-    def _lost(self, exc: BaseException) -> None:
+    def _lost(self, exc: BaseException, operation: str) -> None:
+        if self.on_redis_error is not None:
+            self.on_redis_error(operation)
         if not self._degraded:
             self._degraded = True
             log.warning(
                 "Redis is unreachable (%s): rate budgets are per-process until it returns",
                 str(exc) or type(exc).__name__,
             )
+            if self.on_degraded is not None:
+                self.on_degraded(True)
         now = asyncio.get_running_loop().time()
         for deadline in self._calls:  # their answer would come too late to matter
             deadline.reschedule(now)
@@ -333,9 +343,13 @@ class RedisBudget:
                 await bounded(self._redis.ping(), self.timeout)
                 await self._replay_blocks()
             except REDIS_FAILURES:
+                if self.on_redis_error is not None:
+                    self.on_redis_error("probe")
                 continue
             self._degraded = False
             log.info("Redis is back: rate budgets are shared again")
+            if self.on_degraded is not None:
+                self.on_degraded(False)
             return
 
     async def _replay_blocks(self) -> None:
