@@ -20,12 +20,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from bots.discord.service import DiscordService
     from bots.discord.settings import DiscordSettings
     from bots.ops import Check
     from bots.slack.service import SlackService
     from bots.slack.settings import SlackSettings
     from core.config import Settings
+    from core.llm.client import LLMClient
+    from core.metrics import ChatrelayMetrics
+    from core.state.store import State
 
 log = logging.getLogger("chatrelay")
 
@@ -112,7 +117,7 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
     process); a second signal exits at once."""
     from aiohttp import web
 
-    from bots.ops import Liveness, add_ops_routes
+    from bots.ops import Liveness, add_ops_routes, metrics_app
     from core.lifecycle import ActiveReplies
     from core.llm.model import open_model
     from core.metrics import ChatrelayMetrics
@@ -129,11 +134,13 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
         open_state() as state,
         contextlib.AsyncExitStack() as stack,
     ):
-        state.inflight.events = metrics.inflight_event
+        _observe(metrics, model, state)
+        metrics_runner = await _serve_metrics(metrics_app(metrics), settings.metrics_port)
         checks: dict[str, Check] = {"redis": state.redis.ping}
         services: list[SlackService | DiscordService] = []
         discord_service: DiscordService | None = None
         if slack.configured:
+            from bots.slack.api import SafeWebClient
             from bots.slack.service import running_slack
 
             service = await stack.enter_async_context(
@@ -143,6 +150,8 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
             )
             checks["slack"] = service.connected
             services.append(service)
+            if isinstance(service.app.client, SafeWebClient):
+                service.app.client.on_error = metrics.slack_api_error
         draining = lambda: not active.accepting  # noqa: E731
         # Platform connections only (Discord's is added below, once it starts).
         liveness = Liveness(checks, settings.liveness_down_after, draining, skip={"redis"})
@@ -150,7 +159,7 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, port=settings.port).start()
-        log.info("serving on port %d (/healthz, /readyz, /metrics)", settings.port)
+        log.info("serving on port %d (/healthz, /readyz)", settings.port)
         watcher = asyncio.create_task(rules.watch())
         try:
             if discord.configured:  # after the server: /healthz answers while it connects
@@ -163,6 +172,7 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
                     )
                 )
                 checks["discord"] = discord_service.connected
+                discord_service.learner.on_error = metrics.discord_api_error
                 services.append(discord_service)
             await stop.wait()
             log.info(
@@ -178,8 +188,38 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
             await runner.cleanup()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
     log.info("stopped")
     return 0
+
+
+def _observe(metrics: ChatrelayMetrics, model: LLMClient, state: State) -> None:
+    """Point the model client's, the shared state's hooks at ``metrics``."""
+    model.observer = metrics.llm
+    state.inflight.events = metrics.inflight_event
+    state.shared_budget.on_redis_error = metrics.redis_error
+    state.shared_budget.on_degraded = metrics.redis_degraded
+    inflight = state.inflight
+    metrics.inflight_unsettled.set_function(lambda: inflight.unsettled)
+
+
+async def _serve_metrics(app: web.Application, port: int) -> web.AppRunner | None:
+    """``/metrics`` on ``METRICS_PORT``. A port already taken is logged, not fatal:
+    a bot that can't be scraped still answers its users (Prometheus reports the
+    target down)."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, port=port).start()
+    except OSError as exc:
+        log.error("cannot serve /metrics on METRICS_PORT %d: %s", port, exc)
+        await runner.cleanup()
+        return None
+    log.info("serving /metrics on port %d", port)
+    return runner
 
 
 async def _not_yet() -> bool:

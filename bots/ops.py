@@ -1,7 +1,11 @@
-"""The operations endpoints: ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The operations endpoints: ``/healthz`` and ``/readyz`` on ``PORT``, and
+``/metrics`` on ``METRICS_PORT``.
 
-They share one HTTP server on ``PORT`` with Slack's events (in HTTP mode), so a
+The probes share one HTTP server on ``PORT`` with Slack's events (in HTTP mode), so a
 load balancer and Kubernetes probes see the same process that serves Slack.
+``/metrics`` has a server of its own on ``METRICS_PORT`` (``metrics_app``): an
+ingress that exposes Slack's ``/slack/events`` exposes the whole of ``PORT``,
+and what the metrics tell (models, error rates, versions) is not for the internet.
 ``/healthz`` says the process is alive, and alive means more than answering
 HTTP: a worker whose Socket Mode or Discord gateway connection has been down
 for longer than ``LIVENESS_DOWN_AFTER`` (while not draining) takes no events
@@ -80,11 +84,14 @@ async def _passes(name: str, check: Check, kind: str) -> bool:
 
 def add_ops_routes(
     app: web.Application,
-    metrics: ChatrelayMetrics,
+    metrics: ChatrelayMetrics | None,
     checks: Mapping[str, Check],
     draining: Callable[[], bool],
     liveness: Liveness | None = None,
 ) -> None:
+    """``/healthz`` and ``/readyz`` on ``app``. ``metrics`` is not served here any
+    more (``metrics_app``); the argument stays for existing callers."""
+
     async def healthz(request: web.Request) -> web.Response:
         dead = await liveness.dead() if liveness is not None else {}
         if dead:
@@ -103,14 +110,24 @@ def add_ops_routes(
             status=200 if ready else 503,
         )
 
-    async def metrics_text(request: web.Request) -> web.Response:
-        return web.Response(
-            text=metrics.registry.render(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
-        )
-
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_text)
+
+
+def metrics_app(metrics: ChatrelayMetrics) -> web.Application:
+    """The ``METRICS_PORT`` server: ``/metrics`` in the Prometheus text format, or
+    OpenMetrics when the scraper's ``Accept`` asks for it (Prometheus does), gzipped
+    when it accepts gzip."""
+
+    async def exposition(request: web.Request) -> web.Response:
+        body, content_type = metrics.registry.exposition(request.headers.get("Accept", ""))
+        response = web.Response(
+            body=body,
+            headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"},
+        )
+        response.enable_compression()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/metrics", exposition)
+    return app

@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.llm.provider import Provider
@@ -79,7 +86,10 @@ class Settings(BaseSettings):
     """The per-channel rules file (``core.rules``), shared by every platform."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     port: int = Field(3000, ge=1, le=65535)
-    """The HTTP server: /healthz, /readyz, /metrics, and Slack's events in HTTP mode."""
+    """The HTTP server: /healthz, /readyz, and Slack's events in HTTP mode."""
+    metrics_port: int = Field(9464, ge=1, le=65535)
+    """``/metrics`` alone, on a port of its own: exposing Slack's events through an
+    ingress must not make the metrics public."""
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line, with the reply id (for log pipelines)."""
     liveness_down_after: float = Field(180.0, gt=0)
@@ -93,6 +103,13 @@ class Settings(BaseSettings):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return _check_url(value)
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _own_port(cls, value: int, info: ValidationInfo) -> int:
+        if value == info.data.get("port"):
+            raise ValueError("must differ from PORT (/metrics is served on a port of its own)")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
