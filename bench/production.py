@@ -1,0 +1,649 @@
+"""The production path at 2,000 replies: chatrelay's own CPU, Redis traffic, memory, staleness.
+
+Issue "cost": 2,000 concurrent replies through the real Discord service
+(``discord_app``: discord.py over the gateway, ``Responder`` with its dedupe,
+quota, conversation lock and store, ``RedisBudget`` behind ``FairBudget``, the
+in-flight registry with its heartbeats, the cancel bus), on a real Redis,
+streaming into the fake Discord server, with the model served over HTTP.
+
+Three OS processes besides Redis, so that each one's CPU is its own:
+
+- **this process runs chatrelay** exactly as ``chatrelay run`` builds it
+  (``open_state``, ``open_model``, ``discord_app``), with the default limits
+  and edit interval, in real time (nothing scaled);
+- **the fake Discord** (``bench.production_peers discord``), with Discord's
+  limits, not scaled;
+- **the model** (``bench.production_peers model``): ``bench.load.TimedModel``,
+  OpenAI Chat Completions SSE at ``--rate`` tokens/s per reply,
+  ``--chunk-tokens`` tokens per write (the issue allows several, so the fakes
+  stay light), noting when each write went out.
+
+The replies are ``/ask`` commands, each from its own user (its own
+conversation), over ``--channels`` channels. Not mentions: Discord's global
+limit (50 requests/s per bot, which the ``discord:global`` budget keeps under)
+binds every channel message a mention's reply sends, so 2,000 mention replies
+would each get one update every 50 s; interaction webhooks are exempt from it,
+and each ``/ask`` has its own budget (``discord:interaction:*``), so the
+per-reply limits are the ones that bind, as the issue's targets assume.
+
+Measured over the streaming phase, from the burst of interactions until every
+reply has ended at the fake and none is active here:
+
+- chatrelay's CPU: this process's ``getrusage`` (user + system), per 1,000
+  tokens the model wrote, and as cores (CPU s / wall s);
+- Redis round trips and commands, counted on the client by ``bench.redis_count``
+  (labelled per command and Lua script), and the server's ``INFO`` deltas,
+  divided by the platform updates the fake accepted; the *steady path* is the
+  window in which every reply already shows text and none has ended;
+- memory: peak RSS of this process (sampled every 0.2 s) minus RSS just before
+  the burst, divided by the replies active at the peak;
+- staleness, first visible (the deferral) and first text, at the fake (see
+  ``bench.production_peers``).
+
+Run: ``python -m bench.production`` (``--help``); ``--replies 200`` for a quick
+run; ``--profile`` adds a cProfile of the streaming phase (which slows it: its
+CPU figures are then not the target's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import datetime
+import gc
+import json
+import logging
+import os
+import pstats
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.load import forget_prefix, interval
+from bench.production_peers import cpu_seconds
+from bench.redis_count import RedisCounter
+from core.budget import LimitTable
+from core.state.settings import DEFAULT_LIMITS
+
+ROOT = Path(__file__).resolve().parent.parent
+Json = dict[str, Any]
+
+CPU_TARGET = 1.0
+"""Cores: the whole chatrelay process under one."""
+MEMORY_TARGET = 100 * 1024
+"""Bytes per active reply."""
+ROUND_TRIP_TARGET = 1.0
+"""Redis round trips per platform update on the steady path (single Redis)."""
+STALE_SLACK = 1.0
+"""p99 staleness may exceed the interval between two updates of a reply by this."""
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Peer:
+    """A ``bench.production_peers`` process, answering one JSON line per command."""
+
+    def __init__(self, kind: str, config: Json, log: Path) -> None:
+        self.kind, self.config, self.log = kind, config, log
+        self.proc: asyncio.subprocess.Process | None = None
+        self.hello: Json = {}
+
+    async def start(self) -> Peer:
+        with self.log.open("ab") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.production_peers",
+                self.kind,
+                json.dumps(self.config),
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                limit=1 << 24,
+            )
+        self.hello = await self._answer(60)
+        return self
+
+    async def call(self, cmd: str, timeout: float = 120.0, **args: Any) -> Json:  # noqa: ASYNC109
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        await self.proc.stdin.drain()
+        return await self._answer(timeout)
+
+    async def _answer(self, timeout: float) -> Json:  # noqa: ASYNC109
+        assert self.proc is not None and self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.kind} process ended; see {self.log}")
+        answer: Json = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"the {self.kind} process failed: {answer['error']}")
+        return answer
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            async with asyncio.timeout(20):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def private_redis(log: Path) -> Any:
+    """A redis-server of its own on a loopback port, no persistence: its INFO
+    counts only chatrelay, and the shared Redis of other engineers' tests is
+    left alone."""
+    port = free_port()
+    with log.open("ab") as err:
+        proc = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--maxclients", "10000"),
+            ],
+            stdout=err,
+            stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start; see {log}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as file:
+        return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Sampler:
+    """Peak RSS and the most replies active at once, sampled every ``every`` s."""
+
+    active: Any
+    every: float = 0.2
+    peak_rss: int = 0
+    peak_active: int = 0
+    cpu: list[tuple[float, float]] = field(default_factory=list)
+    """(``time.monotonic()``, this process's CPU seconds) at every sample."""
+
+    async def run(self) -> None:
+        while True:
+            self.peak_rss = max(self.peak_rss, rss_bytes())
+            self.peak_active = max(self.peak_active, self.active.count)
+            self.cpu.append((time.monotonic(), cpu_seconds()))
+            await asyncio.sleep(self.every)
+
+    def cores(self, start: float, end: float) -> float:
+        """CPU seconds per second between the samples nearest ``start`` and ``end``."""
+        inside = [(t, c) for t, c in self.cpu if start <= t <= end]
+        if len(inside) < 2:
+            return float("nan")
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return (c1 - c0) / (t1 - t0)
+
+
+class LogCounter(logging.Handler):
+    """Warnings and errors per logger, so a run that degraded says so."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[f"{record.levelname} {record.name}"] += 1
+
+
+async def redis_info(url: str) -> Json:
+    client = Redis.from_url(url)
+    try:
+        stats = await client.info("stats")
+        commandstats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in commandstats.items()}
+    return {"total": int(stats["total_commands_processed"]), "calls": calls}
+
+
+@dataclass
+class Figures:
+    args: argparse.Namespace
+    wall: float
+    cpu: float
+    peers_cpu: dict[str, float]
+    report: Json
+    trips: Counter[str]
+    commands: int
+    steady_trips: Counter[str]
+    steady_commands: int
+    server_commands: int
+    server_calls: dict[str, int]
+    rss_base: int
+    sampler: Sampler
+    warnings: Counter[str]
+    budget_interval: float
+    edit_interval: float
+    profiled: bool
+    load: tuple[float, float]
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
+    from bots.discord.ratelimits import interaction_scope
+    from bots.discord.service import discord_app
+    from bots.discord.settings import load_discord_settings
+    from core.config import load_settings
+    from core.lifecycle import ActiveReplies
+    from core.llm.model import open_model
+    from core.rules import load_rules
+    from core.state.settings import load_state_settings
+    from core.state.store import open_state
+
+    log = tmp / "peers.log"
+    counter = RedisCounter()
+    counter.install()
+    warnings = LogCounter()
+    logging.getLogger().addHandler(warnings)
+    model_config = {
+        "tokens": args.tokens,
+        "rate": args.rate,
+        "first_token": args.first_token,
+        "chunk_tokens": args.chunk_tokens,
+    }
+    prefix = f"chatrelay-bench-production:{uuid.uuid4().hex[:10]}:"
+    rules = tmp / "channels.toml"
+    rules.write_text("")
+    discord_peer = Peer("discord", {"channels": args.channels}, log)
+    model_peer = Peer("model", model_config, log)
+    await asyncio.gather(discord_peer.start(), model_peer.start())
+    hello = discord_peer.hello
+    try:
+        settings = load_discord_settings(
+            discord_bot_token=hello["token"],
+            discord_api_url=hello["api_url"],
+            discord_gateway_url=hello["gateway_url"],
+            discord_guild_ids=[hello["guild_id"]],
+        )
+        core = load_settings(llm_base_url=model_peer.hello["base_url"], llm_model="bench-model")
+        state_settings = load_state_settings(
+            redis_url=redis_url,
+            redis_prefix=prefix,
+            # Quotas on, far above what the run spends, so every reply checks and records them.
+            quota_user_daily_tokens=10**9,
+            quota_channel_daily_tokens=10**12,
+        )
+        active = ActiveReplies()
+        async with (
+            open_state(state_settings) as state,
+            open_model(core) as llm,
+            discord_app(settings, core, state, llm, load_rules(rules), active=active),
+        ):
+            await discord_peer.call("ready")
+            budget = interval(LimitTable(DEFAULT_LIMITS).lookup(interaction_scope("x")))
+            gc.collect()
+            await asyncio.sleep(1.0)  # let the start-up's background work settle
+            rss_base = rss_bytes()
+            sampler = Sampler(active)
+            sampling = asyncio.create_task(sampler.run())
+            info0 = await redis_info(redis_url)
+            profiler = cProfile.Profile() if args.profile else None
+            counter.reset()
+            cpu0, wall0 = cpu_seconds(), time.monotonic()
+            peers0 = {p.kind: (await p.call("rusage"))["cpu"] for p in (discord_peer, model_peer)}
+            if profiler is not None:
+                profiler.enable()
+            asked = await discord_peer.call("ask", n=args.replies, ramp=args.ramp)
+            waited = await discord_peer.call("wait", timeout=args.cutoff + 60, within=args.cutoff)
+            while active.count:  # noqa: ASYNC110 - the replies' last Redis writes
+                await asyncio.sleep(0.05)
+            if profiler is not None:
+                profiler.disable()
+            end = time.monotonic()
+            cpu = cpu_seconds() - cpu0
+            peers1 = {p.kind: (await p.call("rusage"))["cpu"] for p in (discord_peer, model_peer)}
+            sampling.cancel()
+            info1 = await redis_info(redis_url)
+            load = os.getloadavg()
+            dump = tmp / "model.json"
+            await model_peer.call("dump", path=str(dump))
+            report = await discord_peer.call(
+                "report", timeout=600, model_dump=str(dump), **model_config
+            )
+            if waited["ended"] < args.replies:
+                report.setdefault("notes", []).append(
+                    f"{args.replies - waited['ended']} replies had not ended after "
+                    f"{args.cutoff:g} s"
+                )
+            trips, commands = counter.window(wall0, end + 1.0)
+            steady_start, steady_end, _ = report["steady"]
+            steady_trips, steady_commands = counter.window(steady_start, steady_end)
+            if profiler is not None:
+                profiler.dump_stats(args.profile)
+            return Figures(
+                args=args,
+                wall=end - asked["first_event"],
+                cpu=cpu,
+                peers_cpu={k: peers1[k] - peers0[k] for k in peers0},
+                report=report,
+                trips=trips,
+                commands=commands,
+                steady_trips=steady_trips,
+                steady_commands=steady_commands,
+                server_commands=info1["total"] - info0["total"],
+                server_calls={
+                    k: v - info0["calls"].get(k, 0)
+                    for k, v in info1["calls"].items()
+                    if v - info0["calls"].get(k, 0) > 0
+                },
+                rss_base=rss_base,
+                sampler=sampler,
+                warnings=warnings.counts,
+                budget_interval=budget,
+                edit_interval=settings.discord_edit_interval,
+                profiled=profiler is not None,
+                load=(load[0], load[1]),
+                notes=report.get("notes", []),
+            )
+    finally:
+        await asyncio.gather(discord_peer.stop(), model_peer.stop())
+        counter.uninstall()
+        logging.getLogger().removeHandler(warnings)
+        if not args.private_redis:
+            await forget_prefix(redis_url, prefix)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def mark(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def table(f: Figures) -> str:
+    r = f.report
+    n = r["replies"]
+    tokens = r["model_tokens"]
+    cores = f.cpu / f.wall
+    per_k = f.cpu / tokens * 1000 if tokens else float("nan")
+    needed = per_k * n * f.args.rate / 1000
+    steady_cores = f.sampler.cores(r["steady"][0], r["steady"][1])
+    updates, edits = r["updates"], r["edits"]
+    steady_start, steady_end, steady_edits = r["steady"]
+    steady_len = steady_end - steady_start
+    all_trips = sum(f.trips.values())
+    steady_total = sum(f.steady_trips.values())
+    per_update = steady_total / steady_edits if steady_edits else float("nan")
+
+    def share(trips: Counter[str], word: str) -> int:
+        return sum(v for k, v in trips.items() if word in k)
+
+    budget_trips = share(f.steady_trips, "buckets.")
+    inflight_trips = share(f.steady_trips, "inflight.")
+    other = steady_total - budget_trips - inflight_trips
+    step = max(f.edit_interval, f.budget_interval)
+    stale50, stale99, stale_max = r["staleness"]
+    vis50, vis99, vis_max = r["first_visible"]
+    text50, text99 = r["first_text"]
+    grew = max(0, f.sampler.peak_rss - f.rss_base)
+    per_reply = grew / max(1, f.sampler.peak_active)
+    cpu_note = " (profiled: not the target's figure)" if f.profiled else ""
+
+    def s(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f} s"
+
+    rows = [
+        (
+            "replies, tokens each, rate",
+            f"{n} `/ask`, {f.args.tokens} at {f.args.rate:g}/s, "
+            f"{f.args.chunk_tokens} per write, {f.args.channels} channels",
+            "",
+            "",
+        ),
+        ("streaming phase (burst → last reply ended)", f"{f.wall:.1f} s", "", ""),
+        ("replies active at once (peak)", f"{f.sampler.peak_active}", "", ""),
+        (
+            "chatrelay CPU (user+sys, its rusage)",
+            f"{f.cpu:.1f} s: {cores:.2f} cores over the phase, {steady_cores:.2f} in the "
+            f"steady window{cpu_note}",
+            "",
+            "",
+        ),
+        ("chatrelay CPU per 1,000 tokens", f"{per_k * 1000:.1f} ms ({tokens:,} tokens)", "", ""),
+        (
+            f"cores needed for {n:,} × {f.args.rate:g} tokens/s (CPU per token × rate)",
+            f"{needed:.2f}",
+            "< 1 core",
+            mark(needed < CPU_TARGET),
+        ),
+        (
+            "fake Discord / model CPU (their processes)",
+            f"{f.peers_cpu['discord'] / f.wall:.2f} / {f.peers_cpu['model'] / f.wall:.2f} cores",
+            "",
+            "",
+        ),
+        (
+            "platform updates accepted (edits)",
+            f"{updates:,} ({edits:,}; {updates / n:.1f} per reply)",
+            "",
+            "",
+        ),
+        (
+            "Redis round trips per update, steady path",
+            f"{per_update:.2f} (budget {budget_trips / max(1, steady_edits):.2f}, "
+            f"in-flight {inflight_trips / max(1, steady_edits):.2f}, "
+            f"other {other / max(1, steady_edits):.2f}; "
+            f"{steady_edits:,} edits in {steady_len:.1f} s)",
+            "≤ 1",
+            mark(per_update <= 1.0),
+        ),
+        (
+            "Redis round trips per update, whole phase",
+            f"{all_trips / max(1, updates):.2f} ({all_trips:,})",
+            "",
+            "",
+        ),
+        (
+            "Redis commands per update, steady (client / server incl. Lua's)",
+            f"{f.steady_commands / max(1, steady_edits):.2f} / "
+            f"{f.server_commands / max(1, updates):.2f} whole phase",
+            "",
+            "",
+        ),
+        (
+            "peak RSS growth per active reply",
+            f"{per_reply / 1024:.1f} KB ({grew / 2**20:.1f} MB over {f.sampler.peak_active})",
+            "< 100 KB",
+            mark(per_reply < MEMORY_TARGET),
+        ),
+        (
+            "staleness p50 / p99 (max)",
+            f"{s(stale50)} / {s(stale99)} ({s(stale_max)})",
+            f"p99 ≤ {step + STALE_SLACK:.2f} s",
+            mark(stale99 is not None and stale99 <= step + STALE_SLACK),
+        ),
+        (
+            "first visible (deferral) p50 / p99 (max)",
+            f"{s(vis50)} / {s(vis99)} ({s(vis_max)}); {r['late_deferrals']} never deferred",
+            "< 3 s (Discord's deadline)",
+            mark(r["late_deferrals"] == 0 and vis_max is not None and vis_max < 3.0),
+        ),
+        ("first text p50 / p99", f"{s(text50)} / {s(text99)}", "", ""),
+        ("429s from the fake", f"{r['rate_limited']}", "0", mark(r["rate_limited"] == 0)),
+        ("exact final text", f"{r['exact'] / n * 100:.1f} %", "100 %", mark(r["exact"] == n)),
+    ]
+    out = ["| figure | measured | target | |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+    out.append("")
+    out.append(
+        f"Staleness target: the interval between two updates of one reply, max(edit interval "
+        f"{f.edit_interval:g} s, `discord:interaction:*` budget {f.budget_interval:g} s), + "
+        f"{STALE_SLACK:g} s. Load average at the end: {f.load[0]:.2f} (1 min), "
+        f"{f.load[1]:.2f} (5 min)."
+    )
+    out.append("")
+    out.append("Redis round trips in the steady window, by first command (per edit):")
+    out.append("")
+    for label, count in f.steady_trips.most_common(12):
+        out.append(f"- {label}: {count:,} ({count / max(1, steady_edits):.3f})")
+    out.append("")
+    out.append("Whole phase, by first command:")
+    out.append("")
+    for label, count in f.trips.most_common(15):
+        out.append(f"- {label}: {count:,}")
+    out.append("")
+    server = ", ".join(f"{k} {v:,}" for k, v in sorted(f.server_calls.items(), key=lambda x: -x[1]))
+    out.append(f"Server side (INFO commandstats delta, Lua's inner calls included): {server}")
+    out.append("")
+    calls = ", ".join(f"{k}: {v:,}" for k, v in r["by_route"].items())
+    out.append(f"Calls at the fake: {calls}")
+    if f.warnings:
+        out.append("")
+        warned = ", ".join(f"{k} ×{v}" for k, v in f.warnings.most_common(8))
+        out.append(f"chatrelay's warnings and errors: {warned}")
+    for note in f.notes:
+        out.append(f"\nNote: {note}")
+    return "\n".join(out)
+
+
+def print_profile(path: str, top: int = 25) -> None:
+    for key in ("cumulative", "tottime"):
+        print(f"\ncProfile of chatrelay's process, top {top} by {key}:\n", flush=True)
+        stats = pstats.Stats(path)
+        stats.sort_stats(key).print_stats(top)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--replies", type=int, default=2000, help="concurrent /ask replies")
+    parser.add_argument("--rate", type=float, default=20.0, help="tokens/s per reply")
+    parser.add_argument("--tokens", type=int, default=300, help="tokens per reply")
+    parser.add_argument("--chunk-tokens", type=int, default=5, help="tokens per model write")
+    parser.add_argument("--first-token", type=float, default=0.5, help="seconds")
+    parser.add_argument("--channels", type=int, default=200, help="channels the asks spread over")
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="spread the asks over this many seconds"
+    )
+    parser.add_argument("--cutoff", type=float, default=600.0, help="seconds before giving up")
+    parser.add_argument(
+        "--redis-url",
+        help="use this Redis (e.g. $REDIS_URL) instead of a private redis-server; its INFO "
+        "deltas then include other clients' commands",
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="bench/results/production.prof",
+        help="cProfile the streaming phase into this file (default %(const)s)",
+    )
+    parser.add_argument("--log", help="chatrelay's warnings (default: a temporary file)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    args.private_redis = args.redis_url is None
+    if args.profile:
+        Path(args.profile).parent.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="chatrelay-production-") as name:
+        tmp = Path(name)
+        log = Path(args.log) if args.log else tmp / "chatrelay.log"
+        logging.basicConfig(filename=log, level=logging.WARNING)
+        # Every connection the burst opens is a file descriptor: 2,000 model streams,
+        # up to 500 Redis connections, discord.py's HTTP connections.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+        print(
+            f"{datetime.date.today()}, commit {commit()}, load average before "
+            f"{os.getloadavg()[0]:.2f}: {args.replies} replies\n",
+            flush=True,
+        )
+        with contextlib.ExitStack() as stack:
+            url = args.redis_url or stack.enter_context(private_redis(tmp / "redis.log"))
+            figures = asyncio.run(run(args, url, tmp))
+        print(table(figures), flush=True)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "date": str(datetime.date.today()),
+                        "args": vars(args),
+                        "wall": figures.wall,
+                        "cpu": figures.cpu,
+                        "peers_cpu": figures.peers_cpu,
+                        "report": figures.report,
+                        "trips": dict(figures.trips),
+                        "steady_trips": dict(figures.steady_trips),
+                        "server_calls": figures.server_calls,
+                        "peak_rss": figures.sampler.peak_rss,
+                        "rss_base": figures.rss_base,
+                        "warnings": dict(figures.warnings),
+                    },
+                    indent=1,
+                )
+            )
+    if args.profile:
+        print_profile(args.profile)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("BENCH_COMMIT", "unknown")
+
+
+if __name__ == "__main__":
+    main()
