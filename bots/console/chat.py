@@ -1,21 +1,24 @@
-"""An interactive terminal chat whose replies stream through the real engine.
+"""The console chat whose replies stream through the real engine.
 
 It is what ``chatrelay run`` starts when no platform has credentials, so a
-fresh checkout can be tried at once. Its conversation lives in this process
-only: a terminal session belongs to one person and ends with the process.
+fresh checkout can be tried at once. With a terminal on both ends it is the
+terminal chat (``bots.console.terminal``: line editing, Markdown, a thinking
+spinner); otherwise (questions piped or read from a file, output redirected,
+``TERM=dumb``) it is this plain one, which writes text and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from typing import TextIO
 
+from bots.console.conversation import QUIT, RESET, Conversation, outcome_note
 from core.config import Settings
 from core.engine import Reply
 from core.llm.client import LLMClient
-from core.llm.messages import ChatMessage
 from core.pacing import Pacing
 from core.textsink import TextStreamSink
 
@@ -35,12 +38,11 @@ class ConsoleChat:
         out: TextIO | None = None,
         err: TextIO | None = None,
     ) -> None:
-        self._settings = settings
         self._model = model
         self._lines = lines
         self._out = out or sys.stdout
         self._err = err or sys.stderr
-        self._history: list[ChatMessage] = []
+        self._conversation = Conversation(settings.system_prompt)
         self._reply: Reply | None = None
 
     def interrupt(self) -> None:
@@ -59,17 +61,16 @@ class ConsoleChat:
             line = raw.decode("utf-8", "replace").strip()
             if not line:
                 continue
-            if line in ("/quit", "/exit"):
+            if line in QUIT:
                 return
-            if line == "/reset":
-                self._history.clear()
+            if line == RESET:
+                self._conversation.reset()
                 self._say("(conversation forgotten)\n")
                 continue
             await self._answer(line)
 
     async def _answer(self, line: str) -> None:
-        self._history.append(ChatMessage("user", line))
-        messages = [ChatMessage("system", self._settings.system_prompt), *self._history]
+        messages = self._conversation.ask(line)
         self._reply = Reply(
             TextStreamSink(self._out, self._err, prefix="bot> "), pacing=CONSOLE_PACING
         )
@@ -77,15 +78,10 @@ class ConsoleChat:
             result = await self._reply.run(self._model.stream(messages))
         finally:
             self._reply = None
-        if result.text:
-            self._history.append(ChatMessage("assistant", result.text))
-        outcome = result.outcome
-        if outcome.state == "failed":
-            self._say(f"[reply failed: {outcome.reason}]\n")
-        elif outcome.state != "done":
-            self._say(f"[{outcome.state}]\n")
-        elif outcome.reason:
-            self._say(f"[note: {outcome.reason}]\n")
+        self._conversation.answered(result.text)
+        note = outcome_note(result.outcome)
+        if note is not None:
+            self._say(f"[{note}]\n")
 
     def _say(self, text: str) -> None:
         self._out.write(text)
@@ -115,7 +111,23 @@ async def _feed_from_thread(reader: asyncio.StreamReader) -> None:
     reader.feed_eof()
 
 
+def is_terminal(stdin: TextIO, stdout: TextIO) -> bool:
+    """Whether a person types at a terminal and reads one: only then line editing,
+    Markdown and ANSI codes; anything redirected gets plain text."""
+    if os.environ.get("TERM") == "dumb":  # Emacs shell buffers and the like
+        return False
+    try:
+        return stdin.isatty() and stdout.isatty()
+    except (ValueError, AttributeError):  # closed or replaced streams
+        return False
+
+
 async def run_console(settings: Settings, model: LLMClient) -> None:
+    if is_terminal(sys.stdin, sys.stdout):
+        from bots.console.terminal import run_terminal  # prompt_toolkit and rich: only here
+
+        await run_terminal(settings, model)
+        return
     chat = ConsoleChat(settings, model, lines=await stdin_reader())
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, chat.interrupt)
