@@ -65,11 +65,21 @@ API_VERSIONS = {
     "ConfigMap": "v1",
     "Secret": "v1",
     "Service": "v1",
+    "PersistentVolumeClaim": "v1",
     "Deployment": "apps/v1",
     "StatefulSet": "apps/v1",
+    "Job": "batch/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
     "PodDisruptionBudget": "policy/v1",
+    "NetworkPolicy": "networking.k8s.io/v1",
+    "Ingress": "networking.k8s.io/v1",
+    "ServiceMonitor": "monitoring.coreos.com/v1",  # Prometheus Operator's CRD
 }
+KUBERNETES_VERSIONS = ("1.28.0", "latest")
+"""The Kubernetes versions whose API schemas every manifest must satisfy (kubernetes-validate
+--strict): the oldest we support and the newest the installed kubernetes-validate ships."""
+METRICS_PORT_DEFAULT = 9464
+"""METRICS_PORT's default, where /metrics is served (path /metrics), apart from PORT."""
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -597,7 +607,13 @@ def named(kind: str, name: str) -> dict[str, Any] | None:
 
 
 def workloads() -> list[dict[str, Any]]:
+    """What runs all the time: Deployments and StatefulSets (not the check Job)."""
     return by_kind("Deployment") + by_kind("StatefulSet")
+
+
+def pod_templates() -> list[dict[str, Any]]:
+    """Everything that starts pods: the workloads and the Jobs."""
+    return workloads() + by_kind("Job")
 
 
 def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
@@ -605,8 +621,8 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def chatrelay_containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    for workload in workloads():
+def chatrelay_containers(*, jobs: bool = False) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for workload in pod_templates() if jobs else workloads():
         for container in pod_spec(workload)["containers"]:
             if str(container["image"]).startswith(IMAGE_PREFIX):
                 yield workload, container
@@ -676,7 +692,7 @@ def _selects(selector: dict[str, str], workload: dict[str, Any]) -> bool:
 
 
 def test_k8s_references_resolve() -> None:
-    for workload in workloads():
+    for workload in pod_templates():
         where = f"{workload['kind']} {workload['metadata']['name']}"
         spec = pod_spec(workload)
         volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
@@ -685,6 +701,9 @@ def test_k8s_references_resolve() -> None:
                 assert named("ConfigMap", volume["configMap"]["name"]), f"{where}: {volume}"
             if "secret" in volume:
                 assert named("Secret", volume["secret"]["secretName"]), f"{where}: {volume}"
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert named("PersistentVolumeClaim", claim), f"{where}: {volume}"
         for container in spec["containers"]:
             for mount in container.get("volumeMounts", []):
                 assert mount["name"] in volumes, f"{where}: mount of unknown volume {mount}"
@@ -717,13 +736,33 @@ def test_k8s_references_resolve() -> None:
                 )
 
 
+def _read_by_chatrelay(kind: str, name: str) -> bool:
+    """Whether a chatrelay container reads the ConfigMap or Secret (Redis's own doesn't)."""
+    key = {
+        "ConfigMap": ("configMapRef", "configMapKeyRef"),
+        "Secret": ("secretRef", "secretKeyRef"),
+    }
+    for _, container in chatrelay_containers(jobs=True):
+        refs = [s[key[kind][0]] for s in container.get("envFrom", []) if key[kind][0] in s]
+        refs += [
+            item["valueFrom"][key[kind][1]]
+            for item in container.get("env", [])
+            if key[kind][1] in item.get("valueFrom", {})
+        ]
+        if any(ref["name"] == name for ref in refs):
+            return True
+    return False
+
+
 def test_k8s_env_names_are_settings() -> None:
-    for workload, container in chatrelay_containers():
+    for workload, container in chatrelay_containers(jobs=True):
         where = f"{workload['kind']} {workload['metadata']['name']}"
         bad = unknown(set(env_of(container)), K8S_EXTRA_ENV)
         assert not bad, f"{where}: env sets what no settings class reads: {sorted(bad)}"
     for kind in ("ConfigMap", "Secret"):
         for obj in by_kind(kind):
+            if kind == "Secret" and not _read_by_chatrelay(kind, obj["metadata"]["name"]):
+                continue  # Redis's password (chatrelay reads it inside REDIS_URL)
             keys = set(obj.get("data") or {}) | set(obj.get("stringData") or {})
             if any(key.endswith(".toml") for key in keys):
                 continue  # a file, mounted rather than read as environment
@@ -734,7 +773,7 @@ def test_k8s_env_names_are_settings() -> None:
 def test_k8s_values_are_valid_settings(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from core.rules import load_rules  # the rules file's own loader
 
-    for workload, container in chatrelay_containers():
+    for workload, container in chatrelay_containers(jobs=True):
         where = f"{workload['kind']} {workload['metadata']['name']}"
         env = {k: v for k, v in literal_env(container).items() if k not in K8S_EXTRA_ENV}
         assert_valid_settings(env, clean_env, where)
@@ -792,7 +831,11 @@ def _runs_chatrelay(container: dict[str, Any]) -> bool:
 
 
 def test_k8s_slack_is_an_http_mode_deployment_with_an_autoscaler() -> None:
-    slack = [(w, c) for w, c in chatrelay_containers() if "SLACK_BOT_TOKEN" in env_of(c)]
+    slack = [
+        (w, c)
+        for w, c in chatrelay_containers()
+        if "SLACK_BOT_TOKEN" in env_of(c) and "SLACK_APP_TOKEN" not in env_of(c)
+    ]
     assert len(slack) == 1
     deployment, container = slack[0]
     assert deployment["kind"] == "Deployment"
@@ -899,7 +942,11 @@ def test_k8s_grace_period_covers_prestop_drain_and_finalise() -> None:
             f" {SHUTDOWN_MARGIN_S:g} = {needed:g}"
         )
         checked.add((workload["kind"], workload["metadata"]["name"]))
-    assert {("Deployment", "chatrelay-slack"), ("StatefulSet", "chatrelay-discord")} <= checked
+    assert {
+        ("Deployment", "chatrelay-slack"),
+        ("Deployment", "chatrelay-slack-socket"),
+        ("StatefulSet", "chatrelay-discord"),
+    } <= checked
 
 
 def test_k8s_discord_statefulset() -> None:
@@ -976,6 +1023,480 @@ def test_shard_script_gives_every_shard_to_exactly_one_pod(
         for pod, count, per in (("no-ordinal", 2, 1), (f"{name}-0", None, 1), (f"{name}-0", 2, 0)):
             bad = _run_shard_script(shell, script, stub, pod, count, per)
             assert bad.returncode != 0 and not bad.stdout, (pod, count, per)
+
+
+# --------------------------------------------------------------------------- Kubernetes schemas
+# kubernetes-validate ships the API's JSON schemas for every Kubernetes version it knows, so
+# the manifests are checked offline against the real API, strictly (no unknown field). It
+# has no schema for custom resources: it prints "WARN ... Couldn't find schema for kind
+# ServiceMonitor" and passes them. Those are checked below against the shape of their CRD.
+
+
+def _kubernetes_version(version: str) -> str:
+    if version != "latest":
+        return version
+    from kubernetes_validate.utils import latest_version
+
+    return str(latest_version())
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_k8s_manifests_pass_kubernetes_validate_strict(version: str) -> None:
+    cli = shutil.which("kubernetes-validate", path=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    assert cli, "kubernetes-validate is not installed (it is in the dev extra)"
+    files = [str(path) for path in sorted(K8S.glob("*.y*ml"))]
+    run = subprocess.run(
+        [cli, "--strict", "--quiet", "-k", _kubernetes_version(version), *files],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0 and "ERROR" not in output, output
+    skipped = set(re.findall(r"Couldn't find schema for kind (\w+)", output))
+    assert skipped == set(CRD_SCHEMAS), f"kubernetes-validate skipped {skipped}: {output}"
+
+
+def _k8s_definitions() -> dict[str, Any]:
+    """The core API definitions (ObjectMeta, LabelSelector...) kubernetes-validate ships."""
+    from importlib.resources import files
+
+    from kubernetes_validate.utils import latest_version
+
+    folder = files("kubernetes_validate") / "kubernetes-json-schema"
+    schema = folder / f"v{latest_version()}-local-strict" / "_definitions.json"
+    definitions: dict[str, Any] = json.loads(schema.read_text())["$defs"]
+    return definitions
+
+
+_DURATION = {  # the CRD's pattern for Prometheus durations
+    "type": "string",
+    "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"
+    r"(([0-9]+)ms)?)$",
+}
+CRD_SCHEMAS: dict[str, dict[str, Any]] = {
+    # monitoring.coreos.com/v1 ServiceMonitor, from the openAPIV3Schema of the Prometheus
+    # Operator's CRD (0.84): the fields these manifests use, with the CRD's types, patterns
+    # and required lists; anything else is refused, so a field added to servicemonitor.yaml
+    # is added here from the CRD first. metadata and selector are checked against the core
+    # ObjectMeta and LabelSelector schemas.
+    "ServiceMonitor": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "monitoring.coreos.com/v1"},
+            "kind": {"const": "ServiceMonitor"},
+            "metadata": {"$ref": "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"},
+            "spec": {
+                "type": "object",
+                "required": ["endpoints", "selector"],
+                "additionalProperties": False,
+                "properties": {
+                    "selector": {
+                        "$ref": "#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelector"
+                    },
+                    "jobLabel": {"type": "string"},
+                    "namespaceSelector": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "any": {"type": "boolean"},
+                            "matchNames": {"type": "array", "items": {"type": "string"}},
+                        },
+                    },
+                    "endpoints": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "port": {"type": "string"},
+                                "path": {"type": "string"},
+                                "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                                "interval": _DURATION,
+                                "scrapeTimeout": _DURATION,
+                                "honorLabels": {"type": "boolean"},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _duration_seconds(text: str) -> float:
+    units = {"y": 31536000, "w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+)(ms|[ywdhms])", text))
+
+
+def test_k8s_custom_resources_match_their_crd_schema() -> None:
+    import jsonschema
+
+    definitions = _k8s_definitions()
+    custom = [obj for obj in k8s_objects() if obj["kind"] in CRD_SCHEMAS]
+    assert custom, "no ServiceMonitor in deploy/k8s"
+    for obj in custom:
+        schema = {**CRD_SCHEMAS[obj["kind"]], "$defs": definitions}
+        document = {k: v for k, v in obj.items() if k != "_file"}
+        errors = sorted(
+            jsonschema.Draft202012Validator(schema).iter_errors(document),
+            key=lambda e: list(e.path),
+        )
+        assert not errors, "\n".join(
+            f"{obj['_file']}: {'.'.join(map(str, e.path))}: {e.message}" for e in errors
+        )
+        for endpoint in obj["spec"].get("endpoints", []):
+            if "scrapeTimeout" in endpoint and "interval" in endpoint:
+                timeout, interval = endpoint["scrapeTimeout"], endpoint["interval"]
+                assert _duration_seconds(timeout) <= _duration_seconds(interval), endpoint
+    # The schema itself refuses what the CRD refuses.
+    bad = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "x"},
+        "spec": {"selector": {}, "endpoints": [{"port": "metrics", "interval": "30 seconds"}]},
+    }
+    schema = {**CRD_SCHEMAS["ServiceMonitor"], "$defs": definitions}
+    assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
+    del bad["spec"]["selector"]  # type: ignore[attr-defined]
+    bad["spec"]["endpoints"] = [{"port": "metrics"}]  # type: ignore[index]
+    assert not jsonschema.Draft202012Validator(schema).is_valid(bad)
+
+
+# --------------------------------------------------------------------------- production
+
+
+def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and matchExpressions) against labels."""
+    if not selector:
+        return False  # an empty selector here is a mistake, not "everything"
+    plain = {k: v for k, v in selector.items() if k not in ("matchLabels", "matchExpressions")}
+    match_labels = {**plain, **(selector.get("matchLabels") or {})}
+    if any(labels.get(key) != value for key, value in match_labels.items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        if operator == "In":
+            ok = labels.get(key) in values
+        elif operator == "NotIn":
+            ok = labels.get(key) not in values
+        else:
+            ok = (key in labels) == (operator == "Exists")
+        if not ok:
+            return False
+    return True
+
+
+def test_label_selector_matcher() -> None:
+    labels = {"app": "chatrelay", "component": "slack"}
+    assert matches({"matchLabels": {"app": "chatrelay"}}, labels)
+    assert matches({"app": "chatrelay"}, labels)  # a Service's selector
+    expression = {"key": "component", "operator": "In", "values": ["slack", "discord"]}
+    assert matches({"matchLabels": {"app": "chatrelay"}, "matchExpressions": [expression]}, labels)
+    assert not matches({"matchExpressions": [expression]}, {"app": "chatrelay", "component": "x"})
+    assert not matches({"matchExpressions": [{"key": "a", "operator": "Exists"}]}, labels)
+    assert not matches({}, labels)
+
+
+def pod_labels(workload: dict[str, Any]) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def metrics_port(env: dict[str, str]) -> int:
+    """METRICS_PORT as ``env`` sets it, else its default."""
+    if "METRICS_PORT" in env:
+        return int(env["METRICS_PORT"])
+    owners = [cls for cls in settings_classes() if "metrics_port" in cls.model_fields]
+    return int(owners[0].model_fields["metrics_port"].default) if owners else METRICS_PORT_DEFAULT
+
+
+def config_checksum(name: str = "chatrelay-config") -> str:
+    """What checksum/config holds: SHA-256 of the ConfigMap's data as sorted, compact JSON."""
+    import hashlib
+
+    config_map = named("ConfigMap", name)
+    assert config_map is not None
+    data = json.dumps(config_map["data"], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+def test_k8s_config_change_rolls_the_pods() -> None:
+    """Each workload reading chatrelay-config at start carries its checksum in the pod
+    template, so applying a changed config with the workloads replaces their pods."""
+    expected = config_checksum()
+    for workload, container in chatrelay_containers():
+        where = f"{workload['kind']} {workload['metadata']['name']}"
+        sources = [s["configMapRef"]["name"] for s in container.get("envFrom", [])]
+        if "chatrelay-config" not in sources:
+            continue
+        annotations = workload["spec"]["template"]["metadata"].get("annotations") or {}
+        assert annotations.get("checksum/config") == expected, (
+            f"{where}: config.yaml changed: set the pod template's annotation"
+            f' checksum/config: "{expected}" (in every workload)'
+        )
+
+
+def test_k8s_probes_fit_the_liveness_rule() -> None:
+    """/healthz already waits LIVENESS_DOWN_AFTER before it fails: the liveness probe only
+    needs a few failures in a row on top (never one slow answer), a timeout longer than a
+    check may take, and a startup probe covers the time the server takes to listen."""
+    from bots.ops import CHECK_TIMEOUT
+
+    for workload, container in chatrelay_containers():
+        where = f"{workload['kind']} {workload['metadata']['name']}"
+        env = literal_env(container)
+        down_after = float(env.get("LIVENESS_DOWN_AFTER", 180))
+        live, ready = container["livenessProbe"], container["readinessProbe"]
+        startup = container.get("startupProbe")
+        assert live.get("failureThreshold", 3) >= 2, f"{where}: one slow answer restarts"
+        reaction = live.get("periodSeconds", 10) * live.get("failureThreshold", 3)
+        assert reaction <= down_after / 4, f"{where}: the probe adds {reaction}s to {down_after}"
+        # /healthz asks the platform connection, /readyz Redis and the platform, in turn.
+        assert live.get("timeoutSeconds", 1) > CHECK_TIMEOUT, f"{where}: liveness timeout"
+        assert ready.get("timeoutSeconds", 1) >= 2 * CHECK_TIMEOUT, f"{where}: readiness timeout"
+        assert startup and startup["httpGet"]["path"] == "/healthz", f"{where}: no startupProbe"
+        window = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+        assert window >= 60, f"{where}: {window}s to start"
+        assert "initialDelaySeconds" not in live, f"{where}: the startup probe does that"
+
+
+def test_k8s_metrics_port_is_scraped_and_never_exposed() -> None:
+    """/metrics is on METRICS_PORT (port `metrics`), apart from PORT: every chatrelay pod
+    declares it, a Service of each workload exposes it as `metrics`, the ServiceMonitor
+    scrapes exactly those Services' `metrics` port at /metrics, no Ingress routes to it."""
+    monitors = by_kind("ServiceMonitor")
+    assert len(monitors) == 1
+    monitor = monitors[0]["spec"]
+    assert [(e["port"], e.get("path", "/metrics")) for e in monitor["endpoints"]] == [
+        ("metrics", "/metrics")
+    ]
+    scraped = {
+        s["metadata"]["name"]
+        for s in by_kind("Service")
+        if matches(monitor["selector"], s["metadata"]["labels"])
+    }
+    for workload, container in chatrelay_containers():
+        where = f"{workload['kind']} {workload['metadata']['name']}"
+        port = metrics_port(literal_env(container))
+        assert _port_of(container, "metrics") == port, f"{where}: port metrics != {port}"
+        assert port != int(literal_env(container)["PORT"]), f"{where}: /metrics on PORT"
+        services = [
+            s
+            for s in by_kind("Service")
+            if _selects(s["spec"]["selector"], workload)
+            and any(
+                p["name"] == "metrics" and p["targetPort"] == "metrics" for p in s["spec"]["ports"]
+            )
+        ]
+        assert services, f"{where}: no Service exposes its port metrics"
+        assert {s["metadata"]["name"] for s in services} <= scraped, f"{where}: not scraped"
+    redis = named("Service", "chatrelay-redis")
+    assert redis is not None and redis["metadata"]["name"] not in scraped
+    for ingress in by_kind("Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                port = path["backend"]["service"]["port"]
+                assert port.get("name") != "metrics" and port.get("number") != 9464, path
+
+
+def test_k8s_slack_modes_and_ingress() -> None:
+    """Socket Mode is its own Deployment (SLACK_APP_TOKEN, no inbound traffic); HTTP mode is
+    the one the Ingress reaches, at /slack/events only. Each serves exactly its own mode, as
+    `chatrelay run` would decide from its arguments and environment."""
+    from bots.cli import _parser, _select
+    from bots.discord.settings import DiscordSettings
+    from bots.slack.settings import SlackSettings
+
+    modes: dict[str, bool] = {}
+    for workload, container in chatrelay_containers():
+        env = env_of(container)
+        if "SLACK_BOT_TOKEN" not in env:
+            continue
+        assert "DISCORD_BOT_TOKEN" not in env, "every Slack replica would also run Discord"
+        args = _parser().parse_args(container["args"])
+        given = {name: "xapp-1" if name == "SLACK_APP_TOKEN" else "x" for name in env}
+        slack = SlackSettings(
+            _env_file=None, **{k.lower(): v for k, v in given.items() if k.startswith("SLACK_")}
+        )
+        chosen, _ = _select(args, slack, DiscordSettings(_env_file=None))
+        assert chosen.configured, workload["metadata"]["name"]
+        modes[workload["metadata"]["name"]] = chosen.socket_mode
+        if chosen.socket_mode:
+            strategy = workload["spec"].get("strategy", {}).get("rollingUpdate", {})
+            surge = int(strategy.get("maxSurge", 1))
+            assert workload["spec"]["replicas"] + surge <= 10, "Slack allows 10 connections"
+            assert "SLACK_SIGNING_SECRET" not in env
+        else:
+            assert "SLACK_APP_TOKEN" not in env, "an app token would switch to Socket Mode"
+    assert modes == {"chatrelay-slack": False, "chatrelay-slack-socket": True}
+    ingresses = by_kind("Ingress")
+    assert ingresses
+    for ingress in ingresses:
+        assert ingress["spec"].get("tls"), "Slack posts to HTTPS only"
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert (path["path"], path["pathType"]) == ("/slack/events", "Exact"), path
+                backend = path["backend"]["service"]
+                service = named("Service", backend["name"])
+                assert service is not None, backend
+                ports = {p["name"]: p for p in service["spec"]["ports"]}
+                assert backend["port"].get("name") in ports, backend
+                served = [w for w in workloads() if _selects(service["spec"]["selector"], w)]
+                assert [w["metadata"]["name"] for w in served] == ["chatrelay-slack"]
+
+
+def test_k8s_every_replicated_workload_has_a_disruption_budget() -> None:
+    """A node drain takes one pod of a workload at a time (Discord: one shard at a time) and
+    is never blocked for good: each budget allows a disruption."""
+    for workload in workloads():
+        if workload["metadata"]["name"] == "chatrelay-redis":
+            continue  # one replica on a ReadWriteOnce volume: nothing to keep available
+        where = f"{workload['kind']} {workload['metadata']['name']}"
+        budgets = [
+            b
+            for b in by_kind("PodDisruptionBudget")
+            if matches(b["spec"]["selector"], pod_labels(workload))
+        ]
+        assert len(budgets) == 1, f"{where}: {len(budgets)} PodDisruptionBudgets"
+        spec = budgets[0]["spec"]
+        replicas = workload["spec"]["replicas"]
+        if "maxUnavailable" in spec:
+            assert spec["maxUnavailable"] == 1, f"{where}: one pod at a time"
+        else:
+            assert 1 <= spec["minAvailable"] < replicas, f"{where}: the budget blocks drains"
+
+
+def _redis() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """The Redis Deployment, its container and the redis-server options its script gives."""
+    deployment = named("Deployment", "chatrelay-redis")
+    assert deployment is not None
+    container = pod_spec(deployment)["containers"][0]
+    assert container["command"] == ["/bin/sh", "-c"] and len(container["args"]) == 1
+    words = shlex.split(container["args"][0].replace("\\\n", " "))
+    assert words[:2] == ["exec", "redis-server"], words
+    options: dict[str, str] = {}
+    for flag, value in zip(words[2::2], words[3::2], strict=True):
+        assert flag.startswith("--"), flag
+        options[flag[2:]] = value
+    return deployment, container, options
+
+
+def _bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (512Mi) or a Redis one (300mb) in bytes."""
+    match = re.fullmatch(r"(\d+)\s*([A-Za-z]*)", quantity)
+    assert match, quantity
+    units = {"": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3}
+    units |= {"gb": 1024**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
+    return int(match.group(1)) * units[match.group(2).lower()]
+
+
+def test_k8s_redis_is_bounded_private_and_persistent() -> None:
+    deployment, container, options = _redis()
+    # maxmemory below the container's limit, with a stated policy.
+    limit = _bytes(container["resources"]["limits"]["memory"])
+    assert _bytes(options["maxmemory"]) <= 0.75 * limit, (
+        f"maxmemory {options['maxmemory']} leaves too little of the {limit} B limit for the"
+        " rewrite's fork and the clients' buffers"
+    )
+    assert options["maxmemory-policy"] == "noeviction"  # locks and dedupe must never vanish
+    assert "noeviction" in (K8S / "redis.yaml").read_text().split("apiVersion")[0]  # stated
+    # The password from a Secret, the same one chatrelay's REDIS_URL carries.
+    assert options["requirepass"] == "$REDIS_PASSWORD"
+    ref = env_of(container)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    redis_secret = named("Secret", ref["name"])
+    assert redis_secret is not None
+    password = redis_secret["stringData"][ref["key"]]
+    assert env_of(container)["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == ref  # the probe
+    url = named("Secret", "chatrelay-secrets")["stringData"]["REDIS_URL"]  # type: ignore[index]
+    assert re.match(rf"redis://:{re.escape(password)}@chatrelay-redis:", url), url
+    assert _read_by_chatrelay("Secret", "chatrelay-secrets")
+    assert not _read_by_chatrelay("Secret", ref["name"]), "only Redis reads its password Secret"
+    # Data on a PersistentVolumeClaim, one pod at a time.
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    data = volumes[mounts[options["dir"]]]
+    assert "persistentVolumeClaim" in data, f"{options['dir']} is not on a volume claim"
+    claim = named("PersistentVolumeClaim", data["persistentVolumeClaim"]["claimName"])
+    assert claim is not None and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert options["appendonly"] == "yes"
+    # Every connection chatrelay may open fits: each pod's REDIS_MAX_CONNECTIONS, at the
+    # most replicas there can be (autoscaler's maximum, rolling update's surge), + the Job.
+    opened = 0
+    for workload, chatrelay in chatrelay_containers(jobs=True):
+        name = workload["metadata"]["name"]
+        pods = workload["spec"].get("replicas", 1)
+        for hpa in by_kind("HorizontalPodAutoscaler"):
+            if hpa["spec"]["scaleTargetRef"]["name"] == name:
+                pods = max(pods, hpa["spec"]["maxReplicas"])
+        surge = workload["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxSurge", 0)
+        each = int(literal_env(chatrelay).get("REDIS_MAX_CONNECTIONS", 500))
+        opened += (pods + int(surge)) * each
+    assert opened <= int(options["maxclients"]), f"up to {opened} connections"
+
+
+def test_k8s_network_policy_admits_only_chatrelay_to_redis() -> None:
+    deployment, container, _ = _redis()
+    policies = [
+        p
+        for p in by_kind("NetworkPolicy")
+        if matches(p["spec"]["podSelector"], pod_labels(deployment))
+    ]
+    assert len(policies) == 1
+    policy = policies[0]["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+
+    def admitted(labels: dict[str, str], port: int) -> bool:
+        for rule in policy["ingress"]:
+            ports = [_port_of(container, p["port"]) for p in rule.get("ports", [])]
+            peers = rule.get("from", [])
+            if ports and port not in ports:
+                continue
+            for peer in peers:
+                assert set(peer) == {"podSelector"}, f"only pods of this namespace: {peer}"
+                if matches(peer["podSelector"], labels):
+                    return True
+        return False
+
+    redis_port = _port_of(container, "redis")
+    users = [w for w, c in chatrelay_containers(jobs=True) if "REDIS_URL" in env_of(c)]
+    assert {w["metadata"]["name"] for w in users} >= {
+        "chatrelay-slack",
+        "chatrelay-slack-socket",
+        "chatrelay-discord",
+        "chatrelay-check",
+    }
+    for workload in users:
+        assert admitted(pod_labels(workload), redis_port), workload["metadata"]["name"]
+    for stranger in (
+        {},
+        {"app.kubernetes.io/name": "other"},
+        {"app.kubernetes.io/name": "chatrelay"},  # no component: a debugging pod
+        {"app.kubernetes.io/name": "chatrelay", "app.kubernetes.io/component": "redis"},
+    ):
+        assert not admitted(stranger, redis_port), stranger
+    assert not admitted(pod_labels(users[0]), redis_port + 1)
+
+
+def test_k8s_check_job_runs_chatrelay_check() -> None:
+    jobs = by_kind("Job")
+    assert [j["metadata"]["name"] for j in jobs] == ["chatrelay-check"]
+    job = jobs[0]
+    container = pod_spec(job)["containers"][0]
+    assert container["args"] == ["check"] and str(container["image"]).startswith(IMAGE_PREFIX)
+    assert pod_spec(job)["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    images = {c["image"] for _, c in chatrelay_containers()}
+    assert images == {container["image"]}, "the check runs the image the pods run"
+    for name, item in env_of(container).items():
+        ref = item["valueFrom"]["secretKeyRef"]
+        assert ref.get("optional") or name == "REDIS_URL", f"{name}: optional (if unused)"
 
 
 # --------------------------------------------------------------------------- compose
