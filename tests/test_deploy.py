@@ -1530,6 +1530,8 @@ def test_compose_builds_the_image_and_wires_redis(clean_env: pytest.MonkeyPatch)
     assert (DEPLOY / env_files[0]).resolve() == ROOT / ".env"  # the one `make run` reads
     published = [str(port).rsplit(":", 1)[-1] for port in app["ports"]]
     assert env["PORT"] in published
+    assert env.get("METRICS_PORT", str(METRICS_PORT_DEFAULT)) in published, "/metrics' port"
+    assert all(str(port).startswith("127.0.0.1:") for port in app["ports"]), "this machine only"
     mounts = [v for v in app["volumes"] if isinstance(v, dict) and v.get("type") == "bind"]
     rules = [m for m in mounts if m["target"] == env["CHANNELS_FILE"]]
     assert len(rules) == 1 and rules[0]["read_only"] is True
@@ -1643,6 +1645,7 @@ def test_dockerfile_instructions() -> None:
     assert not bad, f"ENV sets what no settings class reads: {sorted(bad)}"
     exposed = [a for i, a in final if i == "EXPOSE"]
     assert exposed and env["PORT"] in exposed[-1].split(), "EXPOSE the PORT chatrelay serves"
+    assert env["METRICS_PORT"] in exposed[-1].split(), "EXPOSE METRICS_PORT (/metrics)"
     # The image and the Kubernetes manifests agree on where the rules file is mounted.
     assert env["CHANNELS_FILE"] == named("ConfigMap", "chatrelay-config")["data"]["CHANNELS_FILE"]
 
