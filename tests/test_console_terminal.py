@@ -51,7 +51,7 @@ class Screen(io.StringIO):
         return written
 
     def lines(self) -> list[str]:
-        """The screen now: the raw output replayed (text, CR, LF, cursor up, erase)."""
+        """The screen now: the raw output replayed (text, CR, LF, cursor moves, erases)."""
         lines, row, col = [""], 0, 0
         raw, pos = self.getvalue(), 0
         while pos < len(raw):
@@ -60,6 +60,13 @@ class Screen(io.StringIO):
                 count = int(params) if params.isdigit() else 1
                 if command == "A":
                     row = max(0, row - count)
+                elif command == "C":
+                    col += count
+                elif command == "D":
+                    col = max(0, col - count)
+                elif command == "J":  # erase below
+                    del lines[row + 1 :]
+                    lines[row] = lines[row][:col]
                 elif command == "K":
                     lines[row] = "" if params == "2" else lines[row][:col]
                 pos = code.end()
