@@ -155,7 +155,7 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
         draining = lambda: not active.accepting  # noqa: E731
         # Platform connections only (Discord's is added below, once it starts).
         liveness = Liveness(checks, settings.liveness_down_after, draining, skip={"redis"})
-        add_ops_routes(web_app, metrics, checks, draining, liveness)
+        add_ops_routes(web_app, checks, draining, liveness)
         runner = web.AppRunner(web_app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, port=settings.port).start()

@@ -84,13 +84,12 @@ async def _passes(name: str, check: Check, kind: str) -> bool:
 
 def add_ops_routes(
     app: web.Application,
-    metrics: ChatrelayMetrics | None,
     checks: Mapping[str, Check],
     draining: Callable[[], bool],
     liveness: Liveness | None = None,
 ) -> None:
-    """``/healthz`` and ``/readyz`` on ``app``. ``metrics`` is not served here any
-    more (``metrics_app``); the argument stays for existing callers."""
+    """``/healthz`` and ``/readyz`` on ``app`` (``/metrics`` has a port of its
+    own: ``metrics_app``)."""
 
     async def healthz(request: web.Request) -> web.Response:
         dead = await liveness.dead() if liveness is not None else {}

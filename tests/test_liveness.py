@@ -11,7 +11,6 @@ import pytest
 from aiohttp import web
 
 from bots.ops import Check, Liveness, add_ops_routes
-from core.metrics import ChatrelayMetrics
 
 
 class Switch:
@@ -36,7 +35,7 @@ async def probe() -> AsyncIterator[tuple[httpx.AsyncClient, Switch, Switch, Cloc
     checks: dict[str, Check] = {"redis": redis, "discord": gateway}
     app = web.Application()
     liveness = Liveness(checks, 180, lambda: draining[0], skip={"redis"}, clock=clock)
-    add_ops_routes(app, ChatrelayMetrics(), checks, lambda: draining[0], liveness)
+    add_ops_routes(app, checks, lambda: draining[0], liveness)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
