@@ -198,6 +198,7 @@ def _observe(metrics: ChatrelayMetrics, model: LLMClient, state: State) -> None:
     """Point the model client's, the shared state's hooks at ``metrics``."""
     model.observer = metrics.llm
     state.inflight.events = metrics.inflight_event
+    state.inflight.finals_waiting = metrics.finals_waiting_now
     state.shared_budget.on_redis_error = metrics.redis_error
     state.shared_budget.on_degraded = metrics.redis_degraded
     inflight = state.inflight

@@ -392,6 +392,14 @@ class ChatrelayMetrics:
             ["platform", "event"],
             registry=r,
         )
+        self.finals_waiting = Gauge(
+            "chatrelay_finals_waiting",
+            "Replies of every replica whose final state a finaliser tried to show and "
+            "could not yet (a platform outage); retried with backoff until "
+            "INFLIGHT_FINAL_RETRY_FOR. Fleet-wide: every replica reports the same count.",
+            ["platform"],
+            registry=r,
+        )
         self.inflight_unsettled = Gauge(
             "chatrelay_inflight_unsettled",
             "Finished replies whose in-flight records Redis has not let this process forget yet.",
@@ -419,6 +427,10 @@ class ChatrelayMetrics:
             registry=r,
         )
         self.llm = LLMMetrics(self)
+
+    def finals_waiting_now(self, platform: str, count: int) -> None:
+        """For ``InflightRegistry.finals_waiting``."""
+        self.finals_waiting.set(count, platform)
 
     def inflight_event(self, event: str, platform: str) -> None:
         """For ``InflightRegistry.events``."""

@@ -409,6 +409,9 @@ class InflightRegistry:
         self.write_timeout = write_timeout
         self.events = events
         self.deferred = deferred
+        self.finals_waiting: Callable[[str, int], None] | None = None
+        """Told after every sweep, per platform: how many replies' final states
+        some replica tried to show and could not yet (fleet-wide; ``waiting``)."""
         self._quiet_until = 0.0
         self._unsettled: dict[str, str] = {}  # finished replies not yet forgotten: id -> platform
         self._beat_script = redis.register_script(_BEAT)
@@ -605,9 +608,19 @@ class InflightRegistry:
         while True:
             try:
                 await self.sweep(finalisers)
+                if self.finals_waiting is not None:
+                    for platform in finalisers:
+                        self.finals_waiting(platform, await self.waiting(platform))
             except REDIS_FAILURES as exc:
                 log.warning("could not sweep for orphaned replies: %s", exc)
             await self.clock.sleep(interval)
+
+    async def waiting(self, platform: str) -> int:
+        """Replies of every replica whose final state a finaliser tried to show and
+        could not yet (a platform outage, a 429 storm): the records that carry a
+        try count. One bounded HLEN."""
+        async with asyncio.timeout(self.write_timeout):
+            return int(await self._redis.hlen(self._keys.inflight_tries(platform)))
 
     async def _reschedule(self, platform: str, reply_id: str, delay: float) -> None:
         await self._reschedule_script(

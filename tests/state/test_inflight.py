@@ -177,6 +177,29 @@ async def test_sweeps_touch_only_their_platforms_and_skip_garbage(
     assert await redis.zscore(keys.inflight_beats("discord"), "d1") == 0  # untouched
 
 
+async def test_finals_that_failed_are_counted_as_waiting_until_shown(
+    redis: Redis, keys: Keys
+) -> None:
+    await orphan(redis, keys, InflightRecord("r1", "discord", {"token": "x"}))
+    await orphan(redis, keys, InflightRecord("r2", "discord", {"token": "y"}))
+    sweeper = registry(redis, keys, timeout=0.2)
+    told: list[tuple[str, int]] = []
+    sweeper.finals_waiting = lambda platform, count: told.append((platform, count))
+    finalise = Finaliser(fail_first=2)  # the platform is down for both
+    task = asyncio.create_task(sweeper.run_sweeper({"discord": finalise}, 60))
+    try:
+        for _ in range(500):
+            if told:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert told == [("discord", 2)]
+    assert await eventually(lambda: sweeper.sweep({"discord": finalise})) == 2
+    assert await sweeper.waiting("discord") == 0
+
+
 async def test_the_sweeper_runs_at_start_up(redis: Redis, keys: Keys) -> None:
     await orphan(redis, keys, InflightRecord("r1", "slack", text="left behind"))
     finalise = Finaliser()
