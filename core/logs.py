@@ -1,9 +1,12 @@
-"""Logging: JSON lines for production, a reply id that follows a reply across
-its platform calls, and credentials that never reach a log line.
+"""Logging: JSON lines for production, a reply's context (platform, workspace,
+channel, reply id) that follows it across its platform calls, and credentials
+that never reach a log line.
 
-The reply id lives in a context variable set when a reply starts; asyncio
-copies context into the tasks a reply creates, so every line logged on its
-behalf (engine, sink, HTTP client) carries it without passing it around.
+The reply's context lives in context variables set when a reply starts
+(``reply_scope``); asyncio copies context into the tasks a reply creates, so
+every line logged on its behalf (engine, sink, HTTP client) carries it without
+passing it around. The JSON lines' fields are ``JsonFormatter.FIELDS``,
+documented in docs/logs.md (a test keeps the two in step).
 
 Redaction happens where a line is finally written, in the formatters, because
 that is the only place that sees everything a line is made of: the message
@@ -28,13 +31,44 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 reply_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("reply_id", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContext:
+    """Where the reply being written goes, for every line logged on its behalf."""
+
+    platform: str
+    workspace: str
+    channel: str
+    trace_id: str | None = None
+    """The reply's trace (32 hex digits) when tracing is on (``core.tracing``)."""
+
+
+reply_context: contextvars.ContextVar[ReplyContext | None] = contextvars.ContextVar(
+    "reply_context", default=None
+)
+
+
+@contextlib.contextmanager
+def reply_scope(reply: str, context: ReplyContext) -> Iterator[None]:
+    """Every line logged inside (and in the tasks started inside) carries the
+    reply's id and ``context``."""
+    id_token = reply_id.set(reply)
+    context_token = reply_context.set(context)
+    try:
+        yield
+    finally:
+        reply_context.reset(context_token)
+        reply_id.reset(id_token)
+
 
 REDACTED = "[redacted]"
 TEXT_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -292,15 +326,57 @@ _RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "a
 
 
 class ReplyIdFilter(logging.Filter):
+    """Copies the reply's context (``reply_scope``) onto each record: its id, and
+    its platform, workspace, channel and trace id while one is being written.
+    Values a call gave itself (``extra={"channel": ...}``) are kept."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.reply_id = reply_id.get()
+        where = reply_context.get()
+        if where is not None:
+            fields = vars(record)
+            fields.setdefault("platform", where.platform)
+            fields.setdefault("workspace", where.workspace)
+            fields.setdefault("channel", where.channel)
+            if where.trace_id is not None:
+                fields.setdefault("trace_id", where.trace_id)
         return True
 
 
+def error_code(error: BaseException) -> str:
+    """The short ``error`` field of a line that reports ``error``: its class."""
+    return type(error).__name__
+
+
 class JsonFormatter(RedactingFormatter):
-    """One JSON object per line. Each field is redacted before encoding, so the
-    patterns see the text as logged (not JSON-escaped) and a redaction can never
-    break the encoding."""
+    """One JSON object per line, with the fields of ``FIELDS`` (in that order,
+    each only when it has a value). Each field is redacted before encoding, so
+    the patterns see the text as logged (not JSON-escaped) and a redaction can
+    never break the encoding.
+
+    Where a field comes from: the reply's context (``ReplyIdFilter``) for
+    ``platform``, ``workspace``, ``channel``, ``reply_id`` and ``trace_id``; the
+    call's ``extra`` for ``outcome`` (the last line of a reply) and ``error`` (a
+    short code, such as ``rate_limited`` or an exception's class), which
+    otherwise is the class of the exception the line logs (``exc_info``), whose
+    traceback is ``traceback``."""
+
+    FIELDS: tuple[str, ...] = (
+        "time",
+        "level",
+        "logger",
+        "message",
+        "platform",
+        "workspace",
+        "channel",
+        "reply_id",
+        "trace_id",
+        "outcome",
+        "error",
+        "traceback",
+        "stack",
+    )
+    _FROM_RECORD = ("platform", "workspace", "channel", "reply_id", "trace_id", "outcome")
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -310,13 +386,20 @@ class JsonFormatter(RedactingFormatter):
             "logger": record.name,
             "message": redact(_message(record)),
         }
-        current = getattr(record, "reply_id", None)
-        if current:
-            entry["reply_id"] = current
+        fields = vars(record)
+        for name in self._FROM_RECORD:
+            value = fields.get(name)
+            if value is not None and value != "":
+                entry[name] = redact(str(value))
+        error = fields.get("error")
+        if error is None and record.exc_info and record.exc_info[1] is not None:
+            error = error_code(record.exc_info[1])
+        if error is not None and error != "":
+            entry["error"] = redact(str(error))
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:  # cached by another formatter perhaps: redact again
-            entry["error"] = redact(record.exc_text)
+            entry["traceback"] = redact(record.exc_text)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False)

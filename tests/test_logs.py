@@ -4,6 +4,7 @@ registry of values that have no shape, and every way a record carries text
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -248,11 +249,12 @@ def test_json_tracebacks_are_redacted() -> None:
     except RuntimeError:
         logger.exception("request with xapp-1-A111-222-abc failed")
     entry = json.loads(stream.getvalue())
-    assert set(entry) == {"time", "level", "logger", "message", "error"}
+    assert set(entry) == {"time", "level", "logger", "message", "error", "traceback"}
     assert entry["message"] == "request with [redacted] failed"
     assert entry["level"] == "error" and entry["logger"] == "test.logs.json"
-    assert entry["error"].splitlines()[0] == "Traceback (most recent call last):"
-    assert entry["error"].splitlines()[-1] == (
+    assert entry["error"] == "RuntimeError"  # the class: the traceback has the rest
+    assert entry["traceback"].splitlines()[0] == "Traceback (most recent call last):"
+    assert entry["traceback"].splitlines()[-1] == (
         "RuntimeError: call failed: Authorization: Bot [redacted]"
     )
     assert BOT_TOKENS[1] not in stream.getvalue()
@@ -267,7 +269,7 @@ def test_exc_info_given_as_a_tuple_is_redacted(fmt: str) -> None:
         logger.warning("failed", exc_info=(type(exc), exc, exc.__traceback__))
     assert "sk-ant-api03-abcdefghijkl" not in stream.getvalue()
     last = stream.getvalue().splitlines()[-1]
-    tail = json.loads(last)["error"].splitlines()[-1] if fmt == "json" else last
+    tail = json.loads(last)["traceback"].splitlines()[-1] if fmt == "json" else last
     assert tail == "ValueError: bad key [redacted]"
 
 
@@ -461,3 +463,100 @@ async def test_a_429_on_an_interaction_logs_the_route_not_the_token(
         f"(bucket abcd1234, user scope): {scope} blocked for 1.50s"
     ]
     assert budget.blocked == [(scope, 1.5)]
+
+
+# --------------------------------------------------------------------------- the JSON schema
+
+
+def test_a_line_logged_during_a_reply_carries_its_context() -> None:
+    logger, stream = capture("json")
+    handler = logger.handlers[0]
+    handler.addFilter(logs.ReplyIdFilter())
+    logger.info("before")
+    context = logs.ReplyContext("discord", "G1", "42")
+    with logs.reply_scope("r-7", context):
+        logger.info("during")
+        logger.info("ended", extra={"outcome": "done"})
+        logger.info("own channel", extra={"channel": "43"})  # a call's own value is kept
+    logger.info("after")
+    before, during, ended, own, after = (
+        json.loads(line) for line in stream.getvalue().splitlines()
+    )
+    assert set(before) == set(after) == {"time", "level", "logger", "message"}
+    where = {"platform": "discord", "workspace": "G1", "channel": "42", "reply_id": "r-7"}
+    assert {k: during[k] for k in where} == where and "outcome" not in during
+    assert "trace_id" not in during  # tracing is off
+    assert ended["outcome"] == "done"
+    assert own["channel"] == "43"
+
+
+async def test_context_follows_a_reply_into_the_tasks_it_starts() -> None:
+    seen: list[logs.ReplyContext | None] = []
+
+    async def child() -> None:
+        seen.append(logs.reply_context.get())
+
+    context = logs.ReplyContext("slack", "T1", "C1")
+    with logs.reply_scope("r-1", context):
+        await asyncio.create_task(child())
+    assert seen == [context]
+    assert logs.reply_context.get() is None and logs.reply_id.get() is None
+
+
+def test_error_is_a_short_code_given_or_the_exceptions_class() -> None:
+    logger, stream = capture("json")
+    logger.warning("platform call update failed: 429", extra={"error": "rate_limited"})
+    try:
+        raise ConnectionError("refused")
+    except ConnectionError:
+        logger.exception("could not store")
+        logger.error("given wins", exc_info=True, extra={"error": "store_failed"})
+    logger.warning("no error here")
+    given, from_class, both, plain = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert given["error"] == "rate_limited" and "traceback" not in given
+    assert (
+        from_class["error"] == "ConnectionError"
+        and "ConnectionError: refused" in (from_class["traceback"])
+    )
+    assert both["error"] == "store_failed"
+    assert "error" not in plain
+
+
+def test_json_tracebacks_go_through_the_redacting_formatexception(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The JSON formatter redacts a traceback as the text one does (by value as
+    well as by shape), through the same method."""
+    calls: list[object] = []
+    original = logs.RedactingFormatter.formatException
+
+    def spy(self: logs.RedactingFormatter, ei: object) -> str:
+        calls.append(ei)
+        return original(self, ei)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logs.RedactingFormatter, "formatException", spy)
+    logs.register_secret("0123456789abcdef0123456789abcdef")  # no shape: by value only
+    logger, stream = capture("json")
+    try:
+        raise ValueError("signature 0123456789abcdef0123456789abcdef did not match")
+    except ValueError:
+        logger.exception("verification failed")
+    assert len(calls) == 1
+    entry = json.loads(stream.getvalue())
+    assert entry["traceback"].splitlines()[-1] == "ValueError: signature [redacted] did not match"
+    assert "0123456789abcdef" not in stream.getvalue()
+
+
+def test_a_traceback_another_formatter_cached_unredacted_is_redacted_in_json() -> None:
+    try:
+        _fail_with_token()
+    except RuntimeError as exc:
+        error = exc
+    record = logging.LogRecord(
+        "lib", logging.ERROR, __file__, 1, "failed", None, (type(error), error, error.__traceback__)
+    )
+    logging.Formatter().format(record)  # caches exc_text, token included
+    assert record.exc_text is not None and BOT_TOKENS[1] in record.exc_text
+    entry = json.loads(logs.JsonFormatter().format(record))
+    assert BOT_TOKENS[1] not in json.dumps(entry)
+    assert entry["traceback"].endswith("Authorization: Bot [redacted]")
