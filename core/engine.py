@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from core.budget import Budget, LocalBudget, Turn, Urgency
@@ -32,7 +32,7 @@ from core.llm.events import (
     Usage,
 )
 from core.markdown import Page, Paginator, heal
-from core.observe import ReplyObserver, ReplyStats
+from core.observe import CallObserver, ReplyObserver, ReplyStats
 from core.pacing import Pacing
 from core.sink import (
     Frame,
@@ -125,6 +125,8 @@ class Reply:
         self._budget = budget or LocalBudget(clock=self._clock)
         self._pacing = pacing or Pacing()
         self._observer = observer
+        # Told of every call attempt and budget wait (tracing); None costs nothing.
+        self._calls = observer if isinstance(observer, CallObserver) else None
         self._append_only = sink.append_only
         self._routes = sink if isinstance(sink, RouteChoice) else None
         # Healing needs room on replace-style sinks; append-only ones need room to
@@ -331,10 +333,7 @@ class Reply:
             if page_final and trying_since is None:
                 trying_since = started
             try:
-                if call is SinkCall.FINISH:
-                    await self._sink.finish(frame, self._outcome())
-                else:
-                    await self._sink.render(frame)
+                await self._call(call, index, frame, waited)
             except RateLimited as limited:
                 await self._rate_limited(call, index, limited)
                 if page_final and self._gave_up(trying_since, attempts):
@@ -380,7 +379,12 @@ class Reply:
             # A platform error other than a 429.
             self.stats.sink_errors += 1
             attempts += 1
-            log.warning("platform call %s failed: %s", call.value, failure)
+            log.warning(
+                "platform call %s failed: %s",
+                call.value,
+                failure,
+                extra={"error": error_code(failure)},
+            )
             if not page_final:
                 self._last_call_end = self._clock.now()
                 return True  # a later frame will carry this text
@@ -392,6 +396,31 @@ class Reply:
                 continue
             retry = self._retry
             await self._clock.sleep(min(retry.backoff * 2.0 ** (attempts - 1), retry.max_backoff))
+
+    async def _call(self, call: SinkCall, index: int, frame: Frame | None, waited: float) -> None:
+        """Make the sink call ``call`` (``frame`` is None for ``OPEN``), telling a
+        ``CallObserver`` what it was and how it ended."""
+        calls = self._calls
+        if calls is None:
+            await self._send(call, frame)
+            return
+        scopes = self._sink.scopes(call, index)  # before the call: a Reroute changes them
+        started = self._clock.now()
+        error: str | None = None
+        try:
+            await self._send(call, frame)
+        except BaseException as exc:
+            error = error_code(exc)
+            raise
+        finally:
+            calls.call_attempted(call, scopes, self._clock.now() - started, waited, error)
+
+    def _send(self, call: SinkCall, frame: Frame | None) -> Awaitable[None]:
+        if frame is None:
+            return self._sink.open()
+        if call is SinkCall.FINISH:
+            return self._sink.finish(frame, self._outcome())
+        return self._sink.render(frame)
 
     def _plan(self, index: int, final: bool) -> tuple[SinkCall, list[Page]]:
         """Which call message ``index`` needs now, and the pages it was decided on."""
@@ -411,7 +440,10 @@ class Reply:
             if scope in self._held:
                 self._held.remove(scope)
                 continue
-            waited += await self._budget.acquire(scope, turn)
+            wait = await self._budget.acquire(scope, turn)
+            if wait > 0.0 and self._calls is not None:
+                self._calls.budget_waited(scope, wait)
+            waited += wait
         return waited
 
     def _turn(self, call: SinkCall) -> Turn:
@@ -459,6 +491,7 @@ class Reply:
             "could not deliver the final frame of message %d (%s): left for a later retry",
             frame.index,
             call.value,
+            extra={"error": "undelivered"},
         )
         self._undelivered.append(frame)
         if call is not SinkCall.FINISH:
@@ -547,7 +580,7 @@ class Reply:
                 return
         started = self._clock.now()
         try:
-            await self._sink.open()
+            await self._call(SinkCall.OPEN, 0, None, 0.0)
         except RateLimited as limited:
             await self._rate_limited(SinkCall.OPEN, 0, limited)
             return
@@ -558,6 +591,26 @@ class Reply:
             raise
         except Exception as exc:  # Reroute included: the first text takes the new route
             self.stats.sink_errors += 1
-            log.warning("platform call %s failed: %s", SinkCall.OPEN.value, exc)
+            log.warning(
+                "platform call %s failed: %s",
+                SinkCall.OPEN.value,
+                exc,
+                extra={"error": error_code(exc)},
+            )
             return
         self._after_call(SinkCall.OPEN, started, 0.0)
+
+
+def error_code(error: BaseException) -> str:
+    """What a failed sink call's ``error`` is called in logs and traces."""
+    if isinstance(error, RateLimited):
+        return "rate_limited"
+    if isinstance(error, Reroute):
+        return "reroute"
+    if isinstance(error, UserStopped):
+        return "user_stopped"
+    if isinstance(error, MessageGone):
+        return "gone"
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return type(error).__name__
