@@ -9,6 +9,10 @@ differ. So the order of things lives here, tested once:
 4. the reply streams, stoppable from any replica (``core.state.cancel``) and
    recorded in flight so a replica that dies has its reply finalised;
 5. the answer is stored and the tokens counted.
+
+Every line logged on a reply's behalf carries its platform, workspace, channel
+and id (``core.logs.reply_scope``), its last one the ``outcome``; with tracing
+on (``core.tracing``) the reply is one trace, rooted here.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import logs
+from core import logs, tracing
 from core.engine import FinalRetry, Reply, ReplyResult
 from core.lifecycle import ActiveReplies, ShuttingDown
 from core.llm.client import LLMClient
 from core.llm.events import Event, Finish, TextDelta
 from core.llm.messages import ChatMessage
 from core.metrics import ChatrelayMetrics
+from core.observe import ReplyObserver
 from core.pacing import Pacing
 from core.sink import Sink
 from core.state.connection import REDIS_FAILURES
@@ -109,8 +114,11 @@ class Responder:
         metrics: ChatrelayMetrics | None = None,
         active: ActiveReplies | None = None,
         retry: FinalRetry | None = None,
+        traces: tracing.Tracing | None = None,
     ) -> None:
         self.retry = retry
+        self.tracing = traces if traces is not None else tracing.process_tracing()
+        """None: replies are not traced (the default, unless OTEL settings say so)."""
         self.state = state
         self.llm = llm
         self.pacing = pacing or Pacing()
@@ -121,28 +129,42 @@ class Responder:
         """Answer ``request``; raises ``ShuttingDown`` once the process is draining."""
         if not self.active.accepting:
             raise ShuttingDown()
-        state = self.state
         reply_id = uuid.uuid4().hex
-        token = logs.reply_id.set(reply_id)
+        where = request.conversation.workspace
+        if self.tracing is None:
+            context = logs.ReplyContext(request.platform, where, request.channel)
+            with logs.reply_scope(reply_id, context):
+                return await self._respond(request, make_sink, reply_id, None)
+        with self.tracing.reply(
+            platform=request.platform, workspace=where, channel=request.channel, reply_id=reply_id
+        ) as trace:
+            context = logs.ReplyContext(request.platform, where, request.channel, trace.trace_id)
+            with logs.reply_scope(reply_id, context):
+                return await self._respond(request, make_sink, reply_id, trace)
+
+    async def _respond(
+        self,
+        request: ReplyRequest,
+        make_sink: SinkFactory,
+        reply_id: str,
+        trace: tracing.ReplyTrace | None,
+    ) -> ReplyResult:
+        state = self.state
         hooks = ReplyHooks()
-        try:
-            user, channel = request.quota_ids
-            quota = await state.usage.check(user=user, channel=channel)
-            if not quota.allowed:
-                return await self._say(
-                    make_sink(reply_id, hooks), quota.message or "Quota reached."
-                )
-            lease = await state.locks.acquire(request.conversation)
-            if lease is None:
-                return await self._say(make_sink(reply_id, hooks), BUSY_TEXT)
-            async with lease:
-                try:
-                    result = await self._stream(request, reply_id, hooks, make_sink, lease)
-                except _LockLost:
-                    return await self._say(make_sink(reply_id, hooks), BUSY_TEXT)
-        finally:
-            logs.reply_id.reset(token)
-        return result
+        user, channel = request.quota_ids
+        quota = await state.usage.check(user=user, channel=channel)
+        if not quota.allowed:
+            return await self._refuse(
+                make_sink(reply_id, hooks), quota.message or "Quota reached.", "quota", trace
+            )
+        lease = await state.locks.acquire(request.conversation)
+        if lease is None:
+            return await self._refuse(make_sink(reply_id, hooks), BUSY_TEXT, "busy", trace)
+        async with lease:
+            try:
+                return await self._stream(request, reply_id, hooks, make_sink, lease, trace)
+            except _LockLost:
+                return await self._refuse(make_sink(reply_id, hooks), BUSY_TEXT, "busy", trace)
 
     async def _stream(
         self,
@@ -151,9 +173,14 @@ class Responder:
         hooks: ReplyHooks,
         make_sink: SinkFactory,
         lease: Lease,
+        trace: tracing.ReplyTrace | None,
     ) -> ReplyResult:
         state = self.state
-        observer = self.metrics.observer(request.platform) if self.metrics else None
+        observer: ReplyObserver | None = (
+            self.metrics.observer(request.platform) if self.metrics else None
+        )
+        if trace is not None:
+            observer = trace.observer(observer)
         reply = Reply(
             make_sink(reply_id, hooks),
             budget=state.budget,
@@ -185,7 +212,7 @@ class Responder:
                 state.inflight.track(record) as tracker,
             ):
                 hooks.tracker = tracker
-                result = await reply.run(self.llm.stream(messages, extra=extra))
+                result = await reply.run(self.llm.stream(messages, extra=extra, trace=trace))
                 if result.delivered or result.gone:
                     tracker.settled = True
                 else:
@@ -200,7 +227,8 @@ class Responder:
         if lease.lost:
             log.warning(
                 "the conversation's lock was lost while the reply streamed (a long Redis "
-                "outage): another reply may have run alongside; storing this one anyway"
+                "outage): another reply may have run alongside; storing this one anyway",
+                extra={"error": "lock_lost"},
             )
         if result.text:
             try:
@@ -208,16 +236,24 @@ class Responder:
                     request.conversation, Turn("assistant", None, result.text)
                 )
             except REDIS_FAILURES as exc:  # shown already: only the model's memory of it is lost
-                log.warning("could not store the answer in its conversation: %s", exc)
+                log.warning(
+                    "could not store the answer in its conversation: %s",
+                    exc,
+                    extra={"error": logs.error_code(exc)},
+                )
         if result.usage is not None:
             user, channel = request.quota_ids
             await state.usage.record(user=user, channel=channel, usage=result.usage)
+        outcome = result.outcome.state
+        if trace is not None:
+            trace.outcome = outcome
         log.info(
             "reply %s: %d chars, %d messages, %d platform calls",
-            result.outcome.state,
+            outcome,
             len(result.text),
             result.messages,
             result.stats.updates,
+            extra={"outcome": outcome},
         )
         return result
 
@@ -229,7 +265,11 @@ class Responder:
         try:
             return await conversations.context(request.conversation, request.system_prompt, turn)
         except REDIS_FAILURES as exc:
-            log.warning("Redis is unavailable (%s): answering without the conversation", exc)
+            log.warning(
+                "Redis is unavailable (%s): answering without the conversation",
+                exc,
+                extra={"error": logs.error_code(exc)},
+            )
             return build_context(
                 request.system_prompt, [], conversations.prepare(turn), conversations.context_tokens
             )
@@ -252,9 +292,18 @@ class Responder:
             metrics.tokens.inc(model, "in", amount=result.usage.input_tokens)
             metrics.tokens.inc(model, "out", amount=result.usage.output_tokens)
 
-    async def _say(self, sink: Sink, text: str) -> ReplyResult:
-        """Show a fixed text through the sink, as a reply that is not stored."""
-        return await Reply(sink, budget=self.state.budget, pacing=self.pacing).run(_canned(text))
+    async def _refuse(
+        self, sink: Sink, text: str, outcome: str, trace: tracing.ReplyTrace | None
+    ) -> ReplyResult:
+        """Show a fixed text through the sink, as a reply that is not stored:
+        ``outcome`` says why (``quota``, ``busy``)."""
+        observer = trace.observer(None) if trace is not None else None
+        reply = Reply(sink, budget=self.state.budget, pacing=self.pacing, observer=observer)
+        result = await reply.run(_canned(text))
+        if trace is not None:
+            trace.outcome = outcome
+        log.info("reply refused (%s)", outcome, extra={"outcome": outcome})
+        return result
 
 
 class _LockLost(Exception):

@@ -11,17 +11,29 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from pydantic import BaseModel, SecretStr
+from redis.asyncio import Redis
 
 from bots.discord.ratelimits import RateLimitLearner, route_template, token_digest
 from bots.discord.settings import DiscordSettings
 from bots.slack.settings import SlackSettings
 from core import logs
+from core.clock import MonotonicClock
 from core.config import FallbackProvider, Settings
-from core.state.settings import StateSettings
+from core.llm.client import LLMClient
+from core.responder import ReplyRequest, Responder
+from core.state.keys import ConversationKey, Keys
+from core.state.settings import StateSettings, load_state_settings
+from core.state.store import State, open_state
+from tests.fakes.llm_server import FakeLLMServer, FakeResponse
+from tests.fakes.recording_sink import RecordingSink
+from tests.fakes.streams import chat_stream, split_events
+from tests.state.conftest import keys, redis, redis_url
+
+__all__ = ["keys", "redis", "redis_url"]
 
 
 def discord_bot_token(user_id: int) -> str:
@@ -468,6 +480,13 @@ async def test_a_429_on_an_interaction_logs_the_route_not_the_token(
 # --------------------------------------------------------------------------- the JSON schema
 
 
+@pytest.fixture
+async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State]:
+    settings = load_state_settings(redis_url=redis_url, redis_prefix=keys.prefix)
+    async with open_state(settings) as opened:
+        yield opened
+
+
 def test_a_line_logged_during_a_reply_carries_its_context() -> None:
     logger, stream = capture("json")
     handler = logger.handlers[0]
@@ -560,3 +579,46 @@ def test_a_traceback_another_formatter_cached_unredacted_is_redacted_in_json() -
     entry = json.loads(logs.JsonFormatter().format(record))
     assert BOT_TOKENS[1] not in json.dumps(entry)
     assert entry["traceback"].endswith("Authorization: Bot [redacted]")
+
+
+async def test_every_line_of_a_reply_carries_its_context_and_the_last_its_outcome(
+    state: State, llm: LLMClient, llm_server: FakeLLMServer
+) -> None:
+    """Through the responder: a platform call fails once (an error line), then
+    the reply ends (the outcome line)."""
+    llm_server.enqueue(FakeResponse(chunks=split_events(chat_stream(["Hi", " there."]))))
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(logs.ReplyIdFilter())
+    handler.setFormatter(logs.JsonFormatter())
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    sink = RecordingSink(
+        MonotonicClock(), fail=lambda call, n: RuntimeError("platform hiccup") if n == 0 else None
+    )
+    conversation = ConversationKey("slack", "T9", "C9", "1.0")
+    request = ReplyRequest(
+        platform="slack",
+        conversation=conversation,
+        author="U1",
+        text="hello?",
+        channel="C9",
+        system_prompt="be brief",
+    )
+    try:
+        result = await Responder(state, llm).respond(request, lambda reply_id, hooks: sink)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert result.outcome.state == "done"
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [e for e in entries if e.get("reply_id")]
+    assert mine and len({e["reply_id"] for e in mine}) == 1
+    for entry in mine:
+        assert (entry["platform"], entry["workspace"], entry["channel"]) == ("slack", "T9", "C9")
+    failed = [e for e in mine if "platform hiccup" in e["message"]]
+    assert [e["error"] for e in failed] == ["RuntimeError"]
+    assert mine[-1]["outcome"] == "done" and mine[-1]["logger"] == "core.responder"
+    assert [e for e in mine if "outcome" in e] == [mine[-1]]

@@ -24,7 +24,7 @@ import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.request import getproxies
 
 import httpx
@@ -32,7 +32,7 @@ import httpx
 from core.llm.anthropic import AnthropicMessages
 from core.llm.chat import ChatCompletions
 from core.llm.dialect import Dialect
-from core.llm.events import CONTENT_EVENTS, Event, Finish, StreamError
+from core.llm.events import CONTENT_EVENTS, Event, Finish, StreamError, Usage
 from core.llm.messages import ChatMessage
 from core.llm.provider import Provider
 from core.llm.responses import OpenAIResponses
@@ -68,6 +68,45 @@ class RetryPolicy:
         """Exponential, with "equal jitter" so synchronized clients spread out."""
         delay = min(self.max_delay, self.base_delay * 2.0**attempt)
         return delay / 2 + delay / 2 * jitter
+
+
+class AttemptTrace(Protocol):
+    """What a trace records of one request to a provider (``core.tracing``)."""
+
+    def record(self, event: Event) -> None:
+        """The request's ``Usage``, ``Finish`` or ``StreamError`` (no other event)."""
+        ...
+
+    def end(self) -> None:
+        """The request is over (finished, failed, or closed by its reader)."""
+        ...
+
+
+class ModelTrace(Protocol):
+    """A reply's trace, given to ``LLMClient.stream``: one span per request."""
+
+    def attempt(self, provider: Provider, model: str, number: int) -> AttemptTrace:
+        """A request to ``provider`` for ``model`` starts; ``number`` counts this
+        stream's requests (retries and fallbacks) from 1."""
+        ...
+
+
+_TRACED = (Usage, Finish, StreamError)
+
+
+async def _traced(
+    events: AsyncGenerator[Event, None], span: AttemptTrace
+) -> AsyncGenerator[Event, None]:
+    """``events`` with their usage, finish and error recorded on ``span``, which
+    ends with them. Only a traced stream pays this layer."""
+    try:
+        async with aclosing(events):
+            async for event in events:
+                if type(event) in _TRACED:
+                    span.record(event)
+                yield event
+    finally:
+        span.end()
 
 
 class LLMClient:
@@ -115,10 +154,16 @@ class LLMClient:
             await self._http.aclose()
 
     async def stream(
-        self, messages: Sequence[ChatMessage], *, extra: Mapping[str, Any] | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        extra: Mapping[str, Any] | None = None,
+        trace: ModelTrace | None = None,
     ) -> AsyncIterator[Event]:
-        """The reply's events, from the first provider that starts answering."""
+        """The reply's events, from the first provider that starts answering;
+        with a ``trace``, a span per request."""
         failures: list[str] = []
+        requests = 0
         last: StreamError | None = None
         observer = self.observer
         for index, provider in enumerate(self.providers):
@@ -127,7 +172,13 @@ class LLMClient:
                 error: StreamError | None = None
                 if observer is not None:
                     observer.request(provider.label)
-                async with aclosing(self._attempt(provider, messages, extra)) as events:
+                attempt_events = self._attempt(provider, messages, extra)
+                if trace is not None:
+                    requests += 1
+                    model = {**provider.extra_body, **(extra or {})}.get("model", provider.model)
+                    span = trace.attempt(provider, str(model), requests)
+                    attempt_events = _traced(attempt_events, span)
+                async with aclosing(attempt_events) as events:
                     async for event in events:
                         if not started:
                             if type(event) is StreamError:
@@ -143,7 +194,10 @@ class LLMClient:
                 if observer is not None:
                     observer.error(provider.label, error_reason(error), False)
                 log.warning(
-                    "model %s failed before its first token: %s", provider.label, error.message
+                    "model %s failed before its first token: %s",
+                    provider.label,
+                    error.message,
+                    extra={"error": error.kind},
                 )
                 delay = self._retry_delay(error, attempt)
                 if delay is None:
