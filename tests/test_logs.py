@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, SecretStr
@@ -485,6 +486,45 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
     settings = load_state_settings(redis_url=redis_url, redis_prefix=keys.prefix)
     async with open_state(settings) as opened:
         yield opened
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "logs.md"
+
+
+def documented_fields() -> list[str]:
+    """The fields of docs/logs.md's JSON table: its rows' first cells."""
+    text = DOCS.read_text(encoding="utf-8")
+    table = text.split("<!-- log fields -->", 2)[1]
+    return re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
+
+
+def everything_record() -> logging.LogRecord:
+    """A record with every field the JSON formatter can write."""
+    try:
+        _fail_with_token()
+    except RuntimeError as exc:
+        error = exc
+    record = logging.LogRecord(
+        "core.responder",
+        logging.ERROR,
+        __file__,
+        1,
+        "reply %s",
+        ("failed",),
+        (type(error), error, error.__traceback__),
+    )
+    record.stack_info = "Stack (most recent call last):\n  here()"
+    record.outcome = "failed"
+    context = logs.ReplyContext("slack", "T1", "C1", "0af7651916cd43dd8448eb211c80319c")
+    with logs.reply_scope("r-1", context):
+        logs.ReplyIdFilter().filter(record)
+    return record
+
+
+def test_the_docs_list_every_field_the_json_formatter_writes() -> None:
+    entry = json.loads(logs.JsonFormatter().format(everything_record()))
+    assert list(entry) == list(logs.JsonFormatter.FIELDS)  # all of them, in that order
+    assert documented_fields() == list(logs.JsonFormatter.FIELDS)
 
 
 def test_a_line_logged_during_a_reply_carries_its_context() -> None:
