@@ -33,6 +33,7 @@ The model request's span is made by ``core.llm.client`` through its small
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -311,7 +312,7 @@ class Tracing:
         try:
             yield trace
         except BaseException as exc:
-            cancelled = isinstance(exc, GeneratorExit) or type(exc).__name__ == "CancelledError"
+            cancelled = isinstance(exc, asyncio.CancelledError | GeneratorExit)
             trace.outcome = trace.outcome or ("cancelled" if cancelled else "error")
             if not cancelled:
                 span.record_exception(exc, escaped=True)

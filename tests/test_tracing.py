@@ -372,6 +372,25 @@ async def test_an_exception_leaving_a_reply_is_recorded_on_its_root() -> None:
     assert root.status.status_code is StatusCode.ERROR
 
 
+async def test_a_cancelled_reply_ends_its_root_as_cancelled_not_as_an_error() -> None:
+    traces, exporter = traced()
+    entered = asyncio.Event()
+
+    async def reply() -> None:
+        with traces.reply(platform="slack", workspace="T1", channel="C1", reply_id="r"):
+            entered.set()
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(reply())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [root] = exporter.get_finished_spans()
+    assert attributes(root)["chatrelay.outcome"] == "cancelled"
+    assert root.status.status_code is StatusCode.UNSET and "error.type" not in attributes(root)
+
+
 # --------------------------------------------------------------------------- settings
 
 
