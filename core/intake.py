@@ -13,8 +13,10 @@ instead of guessing how long handling takes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # prometheus_client is for ``chatrelay run`` only
@@ -33,6 +35,16 @@ RECENT = 1000
 """Message ids whose outcome is kept for ``outcome``/``wait``; the oldest go first."""
 
 
+_RECEIVED: ContextVar[float | None] = ContextVar("chatrelay_event_received", default=None)
+
+
+def event_received_at() -> float | None:
+    """When the platform event this task handles reached the process (wall clock,
+    set by ``IntakeLog.received``), so a reply's trace starts at the event, not
+    when the responder got to it; None outside an event's handling."""
+    return _RECEIVED.get()
+
+
 class IntakeLog:
     def __init__(
         self, on_outcome: Callable[[Outcome], None] | None = None, keep: int = RECENT
@@ -49,6 +61,7 @@ class IntakeLog:
 
     def received(self, message_id: Hashable) -> None:
         """A handler starts on message ``message_id``."""
+        _RECEIVED.set(time.time())
         self.counts["received"] += 1
         if self._on_received is not None:
             self._on_received()

@@ -26,6 +26,7 @@ from typing import Any
 
 from core import logs, tracing
 from core.engine import FinalRetry, Reply, ReplyResult
+from core.intake import event_received_at
 from core.lifecycle import ActiveReplies, ShuttingDown
 from core.llm.client import LLMClient
 from core.llm.events import Event, Finish, TextDelta
@@ -66,6 +67,9 @@ class ReplyRequest:
     """What the adapter needs to answer this message again in another process
     (``core.state.deferred``): kept in the in-flight record, so a reply cut off
     before it showed anything is answered anew rather than lost."""
+    received_at: float | None = field(default_factory=event_received_at)
+    """Wall-clock seconds when the platform event reached the process (where the
+    reply's trace starts); by default read from the event's handling context."""
     partition: str = ""
     """Which processes may answer it (a Discord shard; "" for any)."""
     prepare: Callable[[], Awaitable[None]] | None = None
@@ -136,7 +140,11 @@ class Responder:
             with logs.reply_scope(reply_id, context):
                 return await self._respond(request, make_sink, reply_id, None)
         with self.tracing.reply(
-            platform=request.platform, workspace=where, channel=request.channel, reply_id=reply_id
+            platform=request.platform,
+            workspace=where,
+            channel=request.channel,
+            reply_id=reply_id,
+            started=request.received_at,
         ) as trace:
             context = logs.ReplyContext(request.platform, where, request.channel, trace.trace_id)
             with logs.reply_scope(reply_id, context):

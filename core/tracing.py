@@ -290,15 +290,23 @@ class Tracing:
 
     @contextlib.contextmanager
     def reply(
-        self, *, platform: str, workspace: str, channel: str, reply_id: str
+        self,
+        *,
+        platform: str,
+        workspace: str,
+        channel: str,
+        reply_id: str,
+        started: float | None = None,
     ) -> Iterator[ReplyTrace]:
         """The root span of one reply, current while the reply runs (so spans
-        of other instrumentation, an HTTP client's, join its trace). Set the
-        ``outcome`` of the ``ReplyTrace`` before leaving; an exception leaving
-        it is recorded (outcome ``error``, or ``cancelled``)."""
+        of other instrumentation, an HTTP client's, join its trace), from
+        ``started`` (wall-clock seconds: when the platform event arrived) if
+        given. Set the ``outcome`` of the ``ReplyTrace`` before leaving; an
+        exception leaving it is recorded (outcome ``error``, or ``cancelled``)."""
         span = self._tracer.start_span(
             REPLY_SPAN,
             kind=self._kinds.CONSUMER,
+            start_time=int(started * 1e9) if started is not None else None,
             attributes={
                 "chatrelay.platform": platform,
                 "chatrelay.workspace": workspace,

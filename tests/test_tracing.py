@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,10 +35,13 @@ from core.budget import Limit, LimitTable, LocalBudget
 from core.clock import MonotonicClock
 from core.config import ConfigError
 from core.engine import Reply
+from core.intake import IntakeLog
 from core.llm.client import LLMClient, RetryPolicy, Timeouts
 from core.llm.provider import Provider
 from core.pacing import Pacing
+from core.responder import ReplyRequest
 from core.sink import RateLimited
+from core.state.keys import ConversationKey
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse, error_response
 from tests.fakes.recording_sink import RecordingSink
 from tests.fakes.slack_server import FakeSlack
@@ -113,7 +117,11 @@ async def test_a_slack_reply_is_one_trace_from_the_event_to_each_platform_call(
     root_logger.setLevel(logging.INFO)
     try:
         async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
-            await slack.deliver_socket(slack.user_message("C1", "hi?", user="U1", mention=True))
+            sent = time.time_ns()
+            delivery = await slack.deliver_socket(
+                slack.user_message("C1", "hi?", user="U1", mention=True)
+            )
+            acked = time.time_ns()
             await slack.wait_calls("chat.stopStream", timeout=15)
             await until_span(spans, tracing.REPLY_SPAN)
     finally:
@@ -122,6 +130,11 @@ async def test_a_slack_reply_is_one_trace_from_the_event_to_each_platform_call(
 
     found = spans.get_finished_spans()
     [root] = named(found, tracing.REPLY_SPAN)
+    # The trace starts when the event reached the bot (before Slack had its ack),
+    # not when the responder got round to it.
+    assert delivery.acked and root.start_time is not None
+    assert sent <= root.start_time <= acked + 10**9
+    assert all(root.start_time <= (span.start_time or 0) for span in found if span is not root)
     trace_id = root.context.trace_id
     assert {span.context.trace_id for span in found} == {trace_id}  # one trace
     assert root.parent is None and root.kind is SpanKind.CONSUMER
@@ -357,6 +370,39 @@ def test_the_tracing_observer_passes_everything_on_to_the_metrics_one() -> None:
         ("platform_call", 0.5),
         ("rate_limited", "slack:T1:chat.update"),  # the metrics keep their own labels
     ]
+
+
+def test_a_reply_trace_starts_when_its_platform_event_arrived() -> None:
+    """The adapters note an event's arrival (``IntakeLog.received``); a request
+    built while handling it carries that time, and its root span starts there,
+    so time spent before the responder (dedupe, locks, a busy loop) shows."""
+    intake = IntakeLog()
+    arrived_before = time.time()
+    intake.received("Ev1")
+    request = ReplyRequest(
+        platform="slack",
+        conversation=ConversationKey("slack", "T1", "C1", "1.0"),
+        author="U1",
+        text="hi",
+        channel="C1",
+        system_prompt="",
+    )
+    assert request.received_at is not None and arrived_before <= request.received_at
+    traces, exporter = traced()
+    with traces.reply(
+        platform="slack", workspace="T1", channel="C1", reply_id="r", started=request.received_at
+    ) as trace:
+        trace.outcome = "done"
+    [root] = exporter.get_finished_spans()
+    assert root.start_time == int(request.received_at * 1e9)
+    started = time.time() - 5.0
+    with traces.reply(
+        platform="slack", workspace="T1", channel="C1", reply_id="r2", started=started
+    ) as trace:
+        trace.outcome = "done"
+    later = exporter.get_finished_spans()[-1]
+    assert later.end_time is not None and later.start_time is not None
+    assert later.end_time - later.start_time >= 5 * 10**9
 
 
 async def test_an_exception_leaving_a_reply_is_recorded_on_its_root() -> None:
