@@ -13,6 +13,7 @@ tiers are "N+ per minute". Sinks name their scopes to match these patterns.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -177,10 +178,12 @@ class StateSettings(BaseSettings):
             )
         return self
 
-    def limit_table(self) -> LimitTable:
-        """``RATE_LIMITS`` first, then the defaults (with ``RATE_TIER_WINDOW``)."""
+    def limit_table(self, defaults: Mapping[str, RateLimit] | None = None) -> LimitTable:
+        """``RATE_LIMITS`` first, then ``defaults`` (None: the built-in ones, with
+        ``RATE_TIER_WINDOW``)."""
         rules = {pattern: parse_limit(spec) for pattern, spec in self.rate_limits.items()}
-        defaults = default_limits(self.rate_tier_window, self.slack_status_per_minute)
+        if defaults is None:
+            defaults = default_limits(self.rate_tier_window, self.slack_status_per_minute)
         for pattern, limit in defaults.items():
             rules.setdefault(pattern, limit)
         return LimitTable(rules)
