@@ -45,6 +45,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.pacing --json bench/results/pacing.json
 	$(BIN)/python -m bench.plot_pacing bench/results/pacing.json
 	$(MAKE) bench-load
+	$(MAKE) bench-production
 
 # Concurrent mentions through the real service (one OS process per replica) against
 # the fake platforms and REDIS_URL (default redis://127.0.0.1:6379/0); about 3 minutes.
@@ -67,6 +68,13 @@ constraints:
 	  echo "# pyproject.toml's runtime dependencies and build backend, every version exact."; \
 	  echo "# deploy/Dockerfile installs from it. Don't edit by hand: regenerate."; \
 	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude pip; } > deploy/constraints.txt
+
+# 2,000 concurrent /ask replies through the real Discord service on a private redis-server,
+# the fake Discord and the model each in its own process; chatrelay's CPU, Redis round trips
+# per update, memory per reply, staleness. BENCH_PRODUCTION_ARGS="--replies 200" for a
+# quick run, --profile for a cProfile, --redis-url $$REDIS_URL to use that Redis instead.
+bench-production: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.production --json bench/results/production.json $(BENCH_PRODUCTION_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

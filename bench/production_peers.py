@@ -164,14 +164,26 @@ class DiscordPeer:
         messages = self.messages(ask)
         return bool(messages) and all(discord_finished(m) for m in messages)
 
+    def over(self, ask: InteractionRecord) -> bool:
+        """Ended, or never deferred in time (it never gets a message)."""
+        late = time.monotonic() - ask.created_at > self.fake.callback_deadline
+        return self.ended(ask) or (not ask.acknowledged and late)
+
     async def wait(self, request: Json) -> Json:
-        deadline = time.monotonic() + float(request["within"])
-        while time.monotonic() < deadline:
-            if all(self.ended(a) for a in self.asks):
+        """Until every reply is over, ``within`` seconds have passed, or the bot has
+        made no call for ``idle`` seconds (what is left will not end by itself: an
+        orphan's finaliser comes within the in-flight timeout, 30 s, and a sweep)."""
+        now = time.monotonic()
+        deadline, idle = now + float(request["within"]), float(request["idle"])
+        calls, quiet_since = len(self.fake.calls), now
+        while now < deadline and now - quiet_since < idle:
+            if all(self.over(a) for a in self.asks):
                 break
             await asyncio.sleep(0.25)
-        ended = sum(self.ended(a) for a in self.asks)
-        return {"ended": ended, "at": time.monotonic()}
+            now = time.monotonic()
+            if len(self.fake.calls) != calls:
+                calls, quiet_since = len(self.fake.calls), now
+        return {"ended": sum(self.over(a) for a in self.asks), "at": time.monotonic()}
 
     async def report(self, request: Json) -> Json:
         model = Model(
@@ -207,9 +219,14 @@ class DiscordPeer:
         calls = [c for c in self.fake.calls if c.time >= first_event]
         by_route = Counter(f"{c.method} {c.route} {c.status}" for c in calls)
         updates = [c for c in calls if c.route in UPDATE_ROUTES and c.status < 300]
-        # The steady path: every reply is showing text and none has had its last write.
+        # The steady path: 90 % of the replies show text and 90 % still stream (the
+        # model has not written their last token). Empty when a saturated process
+        # shows first texts later than the first streams end.
         ends = [s.times[-1] for s in sent.values() if s.times]
-        steady = (max(first_text_at, default=0.0), min(ends, default=0.0))
+        steady = (
+            percentile(first_text_at, 0.9) if first_text_at else 0.0,
+            percentile(ends, 0.1) if ends else 0.0,
+        )
         steady_edits = sum(
             1 for c in updates if c.method == "PATCH" and steady[0] <= c.time < steady[1]
         )
