@@ -60,7 +60,6 @@ from bots.discord.access import Access, lineage, role_ids
 from bots.discord.catchup import CatchUp
 from bots.discord.controls import parse_stop
 from bots.discord.conversations import (
-    ResetMarks,
     ask_conversation,
     chain_conversation,
     chain_turns,
@@ -76,7 +75,7 @@ from bots.discord.handover import (
     shard_of,
     to_payload,
 )
-from bots.discord.models import ModelChoices
+from bots.discord.models import ChannelModels
 from bots.discord.outlets import (
     NO_MENTIONS,
     ChannelOutlet,
@@ -96,12 +95,9 @@ from core.lifecycle import ShuttingDown
 from core.responder import ReplyHooks, ReplyRequest, Responder, SinkFactory
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
 from core.sink import MessageGone, RateLimited, Sink
-from core.state.chains import ReplyChains
 from core.state.connection import REDIS_FAILURES
 from core.state.deferred import DeferredRequest
-from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey
-from core.state.lastseen import LastSeen
 from core.state.store import State
 
 log = logging.getLogger(__name__)
@@ -141,19 +137,14 @@ class DiscordBot:
         self.responder = responder
         self.rules = rules
         self.clock = clock or MonotonicClock()
-        ttl = state.settings.conversation_ttl
-        self.handoffs = Handoffs(state.redis, state.keys)
-        self.chains = ReplyChains(state.redis, state.keys, ttl=ttl)
-        """Which reply chain a message belongs to (never raises for Redis)."""
-        self.resets = ResetMarks(state.redis, state.keys, ttl=ttl)
-        self.models = ModelChoices(state.redis, state.keys, settings.discord_models)
+        self.models = ChannelModels(state.choices, settings.discord_models)
         self.access = Access.from_settings(settings)
         self.permission_log = PermissionLog()
         self.intake = IntakeLog(on_intake)
         """What became of each message received (``core.intake``)."""
         self.catchup = CatchUp(
             client,
-            LastSeen(state.redis, state.keys),
+            state.last_seen,
             state.budget,
             take=self._take_caught_up,
             taken=self.intake.taken,
@@ -300,9 +291,11 @@ class DiscordBot:
                     return "answered"
                 if not explicit:
                     if continuing:
-                        await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
+                        await self.state.handoffs.hand_over(
+                            conversation, policy.handoff_quiet_minutes
+                        )
                     return "ignored"
-            if await self.handoffs.is_handed_over(conversation):
+            if await self.state.handoffs.is_handed_over(conversation):
                 return "ignored"
         if (
             auto
@@ -326,9 +319,9 @@ class DiscordBot:
         reference = message.reference
         if reference is None or reference.message_id is None or reference.channel_id != channel.id:
             conversation = chain_conversation(guild.id, channel.id, message.id)
-            await self.chains.remember(conversation, str(message.id))
+            await self.state.chains.remember(conversation, str(message.id))
             return conversation, False
-        known = await self.chains.lookup(PLATFORM, str(reference.message_id))
+        known = await self.state.chains.lookup(PLATFORM, str(reference.message_id))
         if known is not None:
             conversation = known
         else:
@@ -342,7 +335,7 @@ class DiscordBot:
             if turns and not await self._remembers(conversation):
                 await self.state.conversations.append(conversation, *turns)
                 log.info("rebuilt %d turns of reply chain %s from Discord", len(turns), root)
-        await self.chains.remember(conversation, str(message.id))
+        await self.state.chains.remember(conversation, str(message.id))
         return conversation, True
 
     async def _recall_thread(
@@ -352,12 +345,12 @@ class DiscordBot:
         in): read its recent messages back once, never past a ``/reset``."""
         if await self._remembers(conversation):
             return
-        since = await self.resets.since(conversation)
+        since = await self.state.resets.since(conversation)
         turns = await channel_turns(
             thread,
             self.me.id,
             before=before,
-            after=discord.Object(since) if since else None,
+            after=discord.Object(int(since)) if since else None,
             limit=THREAD_HISTORY,
             budget=self.state.budget,
         )
@@ -366,10 +359,10 @@ class DiscordBot:
             log.info("rebuilt %d turns of thread %s from Discord", len(turns), thread.id)
 
     async def _remembers(self, conversation: ConversationKey) -> bool:
-        return bool(await self.state.redis.exists(self.state.keys.conversation(conversation)))
+        return await self.state.conversations.exists(conversation)
 
     async def _resume(self, message: discord.Message, conversation: ConversationKey) -> None:
-        await self.handoffs.resume(conversation)
+        await self.state.handoffs.resume(conversation)
         await acquire_all(self.state.budget, (channel_scope(message.channel.id), GLOBAL_SCOPE))
         await message.channel.send(
             BACK_TEXT,
@@ -515,7 +508,7 @@ class DiscordBot:
         """``/reset``: forget the conversation the command belongs to."""
         conversation = command_conversation(interaction)
         forgot = await self.state.conversations.reset(conversation)
-        await self.resets.mark(conversation, interaction.id)
+        await self.state.resets.mark(conversation, str(interaction.id))
         return forgot
 
     # -- the reply ---------------------------------------------------------------
@@ -726,7 +719,7 @@ class DiscordBot:
         fallback: Callable[[], ChannelOutlet | None],
         deadline: float | None,
     ) -> SinkFactory:
-        chains = self.chains
+        chains = self.state.chains
 
         def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
             async def created(message_id: int) -> None:

@@ -7,6 +7,8 @@ lost from memory is read back.
   the user's, continues it. Which message belongs to which conversation is
   kept in Redis (``core.state.chains``), so a reply finds its conversation with
   one read however long the chain is.
+- ``/reset`` leaves a mark (``core.state.resets``), so reading a thread back
+  never brings back what the user asked the bot to forget.
 - ``/ask`` in a guild channel keeps one conversation per user and channel; in
   a thread or DM it joins that channel's conversation.
 
@@ -22,14 +24,12 @@ from __future__ import annotations
 import logging
 
 import discord
-from redis.asyncio import Redis
 
 from bots.discord.format import answer_of, strip_mention
 from bots.discord.ratelimits import GLOBAL_SCOPE
 from core.budget import Budget
-from core.state.buckets import REDIS_FAILURES
 from core.state.conversations import Turn
-from core.state.keys import ConversationKey, Keys
+from core.state.keys import ConversationKey
 
 log = logging.getLogger(__name__)
 
@@ -116,26 +116,6 @@ async def channel_turns(
         log.info("could not read channel %s back: %s", getattr(channel, "id", "?"), exc)
     turns.reverse()
     return turns
-
-
-class ResetMarks:
-    """Where ``/reset`` was last used in a thread, so reading the thread back later
-    never brings back what the user asked the bot to forget."""
-
-    def __init__(self, redis: Redis, keys: Keys, *, ttl: int) -> None:
-        self._redis = redis
-        self._prefix = f"{keys.prefix}discord:reset:"
-        self.ttl = ttl
-
-    async def mark(self, conversation: ConversationKey, snowflake: int) -> None:
-        await self._redis.set(f"{self._prefix}{conversation.id}", str(snowflake), ex=self.ttl)
-
-    async def since(self, conversation: ConversationKey) -> int | None:
-        try:
-            raw = await self._redis.get(f"{self._prefix}{conversation.id}")
-        except REDIS_FAILURES:
-            return None
-        return int(raw) if raw is not None else None
 
 
 def _turn(message: discord.Message, bot_id: int) -> Turn | None:

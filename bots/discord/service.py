@@ -56,8 +56,7 @@ from core.llm.client import LLMClient
 from core.metrics import ChatrelayMetrics
 from core.responder import Responder
 from core.state.inflight import Finalise, InflightRecord
-from core.state.invalid import InvalidRequests
-from core.state.learned import AdaptiveLimits, LearnedLimits
+from core.state.learned import AdaptiveLimits
 from core.state.store import State
 
 log = logging.getLogger(__name__)
@@ -142,7 +141,7 @@ async def discord_app(
     replies = ActiveReplies() if active is None else active
     limits = _adaptive_limits(state, settings)
     guard = InvalidRequestGuard(
-        InvalidRequests(state.redis, state.keys, PLATFORM),
+        state.invalid_requests(PLATFORM),
         limits,
         slow_at=settings.discord_invalid_slow,
         pause_at=settings.discord_invalid_pause,
@@ -219,9 +218,7 @@ def _adaptive_limits(state: State, settings: DiscordSettings) -> AdaptiveLimits:
     shared = state.shared_budget
     if isinstance(shared.limits, AdaptiveLimits):
         return shared.limits
-    learned = LearnedLimits(
-        state.redis, state.keys, PLATFORM, ttl=settings.discord_learned_limit_ttl
-    )
+    learned = state.learned_limits(PLATFORM, ttl=settings.discord_learned_limit_ttl)
     limits = AdaptiveLimits(shared.limits, learned)
     shared.use_limits(limits)
     return limits

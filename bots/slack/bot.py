@@ -44,7 +44,6 @@ from core.sink import Sink
 from core.state.connection import REDIS_FAILURES
 from core.state.conversations import Turn
 from core.state.deferred import DeferredRequest
-from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey
 from core.state.store import State
 
@@ -71,6 +70,9 @@ IGNORED_SUBTYPES = frozenset(
 GROUP_CACHE_SECONDS = 300.0
 """How long a user group's members are trusted before asking Slack again."""
 
+NATIVE_STREAMING = "native"
+"""The feature noted in ``State.missing_features`` when a workspace refuses
+``chat.startStream``."""
 NATIVE_UNSUPPORTED_TTL = 24 * 3600
 """How long a workspace without native streaming is remembered (it may gain it)."""
 
@@ -80,9 +82,6 @@ HANDOVER_VERSION = 1
 STOP_REFUSED = (
     "Only the person who asked, this channel's agents or a workspace admin can stop this reply."
 )
-
-REDIS_WAIT = 1.0
-"""Seconds a listener waits for Redis on a reply's path before going on without it."""
 
 
 class SlackBot:
@@ -107,7 +106,6 @@ class SlackBot:
         self.client = client
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
-        self.handoffs = Handoffs(state.redis, state.keys)
         self._group_members: dict[str, tuple[float, frozenset[str]]] = {}
         self._replies: set[asyncio.Task[Outcome]] = set()
         self.intake = IntakeLog(outcome_metric(metrics, "slack") if metrics else None)
@@ -169,7 +167,7 @@ class SlackBot:
                 and text.lower() == RESUME_COMMAND
             ):
                 try:
-                    await self.handoffs.resume(conversation)
+                    await self.state.handoffs.resume(conversation)
                 except REDIS_FAILURES as exc:
                     log.warning("could not resume the bot in a thread: %s", exc)
                     return "failed"
@@ -203,7 +201,7 @@ class SlackBot:
         if await self._is_agent(policy, event.get("user", ""), team):
             if thread_ts:
                 try:
-                    await self.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
+                    await self.state.handoffs.hand_over(conversation, policy.handoff_quiet_minutes)
                 except REDIS_FAILURES as exc:
                     log.warning("could not record an agent taking over a thread: %s", exc)
             return "ignored"
@@ -420,7 +418,7 @@ class SlackBot:
     async def _handed_over(self, conversation: ConversationKey, *, default: bool) -> bool:
         """Whether a human agent has the conversation; ``default`` when Redis can't say."""
         try:
-            return await self.handoffs.is_handed_over(conversation)
+            return await self.state.handoffs.is_handed_over(conversation)
         except REDIS_FAILURES as exc:
             log.warning("could not tell whether an agent has the thread: %s", exc)
             return default
@@ -477,18 +475,16 @@ class SlackBot:
     async def _native_ok(self, team: str) -> bool:
         """Whether to try native streaming (yes when Redis can't tell: the first
         refusal switches the reply over anyway)."""
-        key = f"{self.state.keys.prefix}slack:no-native:{team}"
         try:
-            async with asyncio.timeout(REDIS_WAIT):
-                return not await self.state.redis.exists(key)
+            return not await self.state.missing_features.lacks("slack", team, NATIVE_STREAMING)
         except REDIS_FAILURES:
             return True
 
     async def _remember_no_native(self, team: str) -> None:
-        key = f"{self.state.keys.prefix}slack:no-native:{team}"
         try:
-            async with asyncio.timeout(REDIS_WAIT):
-                await self.state.redis.set(key, "1", ex=NATIVE_UNSUPPORTED_TTL)
+            await self.state.missing_features.note(
+                "slack", team, NATIVE_STREAMING, ttl=NATIVE_UNSUPPORTED_TTL
+            )
         except REDIS_FAILURES as exc:
             log.warning("could not remember that workspace %s has no streaming: %s", team, exc)
 

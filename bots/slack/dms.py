@@ -31,7 +31,6 @@ Every call spends its method's budget first, like every other Slack call.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -60,8 +59,6 @@ GREETING = "Hi! Ask me anything: each message you send here starts its own threa
 
 GREETING_EVERY = 7 * 24 * 3600
 """Seconds before a user who opens the DM again is greeted again."""
-
-REDIS_WAIT = 1.0
 
 Budgeted = Callable[[str, str, str], Awaitable[None]]
 """(team, Web API method, channel): waits for a slot of the method's budget."""
@@ -153,10 +150,8 @@ class DirectMessages:
     async def _first_greeting(self, team: str, user: str) -> bool:
         """Whether ``user`` is due a greeting, claiming it (one replica greets).
         Without Redis: no, as greeting on every visit would be worse than none."""
-        key = f"{self.state.keys.prefix}slack:greeted:{team}:{user}"
         try:
-            async with asyncio.timeout(REDIS_WAIT):
-                return bool(await self.state.redis.set(key, "1", nx=True, ex=GREETING_EVERY))
+            return await self.state.greetings.claim("slack", team, user, every=GREETING_EVERY)
         except REDIS_FAILURES as exc:
             log.warning("could not tell whether %s was greeted: %s", user, exc)
             return False

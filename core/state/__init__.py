@@ -5,6 +5,10 @@ all under one prefix), ``conversations`` (turns and the model's context),
 ``buckets`` (the shared rate budget), ``dedupe`` (one reply per event),
 ``locks`` (one reply per conversation), ``cancel`` (Stop from any replica),
 ``inflight`` (finishing a dead replica's replies), ``usage`` (tokens and
-quotas), ``handoff`` (a human agent took a thread over), ``settings``;
-``store`` opens them all together.
+quotas), ``handoff`` (a human agent took a thread over), ``chains`` (reply
+chains), ``lastseen`` (catch-up cursors), ``resets`` (``/reset`` marks),
+``choices`` (a channel's model), ``greetings`` (greeted users), ``features``
+(features a workspace lacks), ``learned`` and ``invalid`` (a platform's learnt
+limits and invalid requests), ``settings``; ``store`` opens them all together
+as one ``State``. Nothing outside this package talks to Redis.
 """

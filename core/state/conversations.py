@@ -168,6 +168,11 @@ class Conversations:
         raw = await bounded(self._transaction(key, read=True), self.timeout)
         return self._decode_all(conversation, raw)
 
+    async def exists(self, conversation: ConversationKey) -> bool:
+        """Whether anything of the conversation is stored (a look, not a use)."""
+        key = self._keys.conversation(conversation)
+        return bool(await bounded(self._redis.exists(key), self.timeout))
+
     async def context(
         self, conversation: ConversationKey, system_prompt: str, current: Turn
     ) -> list[ChatMessage]:

@@ -107,3 +107,22 @@ class Keys:
         # Discord adapter wrote before the index moved here, so an upgrade keeps the
         # reply chains it knew instead of reading them all back from Discord.
         return self._key(escape(platform), "chain", escape(message_id))
+
+    # Marks an adapter keeps for itself. Like ``chain``, platform first: the layout
+    # the adapters wrote before their keys moved here, so an upgrade keeps them.
+
+    def reset_mark(self, conversation: ConversationKey) -> str:
+        """Where ``/reset`` was last used in a conversation (``core.state.resets``)."""
+        return self._key(escape(conversation.platform), "reset", conversation.id)
+
+    def model_choice(self, platform: str, channel: str) -> str:
+        """The model chosen for a channel (``core.state.choices``)."""
+        return self._key(escape(platform), "model", escape(channel))
+
+    def greeted(self, platform: str, workspace: str, user: str) -> str:
+        """A user was greeted lately (``core.state.greetings``)."""
+        return self._key(escape(platform), "greeted", escape(workspace), escape(user))
+
+    def missing_feature(self, platform: str, workspace: str, feature: str) -> str:
+        """A workspace lacks a platform feature (``core.state.features``)."""
+        return self._key(escape(platform), f"no-{escape(feature)}", escape(workspace))

@@ -19,13 +19,22 @@ from core.budget import RateLimit
 from core.fairness import FairBudget
 from core.state.buckets import RedisBudget
 from core.state.cancel import CancelBus
+from core.state.chains import ReplyChains
+from core.state.choices import ModelChoices
 from core.state.connection import open_redis
 from core.state.conversations import Conversations
 from core.state.dedupe import Dedupe
 from core.state.deferred import DeferredRequests
+from core.state.features import MissingFeatures
+from core.state.greetings import Greetings
+from core.state.handoff import Handoffs
 from core.state.inflight import InflightRegistry
+from core.state.invalid import InvalidRequests
 from core.state.keys import Keys
+from core.state.lastseen import LastSeen
+from core.state.learned import LEARNED_TTL, LearnedLimits
 from core.state.locks import ConversationLocks
+from core.state.resets import ResetMarks
 from core.state.settings import StateSettings, load_state_settings
 from core.state.usage import UsageLedger
 
@@ -51,6 +60,24 @@ class State:
     inflight: InflightRegistry
     usage: UsageLedger
     deferred: DeferredRequests
+    handoffs: Handoffs
+    """Threads a human agent took over (one per process, shared by its adapters)."""
+    chains: ReplyChains
+    """Which reply chain a message belongs to (never raises for Redis)."""
+    last_seen: LastSeen
+    """The newest message each channel showed a process (catching up)."""
+    resets: ResetMarks
+    choices: ModelChoices
+    greetings: Greetings
+    missing_features: MissingFeatures
+
+    def learned_limits(self, platform: str, *, ttl: float = LEARNED_TTL) -> LearnedLimits:
+        """``platform``'s rate limits learnt from its headers, shared by replicas."""
+        return LearnedLimits(self.redis, self.keys, platform, ttl=ttl)
+
+    def invalid_requests(self, platform: str) -> InvalidRequests:
+        """The shared sliding count of ``platform``'s invalid requests."""
+        return InvalidRequests(self.redis, self.keys, platform)
 
 
 @contextlib.asynccontextmanager
@@ -108,6 +135,13 @@ async def open_state(
                         channel_quota=settings.quota_channel_daily_tokens,
                     ),
                     deferred=deferred,
+                    handoffs=Handoffs(redis, keys),
+                    chains=ReplyChains(redis, keys, ttl=settings.conversation_ttl),
+                    last_seen=LastSeen(redis, keys),
+                    resets=ResetMarks(redis, keys, ttl=settings.conversation_ttl),
+                    choices=ModelChoices(redis, keys),
+                    greetings=Greetings(redis, keys),
+                    missing_features=MissingFeatures(redis, keys),
                 )
                 try:
                     yield state

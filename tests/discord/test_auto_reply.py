@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from core.config import ConfigError
-from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey
 from core.state.store import State
 from tests.discord.conftest import (
@@ -50,7 +49,7 @@ async def test_a_customer_gets_a_thread_and_an_agent_takes_it_over_until_resume(
     fake: FakeDiscord, llm_server: FakeLLMServer, start_bot: StartBot, state: State
 ) -> None:
     llm_server.enqueue(stream(["How can I help?"]), stream(["Welcome back."]))
-    handoffs = Handoffs(state.redis, state.keys)
+    handoffs = state.handoffs
     async with start_bot(support_rules(threads=True)) as service:
         assert fake.identifies[0]["intents"] & INTENT_MESSAGE_CONTENT  # needed to read them
         await fake.inject_message(CHANNEL_ID, "my order is late", ALICE)

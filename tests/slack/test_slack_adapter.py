@@ -13,12 +13,12 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.finalise import finalise_record
+from bots.slack.limits import DEFAULT_LIMITS
 from bots.slack.service import EVENTS_PATH, http_routes
 from core.budget import Limit, LocalBudget
 from core.lifecycle import ActiveReplies
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord, MessageRecord
 from core.state.keys import ConversationKey
-from core.state.settings import DEFAULT_LIMITS
 from core.state.store import State
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse
 from tests.fakes.slack_server import FakeSlack, Message, assistant_thread_started
@@ -225,7 +225,7 @@ async def test_human_agent_takes_over_an_auto_reply_thread(
         agent = slack.user_message("CSUP", "I'll take it", user="UAGENT", thread_ts=question["ts"])
         await slack.deliver_socket(agent)
         conversation = ConversationKey("slack", "T1", "CSUP", question["ts"])
-        await eventually(lambda: running.bot.handoffs.is_handed_over(conversation))
+        await eventually(lambda: running.bot.state.handoffs.is_handed_over(conversation))
         follow_up = slack.user_message("CSUP", "thanks!", user="UCUST", thread_ts=question["ts"])
         await slack.deliver_socket(follow_up)
         await asyncio.sleep(0.5)
@@ -521,7 +521,7 @@ async def test_an_agent_from_a_user_group_takes_over_too(
         agent = slack.user_message("CSUP", "on it", user="UGROUPAGENT", thread_ts=question["ts"])
         await slack.deliver_socket(agent)
         conversation = ConversationKey("slack", "T1", "CSUP", question["ts"])
-        await eventually(lambda: running.bot.handoffs.is_handed_over(conversation))
+        await eventually(lambda: running.bot.state.handoffs.is_handed_over(conversation))
     assert len(llm_server.requests) == 1
     assert slack.calls_to("usergroups.users.list")
 

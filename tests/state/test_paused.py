@@ -18,12 +18,16 @@ from redis.asyncio import Redis
 from core.llm.events import Usage
 from core.state.buckets import RedisBudget
 from core.state.cancel import CancelBus
+from core.state.choices import ModelChoices
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, connect
 from core.state.conversations import Conversations, Turn
 from core.state.dedupe import Dedupe
+from core.state.features import MissingFeatures
+from core.state.greetings import Greetings
 from core.state.handoff import Handoffs
 from core.state.keys import ConversationKey, Keys
 from core.state.locks import ConversationLocks
+from core.state.resets import ResetMarks
 from core.state.usage import QuotaDecision, UsageLedger, UsageTotals
 from tests.state.pausable import MARGIN, PausableRedis, settled, timed
 
@@ -57,6 +61,17 @@ async def test_every_reply_path_piece_is_bounded_by_default(redis: Redis, keys: 
     )
     assert [piece.timeout for piece in pieces] == [REPLY_PATH_TIMEOUT] * len(pieces)
     assert 0 < REPLY_PATH_TIMEOUT <= 2.0  # about an edit interval, well under 5 s
+
+
+async def test_the_adapters_marks_are_bounded_by_default(redis: Redis, keys: Keys) -> None:
+    """The stores ``open_state`` builds for the adapters' own marks."""
+    pieces = (
+        ResetMarks(redis, keys, ttl=60),
+        ModelChoices(redis, keys),
+        Greetings(redis, keys),
+        MissingFeatures(redis, keys),
+    )
+    assert [piece.timeout for piece in pieces] == [REPLY_PATH_TIMEOUT] * len(pieces)
 
 
 def within_bound(seconds: float) -> bool:
@@ -168,6 +183,39 @@ async def test_conversation_calls_raise_after_the_bound_and_work_after(
     assert await conversations.history(CONV) == [question]
     messages = await conversations.context(CONV, "Be brief.", late)
     assert [m.content for m in messages] == ["Be brief.", "hi", "are you there?"]
+
+
+async def test_the_adapters_marks_give_up_after_the_bound_and_work_after(
+    pausable: PausableRedis, client: Redis, keys: Keys
+) -> None:
+    resets = ResetMarks(client, keys, ttl=60, timeout=BOUND)
+    choices = ModelChoices(client, keys, timeout=BOUND)
+    greetings = Greetings(client, keys, timeout=BOUND)
+    features = MissingFeatures(client, keys, timeout=BOUND)
+    with pausable.paused():
+        # Readers on a reply's path answer as if nothing were stored.
+        for call in (resets.since(CONV), choices.chosen("discord", ["1"], ["m"])):
+            outcome, seconds = await timed(call)
+            assert outcome is None and within_bound(seconds)
+        # The rest raise, and the adapter decides.
+        for raising in (
+            resets.mark(CONV, "9"),
+            choices.choose("discord", "1", "m"),
+            greetings.claim("slack", "T1", "U1", every=60),
+            features.lacks("slack", "T1", "native"),
+            features.note("slack", "T1", "native", ttl=60),
+        ):
+            outcome, seconds = await timed(raising)
+            assert isinstance(outcome, TimeoutError) and within_bound(seconds)
+    await settled(client)
+    fresh = ConversationKey("slack", "T1", "C1", "1700.9")
+    await resets.mark(fresh, "7")
+    assert await resets.since(fresh) == "7"
+    await choices.choose("discord", "2", "m")
+    assert await choices.chosen("discord", ["2"], ["m"]) == "m"
+    assert await greetings.claim("slack", "T1", "U2", every=60) is True
+    await features.note("slack", "T2", "native", ttl=60)
+    assert await features.lacks("slack", "T2", "native") is True
 
 
 class Stops:

@@ -39,6 +39,22 @@ async def test_open_state_builds_everything_from_settings(
         async with state.cancel.watching("r1", target):
             await state.cancel.cancel("r1")
             await asyncio.wait_for(target.stopped.wait(), 1.0)
+        # The adapters' marks, one store each for the whole process.
+        await state.handoffs.hand_over(conversation, quiet_minutes=1)
+        await state.resets.mark(conversation, "9")
+        await state.choices.choose("discord", "C1", "m")
+        assert await state.greetings.claim("slack", "T1", "U1", every=60)
+        await state.missing_features.note("slack", "T1", "native", ttl=60)
+        await state.chains.remember(conversation, "M1")
+        assert state.chains.ttl == state.resets.ttl == settings.conversation_ttl
+        assert state.learned_limits("discord", ttl=5).ttl == 5
+        assert await state.invalid_requests("discord").count() == 0
     # Everything went to the configured Redis, under the configured prefix.
     assert await redis.exists(keys.conversation(conversation)) == 1
     assert await redis.exists(keys.dedupe("slack:Ev1")) == 1
+    assert await redis.exists(keys.handoff(conversation)) == 1
+    assert await redis.get(keys.reset_mark(conversation)) == b"9"
+    assert await redis.get(keys.model_choice("discord", "C1")) == b"m"
+    assert await redis.exists(keys.greeted("slack", "T1", "U1")) == 1
+    assert await redis.exists(keys.missing_feature("slack", "T1", "native")) == 1
+    assert await redis.exists(keys.chain("slack", "M1")) == 1

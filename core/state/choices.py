@@ -1,0 +1,58 @@
+"""Which model a channel's replies use, as chosen there (Discord's ``/model``).
+
+The choice belongs to a channel, so everyone talking to the bot there gets the
+same model. It is kept without expiry, like any setting; the caller says which
+models are offered, and a choice no longer offered is ignored.
+
+``choose`` raises one of ``REDIS_FAILURES``; ``chosen`` is on a reply's path,
+bounded by ``timeout`` (``REPLY_PATH_TIMEOUT``), and answers None (the
+default model) when Redis can't say.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Sequence
+
+from redis.asyncio import Redis
+
+from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
+from core.state.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+class ModelChoices:
+    def __init__(self, redis: Redis, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.timeout = timeout
+
+    async def choose(self, platform: str, channel: str, model: str) -> None:
+        await bounded(
+            self._redis.set(self._keys.model_choice(platform, channel), model), self.timeout
+        )
+
+    async def chosen(
+        self, platform: str, channels: Sequence[str], offered: Collection[str]
+    ) -> str | None:
+        """The first choice among ``channels`` (a thread, then its parent) that is
+        still ``offered``; None without one, or when Redis can't say."""
+        if not offered or not channels:
+            return None
+        names = [self._keys.model_choice(platform, channel) for channel in channels]
+        try:
+            values = await bounded(self._redis.mget(names), self.timeout)
+        except REDIS_FAILURES as exc:
+            log.warning("could not read the model chosen for %s: %s", ", ".join(channels), exc)
+            return None
+        for raw in values:
+            if raw is None:
+                continue
+            model = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if model in offered:
+                return model
+        return None
+
+
+__all__ = ["ModelChoices"]
