@@ -76,8 +76,7 @@ from redis.asyncio import Redis
 from bench.load import forget_prefix, interval
 from bench.production_peers import cpu_seconds
 from bench.redis_count import RedisCounter
-from core.budget import LimitTable
-from core.state.settings import DEFAULT_LIMITS
+from core.budget import LimitTable, RateLimit
 
 ROOT = Path(__file__).resolve().parent.parent
 Json = dict[str, Any]
@@ -92,6 +91,19 @@ IDLE = 90.0
 """Seconds without any call from the bot after which the replies left are given up."""
 STALE_SLACK = 1.0
 """p99 staleness may exceed the interval between two updates of a reply by this."""
+
+
+def default_limits() -> dict[str, RateLimit]:
+    """The default limit table ``chatrelay run`` hands to ``open_state``: the
+    adapters' own (``bots.cli.platform_limits``) where they declare them, else
+    the built-in table of ``core.state.settings`` (before that move)."""
+    try:
+        from bots.cli import platform_limits
+    except ImportError:
+        import core.state.settings
+
+        return dict(core.state.settings.DEFAULT_LIMITS)
+    return platform_limits()
 
 
 # --------------------------------------------------------------------------- processes
@@ -219,6 +231,11 @@ class Sampler:
             self.cpu.append((time.monotonic(), cpu_seconds()))
             await asyncio.sleep(self.every)
 
+    def saturated(self, at_least: float = 0.9) -> float:
+        """Seconds during which this process ran at ``at_least`` cores or more."""
+        pairs = zip(self.cpu, self.cpu[1:], strict=False)
+        return sum(t1 - t0 for (t0, c0), (t1, c1) in pairs if c1 - c0 >= at_least * (t1 - t0))
+
     def cores(self, start: float, end: float) -> float:
         """CPU seconds per second between the samples nearest ``start`` and ``end``."""
         inside = [(t, c) for t, c in self.cpu if start <= t <= end]
@@ -321,13 +338,14 @@ async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
             quota_channel_daily_tokens=10**12,
         )
         active = ActiveReplies()
+        limits = default_limits()
         async with (
-            open_state(state_settings) as state,
+            open_state(state_settings, defaults=limits) as state,
             open_model(core) as llm,
             discord_app(settings, core, state, llm, load_rules(rules), active=active),
         ):
             await discord_peer.call("ready")
-            budget = interval(LimitTable(DEFAULT_LIMITS).lookup(interaction_scope("x")))
+            budget = interval(LimitTable(limits).lookup(interaction_scope("x")))
             gc.collect()
             await asyncio.sleep(1.0)  # let the start-up's background work settle
             rss_base = rss_bytes()
@@ -468,7 +486,8 @@ def table(f: Figures) -> str:
         ("replies active at once (peak)", f"{f.sampler.peak_active}", "", ""),
         (
             "chatrelay CPU (user+sys, its rusage)",
-            f"{f.cpu:.1f} s: {cores:.2f} cores over the phase, {steady_cores_text}{cpu_note}",
+            f"{f.cpu:.1f} s: {cores:.2f} cores over the phase, {steady_cores_text}; "
+            f"≥ 0.9 cores for {f.sampler.saturated():.0f} s{cpu_note}",
             "",
             "",
         ),
