@@ -27,14 +27,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from bots.cli import platform_limits
 from core.budget import Limit, RateLimit, Window
 from core.config import Settings, load_settings
 from core.lifecycle import ActiveReplies
 from core.llm.model import open_model
 from core.rules import load_rules
-from core.state.settings import DEFAULT_LIMITS, load_state_settings
+from core.state.settings import load_state_settings
 from core.state.store import State, open_state
 
+DEFAULT_LIMITS = platform_limits()
+"""Every adapter's default rate limits, as ``chatrelay run`` has them."""
 SLACK_EDIT_INTERVAL = 1.0
 SLACK_STREAM_ROLLOVER = 270.0
 DISCORD_EDIT_INTERVAL = 1.0
@@ -62,7 +65,7 @@ async def _state(config: dict[str, Any]) -> AsyncIterator[State]:
         redis_prefix=config["prefix"],
         rate_limits=scaled_rate_limits(config["scale"]),
     )
-    async with open_state(settings) as state:
+    async with open_state(settings, DEFAULT_LIMITS) as state:
         yield state
 
 

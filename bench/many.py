@@ -27,6 +27,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from bots.cli import platform_limits
 from bots.discord.format import render
 from core.budget import LimitTable, LocalBudget
 from core.engine import Reply, ReplyResult
@@ -34,8 +35,9 @@ from core.llm.events import Finish, TextDelta
 from core.observe import percentile
 from core.pacing import Pacing
 from core.sink import Frame, Outcome, SinkCall
-from core.state.settings import DEFAULT_LIMITS
 
+DEFAULT_LIMITS = platform_limits()
+"""Every adapter's default rate limits, as ``chatrelay run`` has them."""
 WORDS = ("stream", "token", "reply", "edit", "budget", "channel")
 
 BUDGET_INTERVAL = 1.25

@@ -77,6 +77,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bots.cli import platform_limits
 from bots.discord.format import ZWSP
 from bots.discord.outlets import ChannelOutlet
 from bots.discord.sink import DiscordReplySink
@@ -90,13 +91,14 @@ from core.llm.provider import Provider
 from core.observe import percentile
 from core.pacing import Pacing
 from core.sink import Frame, Outcome, SinkCall
-from core.state.settings import DEFAULT_LIMITS
 from tests.fakes.discord_server import CHANNEL_ID, FakeDiscord, RateLimits, point_discord_py_at
 from tests.fakes.discord_server import Limit as DiscordLimit
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse, RecordedRequest
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.streams import chat_stream, split_events
 
+DEFAULT_LIMITS = platform_limits()
+"""Every adapter's default rate limits, as ``chatrelay run`` has them."""
 WORDS = ("stream", "token", "reply", "edit", "budget", "channel", "model", "pace", "slack")
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from bots.ops import Check
     from bots.slack.service import SlackService
     from bots.slack.settings import SlackSettings
+    from core.budget import RateLimit
     from core.config import Settings
     from core.llm.client import LLMClient
     from core.metrics import ChatrelayMetrics
@@ -131,7 +132,7 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
     web_app = web.Application()
     async with (
         open_model(settings) as model,
-        open_state() as state,
+        open_state(defaults=platform_limits(slack)) as state,
         contextlib.AsyncExitStack() as stack,
     ):
         _observe(metrics, model, state)
@@ -192,6 +193,21 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
                 await metrics_runner.cleanup()
     log.info("stopped")
     return 0
+
+
+def platform_limits(slack: SlackSettings | None = None) -> dict[str, RateLimit]:
+    """Every adapter's default rate limits, merged (scope pattern -> limit), for
+    ``open_state``; ``slack``: the settings Slack's windows are counted with
+    (``RATE_TIER_WINDOW``, ``SLACK_STATUS_PER_MINUTE``), else their defaults.
+
+    Both platforms' always, whichever are configured: their patterns never
+    overlap (``slack:…``, ``discord:…``), a process never calls in a scope of a
+    platform it doesn't serve, and so every process, whatever its
+    ``--platform``, builds the same table as its replicas."""
+    from bots.discord.limits import DEFAULT_LIMITS as DISCORD
+    from bots.slack.limits import DEFAULT_LIMITS as SLACK
+
+    return {**(SLACK if slack is None else slack.default_limits()), **DISCORD}
 
 
 def _observe(metrics: ChatrelayMetrics, model: LLMClient, state: State) -> None:

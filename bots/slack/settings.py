@@ -8,6 +8,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bots.slack.limits import STATUS_PER_MINUTE, TIER_WINDOW
+from bots.slack.limits import default_limits as slack_limits
+from core.budget import RateLimit
 from core.config import ConfigError, read_settings
 
 
@@ -33,6 +36,10 @@ class SlackSettings(BaseSettings):
     slack_stream_rollover: float = Field(270.0, gt=0)
     """Seconds after which a native stream continues in a new message: Slack closes
     streams about five minutes after they start."""
+    rate_tier_window: float = Field(TIER_WINDOW, ge=1)
+    """Seconds of the window Slack's default limits count its per-minute tiers in."""
+    slack_status_per_minute: int = Field(STATUS_PER_MINUTE, ge=1)
+    """``assistant.threads.setStatus`` calls per minute per workspace ("special")."""
 
     @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
     @classmethod
@@ -47,6 +54,10 @@ class SlackSettings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    def default_limits(self) -> dict[str, RateLimit]:
+        """Slack's default rate limits with these settings (``bots.slack.limits``)."""
+        return slack_limits(self.rate_tier_window, self.slack_status_per_minute)
 
 
 def load_slack_settings(**overrides: Any) -> SlackSettings:

@@ -4,10 +4,12 @@ They live apart from ``core.config.Settings`` so a process that never touches
 Redis (``chatrelay ask``) neither reads nor validates them. A bad value stops
 the service with the same one line naming the variable (``ConfigError``).
 
-Rate limits are defaults learnt from the platforms' documentation and observed
-behaviour (``shared/platform-facts.md``); ``RATE_LIMITS`` overrides them per
-scope pattern, because Discord says not to hard-code its limits and Slack's
-tiers are "N+ per minute". Sinks name their scopes to match these patterns.
+Rate limits: each adapter declares its platform's defaults next to the code
+that names its scopes (``bots/slack/limits.py``, ``bots/discord/limits.py``);
+the composition (``bots.cli``) merges them and passes them to ``open_state``.
+``RATE_LIMITS`` overrides them per scope pattern, because Discord says not to
+hard-code its limits and Slack's tiers are "N+ per minute". Core knows only
+the machinery: ``parse_limit`` and ``StateSettings.limit_table``.
 """
 
 from __future__ import annotations
@@ -23,66 +25,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.budget import Limit, LimitTable, RateLimit, Window
 from core.config import read_settings
-
-TIER_WINDOW = 61.0
-"""Seconds in which a Slack tier's "N per minute" is counted (``RATE_TIER_WINDOW``):
-the minute, plus a second for a call's time in flight. A window lets a whole
-minute's calls go at once, so a burst that reaches Slack late and the first
-calls of the next window that reach it early must still fall in different
-minutes; a second covers the latency of a burst of calls on a healthy link."""
-
-
-STATUS_PER_MINUTE = 600
-"""``assistant.threads.setStatus`` calls per minute per workspace
-(``SLACK_STATUS_PER_MINUTE``). Slack calls the limit "special" and publishes no
-number; a status is the cheapest thing a reply can show, so it is budgeted
-generously, and a 429 on one only skips that status (``core.engine``)."""
-
-
-def default_limits(
-    tier_window: float = TIER_WINDOW, status_per_minute: int = STATUS_PER_MINUTE
-) -> dict[str, RateLimit]:
-    """The default limit of every scope chatrelay calls in, Slack's tiers counted
-    in windows of ``tier_window`` seconds.
-
-    Which limiter where: a ``Window`` for the one-off calls of a reply (a
-    stream's start and stop, an assistant thread's status, title and prompts),
-    because each is worth most as soon as it can happen and a window lets all N
-    go at once (GCRA lets 5 go, then one every 4 s); GCRA (``Limit``) for the
-    calls that *stream*, edits and appends from every reply in the workspace,
-    because a window would let a minute's worth through in seconds and then
-    freeze every reply until the minute ends, while GCRA gives each reply its
-    share evenly; GCRA too for ``chat.postMessage`` (Slack documents a rate, 1/s
-    per channel, not a count per window) and Discord (edits that share a
-    channel's 5 per 5 s; spacing them keeps every reply moving).
-
-    Every limit keeps one call under the platform's N: the platform may count a
-    call we don't (a request whose answer was lost and was sent again), and a
-    call can reach it later than its slot and bunch up with the next one. GCRA
-    admits ``burst - 1 + count`` calls into any window of ``per`` seconds, a
-    window ``count``. (Discord counts sends and edits in one channel together
-    while discord.py paces them as separate buckets, so its own header-based
-    waiting doesn't cover that.)
-    """
-    return {
-        "slack:*:chat.update": Limit(45, 60, burst=5),  # Tier 3: 50/min
-        "slack:*:chat.postMessage:*": Limit(2, 3),  # per channel: 1/s with short bursts
-        "slack:*:chat.startStream": Window(19, tier_window),  # Tier 2: 20/min
-        "slack:*:chat.appendStream": Limit(90, 60, burst=10),  # Tier 4: 100/min
-        "slack:*:chat.stopStream": Window(19, tier_window),  # Tier 2: 20/min
-        # "special": the status as a setting, its siblings (title, prompts) as Tier 2.
-        "slack:*:assistant.threads.setStatus": Window(status_per_minute, tier_window),
-        "slack:*:assistant.threads.*": Window(19, tier_window),
-        # Discord: observed 5 per 5 s per channel (sends and edits), 50/s per bot
-        # token, about 5 edits per 2 s per interaction token.
-        "discord:channel:*": Limit(4, 5),
-        "discord:interaction:*": Limit(4, 2),
-        "discord:global": Limit(40, 1, burst=10),
-    }
-
-
-DEFAULT_LIMITS: dict[str, RateLimit] = default_limits()
-"""Scope pattern -> limit, first match wins; ``RATE_LIMITS`` entries come first."""
 
 _LIMIT_SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+|window)\s*)?$")
 
@@ -144,10 +86,6 @@ class StateSettings(BaseSettings):
     rate_limits: dict[str, str] = Field(default_factory=dict)
     """JSON object, scope pattern -> ``COUNT/SECONDS[/BURST]`` (GCRA) or
     ``COUNT/SECONDS/window`` (sliding window), tried before the defaults."""
-    rate_tier_window: float = Field(TIER_WINDOW, ge=1)
-    """Seconds of the window the default limits count Slack's per-minute tiers in."""
-    slack_status_per_minute: int = Field(STATUS_PER_MINUTE, ge=1)
-    """``assistant.threads.setStatus`` calls per minute per workspace ("special")."""
 
     @field_validator("redis_url")
     @classmethod
@@ -179,12 +117,10 @@ class StateSettings(BaseSettings):
         return self
 
     def limit_table(self, defaults: Mapping[str, RateLimit] | None = None) -> LimitTable:
-        """``RATE_LIMITS`` first, then ``defaults`` (None: the built-in ones, with
-        ``RATE_TIER_WINDOW``)."""
+        """``RATE_LIMITS`` first, then ``defaults`` (the adapters' default limits,
+        scope pattern -> limit); a scope neither matches is unlimited."""
         rules = {pattern: parse_limit(spec) for pattern, spec in self.rate_limits.items()}
-        if defaults is None:
-            defaults = default_limits(self.rate_tier_window, self.slack_status_per_minute)
-        for pattern, limit in defaults.items():
+        for pattern, limit in (defaults or {}).items():
             rules.setdefault(pattern, limit)
         return LimitTable(rules)
 

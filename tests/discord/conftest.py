@@ -21,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bots.discord.format import ZWSP
+from bots.discord.limits import DEFAULT_LIMITS
 from bots.discord.service import DiscordService, discord_app
 from bots.discord.settings import load_discord_settings
 from core.config import load_settings
@@ -65,7 +66,7 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
         inflight_timeout=1.0,
         rate_limits=BUDGET_LIMITS,
     )
-    async with open_state(settings) as opened:
+    async with open_state(settings, defaults=DEFAULT_LIMITS) as opened:
         yield opened
 
 

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bots.slack.bot import SlackBot
+from bots.slack.limits import DEFAULT_LIMITS
 from bots.slack.service import slack_app
 from bots.slack.settings import load_slack_settings
 from core.config import load_settings
@@ -40,7 +41,7 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
     settings = load_state_settings(
         redis_url=redis_url, redis_prefix=keys.prefix, inflight_heartbeat=0.2, inflight_timeout=1.0
     )
-    async with open_state(settings) as opened:
+    async with open_state(settings, defaults=DEFAULT_LIMITS) as opened:
         yield opened
 
 

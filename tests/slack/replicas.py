@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bots.slack.limits import DEFAULT_LIMITS
 from bots.slack.service import SlackService, running_slack
 from bots.slack.settings import load_slack_settings
 from core.budget import Limit, LimitTable, Window
@@ -21,7 +22,7 @@ from core.engine import FinalRetry
 from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
 from core.rules import load_rules
-from core.state.settings import DEFAULT_LIMITS, load_state_settings
+from core.state.settings import load_state_settings
 from core.state.store import State, open_state
 from tests.fakes.llm_server import FakeResponse, RecordedRequest
 from tests.fakes.slack_server import FakeSlack
@@ -63,7 +64,7 @@ async def start_replica(
         inflight_heartbeat=0.2,
         inflight_timeout=1.0,
     )
-    state = await stack.enter_async_context(open_state(state_settings))
+    state = await stack.enter_async_context(open_state(state_settings, DEFAULT_LIMITS))
     state.inflight.backoff = (0.2, 0.5)
     rules_file = tmp_path / "channels.toml"
     rules_file.write_text("")

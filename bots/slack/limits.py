@@ -1,0 +1,66 @@
+"""Slack's default rate limits, per budget scope pattern.
+
+The scopes are named by ``bots.slack.api.scope`` (``slack:<team>:<method>``, and
+``slack:<team>:chat.postMessage:<channel>``); these are their patterns. The
+limits are learnt from Slack's documentation and observed behaviour
+(``shared/platform-facts.md``); ``RATE_LIMITS`` overrides them per pattern,
+because Slack's tiers are "N+ per minute". ``chatrelay run`` merges them with
+the other adapters' defaults (``bots.cli.platform_limits``) and hands them to
+``core.state.store.open_state``.
+"""
+
+from __future__ import annotations
+
+from core.budget import Limit, RateLimit, Window
+
+TIER_WINDOW = 61.0
+"""Seconds in which a Slack tier's "N per minute" is counted (``RATE_TIER_WINDOW``):
+the minute, plus a second for a call's time in flight. A window lets a whole
+minute's calls go at once, so a burst that reaches Slack late and the first
+calls of the next window that reach it early must still fall in different
+minutes; a second covers the latency of a burst of calls on a healthy link."""
+
+
+STATUS_PER_MINUTE = 600
+"""``assistant.threads.setStatus`` calls per minute per workspace
+(``SLACK_STATUS_PER_MINUTE``). Slack calls the limit "special" and publishes no
+number; a status is the cheapest thing a reply can show, so it is budgeted
+generously, and a 429 on one only skips that status (``core.engine``)."""
+
+
+def default_limits(
+    tier_window: float = TIER_WINDOW, status_per_minute: int = STATUS_PER_MINUTE
+) -> dict[str, RateLimit]:
+    """The default limit of every scope the Slack adapter calls in, Slack's tiers
+    counted in windows of ``tier_window`` seconds.
+
+    Which limiter where: a ``Window`` for the one-off calls of a reply (a
+    stream's start and stop, an assistant thread's status, title and prompts),
+    because each is worth most as soon as it can happen and a window lets all N
+    go at once (GCRA lets 5 go, then one every 4 s); GCRA (``Limit``) for the
+    calls that *stream*, edits and appends from every reply in the workspace,
+    because a window would let a minute's worth through in seconds and then
+    freeze every reply until the minute ends, while GCRA gives each reply its
+    share evenly; GCRA too for ``chat.postMessage`` (Slack documents a rate, 1/s
+    per channel, not a count per window).
+
+    Every limit keeps one call under Slack's N: Slack may count a call we don't
+    (a request whose answer was lost and was sent again), and a call can reach
+    it later than its slot and bunch up with the next one. GCRA admits
+    ``burst - 1 + count`` calls into any window of ``per`` seconds, a window
+    ``count``.
+    """
+    return {
+        "slack:*:chat.update": Limit(45, 60, burst=5),  # Tier 3: 50/min
+        "slack:*:chat.postMessage:*": Limit(2, 3),  # per channel: 1/s with short bursts
+        "slack:*:chat.startStream": Window(19, tier_window),  # Tier 2: 20/min
+        "slack:*:chat.appendStream": Limit(90, 60, burst=10),  # Tier 4: 100/min
+        "slack:*:chat.stopStream": Window(19, tier_window),  # Tier 2: 20/min
+        # "special": the status as a setting, its siblings (title, prompts) as Tier 2.
+        "slack:*:assistant.threads.setStatus": Window(status_per_minute, tier_window),
+        "slack:*:assistant.threads.*": Window(19, tier_window),
+    }
+
+
+DEFAULT_LIMITS: dict[str, RateLimit] = default_limits()
+"""Scope pattern -> limit with the default settings, first match wins."""
