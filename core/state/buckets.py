@@ -331,8 +331,13 @@ class RedisBudget:
             if self.on_degraded is not None:
                 self.on_degraded(True)
         now = asyncio.get_running_loop().time()
-        for deadline in self._calls:  # their answer would come too late to matter
-            deadline.reschedule(now)
+        for deadline in list(self._calls):  # their answer would come too late to matter
+            if not deadline.expired():
+                # A bound may be expiring in this very turn of the loop (many calls
+                # started together, a saturated process): it needs no cutting short,
+                # and moving it would raise out of someone else's reply.
+                with contextlib.suppress(RuntimeError):
+                    deadline.reschedule(now)
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._wait_for_redis())
 
