@@ -88,7 +88,6 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
-import core.state.settings as _state_settings
 from bots.cli import platform_limits
 from bots.discord.format import ZWSP
 from core.budget import Limit, LimitTable, RateLimit, Window
@@ -111,12 +110,6 @@ from tests.fakes.streams import chat_stream, split_events
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LIMITS = platform_limits()
 """Every adapter's default rate limits, as ``chatrelay run`` has them."""
-
-# Transitional: bench/production.py imports DEFAULT_LIMITS from core.state.settings,
-# which no longer holds the platforms' limits (the adapters declare them). It
-# imports this module first, so the name is set here until it uses
-# bots.cli.platform_limits.
-_state_settings.DEFAULT_LIMITS = DEFAULT_LIMITS  # type: ignore[attr-defined]
 WORDS = ("alp", "bay", "cog", "dew", "elm", "fir", "gum", "hut", "ivy", "jam", "kit", "log")
 """Short plain words: 300 of them fit one Discord message (2,000 characters)."""
 QUESTION = re.compile(r"load question (\d+)")
