@@ -95,15 +95,10 @@ STALE_SLACK = 1.0
 
 def default_limits() -> dict[str, RateLimit]:
     """The default limit table ``chatrelay run`` hands to ``open_state``: the
-    adapters' own (``bots.cli.platform_limits``) where they declare them, else
-    the built-in table of ``core.state.settings`` (before that move)."""
-    try:
-        from bots.cli import platform_limits
-    except ImportError:
-        import core.state.settings
+    adapters' own, merged (``bots.cli.platform_limits``)."""
+    from bots.cli import platform_limits
 
-        return dict(core.state.settings.DEFAULT_LIMITS)
-    return platform_limits()
+    return dict(platform_limits())
 
 
 # --------------------------------------------------------------------------- processes

@@ -28,12 +28,7 @@ SHARED = ("bots.ops",)
 """Rooms every adapter may use, which therefore use no adapter."""
 REDIS_ROOM = "core.state"
 
-ALLOWED: dict[tuple[str, str], str] = {
-    ("core.state.settings", "bots.cli.platform_limits"): (
-        "transitional: the lazy DEFAULT_LIMITS for bench/production.py while the "
-        "platforms' default limits move to bots/*/limits.py; goes with it"
-    ),
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 """Known exceptions, each (importing module, imported name) with its reason.
 Absent from the code is fine: an exception allows, it never requires."""
 

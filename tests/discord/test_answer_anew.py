@@ -23,6 +23,7 @@ import pytest
 
 from bots.discord.format import ANSWERING_AGAIN
 from bots.discord.handover import shard_of
+from bots.discord.limits import DEFAULT_LIMITS as DISCORD_LIMITS
 from bots.discord.service import DiscordService
 from core.config import DEFAULT_SYSTEM_PROMPT
 from core.state.inflight import InflightRecord, MessageRecord
@@ -76,7 +77,7 @@ async def shared_state(url: str) -> AsyncIterator[State]:
         lock_ttl=1.0,  # the dead process's conversation lock frees soon
         rate_limits=BUDGET_LIMITS,
     )
-    async with open_state(settings) as state:
+    async with open_state(settings, defaults=DISCORD_LIMITS) as state:
         yield state
 
 
