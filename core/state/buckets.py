@@ -45,11 +45,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from core.budget import LimitTable, LocalBudget, Turn, Window
 from core.clock import Clock, MonotonicClock
+from core.state.batch import WriteBatch, add_script
 from core.state.connection import REDIS_FAILURES as REDIS_FAILURES  # re-exported
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
@@ -199,6 +202,8 @@ class RedisBudget:
         self._probe: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Timeout] = set()  # deadlines of script calls in flight
         self._releases: set[asyncio.Task[None]] = set()  # window slots being given back
+        self.batch: WriteBatch | None = None
+        """Writes that ride along with this budget's round trips (``core.state.batch``)."""
         self.on_redis_error: Callable[[str], None] | None = None
         """Told of each Redis failure: the operation (``acquire``, ``try_acquire``,
         ``block``, ``probe``: the wait for Redis to return). For metrics."""
@@ -290,10 +295,14 @@ class RedisBudget:
             args = [mode, interval, tolerance, now, _micros(block)]
         # A hung Redis must not hold replies: bounded, and cut short by ``_lost``
         # as soon as any other call finds Redis gone.
+        riders = self.batch.take() if self.batch is not None else []
         try:
             async with asyncio.timeout(self.timeout) as deadline:
                 self._calls.add(deadline)
-                answer = await script(keys=keys, args=args)
+                if riders:  # writes waiting for a round trip: this one carries them
+                    answer = await self._call_with(riders, script, keys, args)
+                else:
+                    answer = await script(keys=keys, args=args)
         except TimeoutError:
             if deadline.expired():
                 raise TimeoutError(f"no answer from Redis within {self.timeout:g} s") from None
@@ -304,6 +313,27 @@ class RedisBudget:
             wait, member = answer
             return int(wait) / MICROS, _text(member)
         return int(answer) / MICROS, ""
+
+    async def _call_with(
+        self, riders: list[Any], script: Any, keys: list[str], args: list[str | int]
+    ) -> Any:
+        """``script`` and the waiting writes in one pipeline; each write hears its
+        own answer, the acquire raises only for its own failure."""
+        pipe = self._redis.pipeline(transaction=False)
+        add_script(pipe, script, keys, args)
+        WriteBatch.add_to(pipe, riders)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+            WriteBatch.settle(riders, await WriteBatch.answers(riders, results[1:]))
+        except BaseException as exc:
+            WriteBatch.settle(riders, exc)
+            raise
+        answer = results[0]
+        if isinstance(answer, NoScriptError):  # the server forgot it: load and run again
+            return await script(keys=keys, args=args)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def _give_back(self, scope: str, member: str) -> None:
         """Free a window slot a cancelled waiter held, in the background: the

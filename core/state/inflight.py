@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 
 from core.clock import Clock, MonotonicClock
 from core.sink import MessageGone
+from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES
 from core.state.deferred import DeferredRequests
 from core.state.keys import Keys
@@ -358,13 +359,13 @@ class Tracker:
         self._closed = True
         await self._registry._write(self._record, due_in=0.0)
 
-    async def _beat(self) -> None:
+    async def _beat(self, batched: bool = False) -> None:
         registry = self._registry
         record = self._record
         payload = record.to_json() if self._dirty else ""
         self._dirty = False
         try:
-            await registry._store(record, payload, due_in=registry.timeout)
+            await registry._store(record, payload, due_in=registry.timeout, batched=batched)
         except REDIS_FAILURES as exc:
             self._dirty = self._dirty or bool(payload)
             log.warning("could not record reply %s as in flight: %s", record.reply_id, exc)
@@ -377,7 +378,7 @@ class Tracker:
             self._wake.clear()
             if self._closed:
                 return
-            await self._beat()
+            await self._beat(batched=True)
 
 
 class InflightRegistry:
@@ -409,6 +410,8 @@ class InflightRegistry:
         self.write_timeout = write_timeout
         self.events = events
         self.deferred = deferred
+        self.batch: WriteBatch | None = None
+        """Where streaming writes wait for a round trip to ride along with."""
         self.finals_waiting: Callable[[str, int], None] | None = None
         """Told after every sweep, per platform: how many replies' final states
         some replica tried to show and could not yet (fleet-wide; ``waiting``)."""
@@ -453,7 +456,11 @@ class InflightRegistry:
                 await self._write(tracker.record, due_in=0.0)
 
     async def _write(self, record: InflightRecord, *, due_in: float) -> None:
-        """Store ``record`` due in ``due_in`` seconds; bounded, never raises."""
+        """Store ``record`` due in ``due_in`` seconds; bounded, never raises. After
+        any streaming write of the reply still on its way: an older record landing
+        later would push the due time back."""
+        if self.batch is not None:
+            await self.batch.quiet(record.reply_id, self.write_timeout)
         try:
             await self._store(record, record.to_json(), due_in=due_in)
         except REDIS_FAILURES as exc:
@@ -462,14 +469,22 @@ class InflightRegistry:
             if record.outcome:
                 self._event("deferred", record.platform)
 
-    async def _store(self, record: InflightRecord, payload: str, *, due_in: float) -> None:
+    async def _store(
+        self, record: InflightRecord, payload: str, *, due_in: float, batched: bool = False
+    ) -> None:
         """One bounded write of the beat script: the deadline, and ``payload`` when
-        not empty (skipped for a reply already forgotten). Raises ``REDIS_FAILURES``."""
-        async with asyncio.timeout(self.write_timeout):
-            await self._beat_script(
-                keys=self._beat_keys(record.platform),
-                args=[record.reply_id, _millis(due_in) if due_in > 0 else 0, payload],
+        not empty (skipped for a reply already forgotten). Raises ``REDIS_FAILURES``.
+        ``batched``: ride along with the next round trip (``core.state.batch``) —
+        the streaming writes; a reply's first record and its last are sent alone."""
+        keys = self._beat_keys(record.platform)
+        args: list[str | int] = [record.reply_id, _millis(due_in) if due_in > 0 else 0, payload]
+        if batched and self.batch is not None:
+            await self.batch.write(
+                self._beat_script, keys, args, self.write_timeout, key=record.reply_id
             )
+            return
+        async with asyncio.timeout(self.write_timeout):
+            await self._beat_script(keys=keys, args=args)
 
     async def sweep(self, finalisers: Mapping[str, Finalise], *, limit: int = 100) -> int:
         """Finalise due records of the platforms in ``finalisers`` (a replica leaves

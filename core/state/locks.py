@@ -54,6 +54,7 @@ from types import TracebackType
 from redis.asyncio import Redis
 
 from core.clock import Clock, MonotonicClock
+from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
 
@@ -363,6 +364,8 @@ class ConversationLocks:
         self._release_script = redis.register_script(_RELEASE)
         self._extend_script = redis.register_script(_EXTEND)
         self._claim_script = redis.register_script(_CLAIM)
+        self.batch: WriteBatch | None = None
+        """Where extensions wait for a round trip to ride along with."""
         self._held: dict[str, Lease] = {}  # conversation id -> the lease this process holds
         # conversation id -> tokens released here whose key Redis may still hold
         self._unreleased: dict[str, set[str]] = {}
@@ -477,7 +480,10 @@ class ConversationLocks:
 
     async def _extend(self, conversation: ConversationKey, token: str) -> int:
         key = self._keys.lock(conversation)
-        return int(await self._extend_script(keys=[key], args=[token, _millis(self.ttl)]))
+        args: list[str | int] = [token, _millis(self.ttl)]
+        if self.batch is not None:  # nobody waits on it: ride along (core.state.batch)
+            return int(await self.batch.write(self._extend_script, [key], args, self.timeout))
+        return int(await self._extend_script(keys=[key], args=args))
 
     async def _claim(self, conversation: ConversationKey, token: str) -> int:
         keys = self._lock_keys(conversation)

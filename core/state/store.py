@@ -17,11 +17,12 @@ from redis.asyncio import Redis
 
 from core.budget import RateLimit
 from core.fairness import FairBudget
+from core.state.batch import WriteBatch
 from core.state.buckets import RedisBudget
 from core.state.cancel import CancelBus
 from core.state.chains import ReplyChains
 from core.state.choices import ModelChoices
-from core.state.connection import open_redis
+from core.state.connection import REDIS_FAILURES, open_redis
 from core.state.conversations import Conversations
 from core.state.dedupe import Dedupe
 from core.state.deferred import DeferredRequests
@@ -98,6 +99,8 @@ async def open_state(
     ) as redis:
         keys = Keys(settings.redis_prefix)
         budget = RedisBudget(redis, keys, settings.limit_table(defaults))
+        batch = WriteBatch(redis)
+        budget.batch = batch  # its acquires carry the in-flight records' writes
         deferred = DeferredRequests(redis, keys)
         try:
             async with CancelBus(redis, keys) as cancel:
@@ -143,9 +146,13 @@ async def open_state(
                     greetings=Greetings(redis, keys),
                     missing_features=MissingFeatures(redis, keys),
                 )
+                state.inflight.batch = batch  # records ride along with acquires,
+                state.locks.batch = batch  # and so do lock extensions
                 try:
                     yield state
                 finally:
                     await state.inflight.flush(within=SETTLE_ON_EXIT)
         finally:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await batch.aclose()
             await budget.aclose()

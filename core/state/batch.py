@@ -1,0 +1,172 @@
+"""Writes that need no round trip of their own: they ride along with the next one.
+
+Every platform update costs a budget acquire (a Lua call the reply must wait
+for) and, once the platform confirmed it, a write of the reply's in-flight
+record (which nobody waits for). Sent apart, that is two round trips per
+update. ``WriteBatch`` holds such writes for at most ``window`` seconds: the
+next budget acquire of *any* reply in the process carries them in its
+pipeline, and if none comes in time one pipeline carries them all. At load
+(hundreds of updates a second) the records ride for free; when idle they
+cost one round trip for all that are waiting, ``window`` later than before,
+so a record lags what its message shows by at most that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+WINDOW = 0.02
+"""Seconds a write waits for a round trip to ride along with."""
+
+
+@dataclass(eq=False)
+class _Write:
+    script: AsyncScript
+    keys: list[Any]
+    args: list[Any]
+    key: str | None = None
+    done: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def add_script(
+    pipe: Pipeline, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+) -> None:
+    """EVALSHA ``script`` in ``pipe``. Not ``script(..., client=pipe)``: that makes
+    the pipeline ask ``SCRIPT EXISTS`` first, a round trip of its own every time;
+    our scripts are loaded by their first direct call, and one the server forgot
+    comes back as ``NoScriptError``, run again on its own (``answers``)."""
+    pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+
+class WriteBatch:
+    def __init__(self, redis: Redis, window: float = WINDOW, timeout: float = 2.0) -> None:
+        self._redis = redis
+        self.window = window
+        self.timeout = timeout
+        """Seconds a pipeline of its own may take (a paused server must not keep it)."""
+        self._queue: list[_Write] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._by_key: dict[str, set[asyncio.Future[Any]]] = {}  # writes not answered yet
+
+    async def write(
+        self,
+        script: AsyncScript,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        within: float,
+        key: str | None = None,
+    ) -> Any:
+        """Run ``script`` in the next round trip; its answer, or what failed it.
+        Bounded by ``within`` seconds; a write that times out before it was sent
+        is never sent, one already on its way may still land: ``quiet(key)``
+        waits for those before a write that must come after them."""
+        pending = _Write(script, list(keys), list(args), key)
+        self._queue.append(pending)
+        if key is not None:
+            self._by_key.setdefault(key, set()).add(pending.done)
+            pending.done.add_done_callback(lambda done: self._answered(key, done))
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.window, self._on_timer)
+        try:
+            async with asyncio.timeout(within):
+                return await asyncio.shield(pending.done)
+        except BaseException:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(pending)  # not sent yet: it never will be
+                pending.done.cancel()
+            raise
+
+    async def quiet(self, key: str, within: float) -> None:
+        """Until every write made with ``key`` was answered (at most ``within``
+        seconds): a reply's last record must not be overtaken by an older one
+        still in a pipeline."""
+        waiting = self._by_key.get(key)
+        if waiting:
+            await asyncio.wait(set(waiting), timeout=within)
+
+    def _answered(self, key: str, done: asyncio.Future[Any]) -> None:
+        waiting = self._by_key.get(key)
+        if waiting is not None:
+            waiting.discard(done)
+            if not waiting:
+                del self._by_key[key]
+
+    def take(self) -> list[_Write]:
+        """The writes waiting, for a pipeline about to go out (``add_to``)."""
+        queued, self._queue = self._queue, []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return queued
+
+    @staticmethod
+    def add_to(pipe: Pipeline, queued: Sequence[_Write]) -> None:
+        for pending in queued:
+            add_script(pipe, pending.script, pending.keys, pending.args)
+
+    @staticmethod
+    async def answers(queued: Sequence[_Write], results: Sequence[Any]) -> list[Any]:
+        """``results`` with a script the server had forgotten (a restart, a
+        ``SCRIPT FLUSH``) run again on its own, which loads it."""
+        return [
+            await pending.script(keys=pending.keys, args=pending.args)
+            if isinstance(result, NoScriptError)
+            else result
+            for pending, result in zip(queued, results, strict=True)
+        ]
+
+    @staticmethod
+    def settle(queued: Sequence[_Write], outcome: Sequence[Any] | BaseException) -> None:
+        """Give each write its answer (a list, in order) or the failure of all."""
+        for i, pending in enumerate(queued):
+            if pending.done.done():
+                continue
+            if isinstance(outcome, BaseException):
+                failure = outcome
+                if isinstance(failure, asyncio.CancelledError):
+                    failure = ConnectionError("the round trip carrying this write was cancelled")
+                pending.done.set_exception(failure)
+            elif isinstance(outcome[i], Exception):
+                pending.done.set_exception(outcome[i])
+            else:
+                pending.done.set_result(outcome[i])
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        queued = self.take()
+        if queued:
+            task = asyncio.create_task(self._flush(queued))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, queued: list[_Write]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        self.add_to(pipe, queued)
+        try:
+            async with asyncio.timeout(self.timeout):
+                results = await self.answers(queued, await pipe.execute(raise_on_error=False))
+        except BaseException as exc:  # every write hears it; their callers retry
+            self.settle(queued, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        self.settle(queued, results)
+
+    async def aclose(self) -> None:
+        """Send what waits now and let the flushes under way finish."""
+        queued = self.take()
+        if queued:
+            await self._flush(queued)
+        await asyncio.gather(*self._flushes, return_exceptions=True)
