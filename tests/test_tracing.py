@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 from core import logs, tracing
 from core.budget import Limit, LimitTable, LocalBudget
@@ -47,6 +46,7 @@ from tests.fakes.recording_sink import RecordingSink
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.streams import chat_stream, split_events
 from tests.slack.conftest import RunningBot, keys, make_bot, redis, redis_url, slack, state
+from tests.slack.test_slack_adapter import socket_mode
 from tests.test_cli_imports import ENTRY
 
 __all__ = ["keys", "make_bot", "redis", "redis_url", "slack", "state"]
@@ -85,17 +85,6 @@ async def until_span(exporter: InMemorySpanExporter, name: str, within: float = 
     async with asyncio.timeout(within):
         while not named(exporter.get_finished_spans(), name):  # noqa: ASYNC110 - the SDK's list
             await asyncio.sleep(0.02)
-
-
-@asynccontextmanager
-async def socket_mode(running: RunningBot, slack: FakeSlack) -> AsyncIterator[None]:
-    handler = AsyncSocketModeHandler(running.app, "xapp-test")  # type: ignore[arg-type]
-    await handler.connect_async()  # type: ignore[no-untyped-call]
-    await slack.wait_connected(timeout=5)
-    try:
-        yield
-    finally:
-        await handler.close_async()  # type: ignore[no-untyped-call]
 
 
 # --------------------------------------------------------------------------- one Slack reply
