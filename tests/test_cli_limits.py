@@ -16,7 +16,7 @@ from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_sco
 from bots.slack.api import scope
 from bots.slack.limits import DEFAULT_LIMITS as SLACK_LIMITS
 from bots.slack.settings import load_slack_settings
-from core.budget import Limit, Window
+from core.budget import Limit, LimitTable, Window
 from core.config import ConfigError
 from core.state.settings import load_state_settings
 
@@ -73,6 +73,7 @@ def test_every_default_limit_is_window_safe() -> None:
     platform = {
         "slack:*:chat.update": (50, 60),
         "slack:*:chat.postMessage:*": (3, 3),
+        "slack:*:chat.postMessage": (300, 60),  # the workspace's cap, as the fake assumes it
         "slack:*:chat.startStream": (20, 60),
         "slack:*:chat.appendStream": (100, 60),
         "slack:*:chat.stopStream": (20, 60),
@@ -101,6 +102,7 @@ def test_every_default_limit_is_window_safe() -> None:
 def test_one_off_calls_are_windows_and_streamed_ones_gcra() -> None:
     windows = {p for p, limit in DEFAULT_LIMITS.items() if isinstance(limit, Window)}
     assert windows == {
+        "slack:*:chat.postMessage",
         "slack:*:chat.startStream",
         "slack:*:chat.stopStream",
         "slack:*:assistant.threads.setStatus",
@@ -159,3 +161,16 @@ def test_bad_values_give_one_line_naming_the_variable(
     message = str(caught.value)
     assert expected in message
     assert "\n" not in message
+
+
+def test_a_post_spends_its_channels_budget_and_its_workspaces() -> None:
+    from bots.slack.api import scopes
+
+    assert scopes("T1", "chat.postMessage", "C1") == (
+        "slack:T1:chat.postMessage:C1",
+        "slack:T1:chat.postMessage",
+    )
+    assert scopes("T1", "chat.update", "C1") == ("slack:T1:chat.update",)
+    table = LimitTable(platform_limits())
+    assert table.lookup("slack:T1:chat.postMessage:C1") == Limit(2, 3)
+    assert table.lookup("slack:T1:chat.postMessage") == Window(290, 61)

@@ -96,6 +96,16 @@ def scope(team: str, method: str, channel: str) -> str:
     return f"slack:{team}:{method}"
 
 
+def scopes(team: str, method: str, channel: str) -> tuple[str, ...]:
+    """Every budget scope a call of ``method`` spends: ``scope``'s, and for a post
+    also the workspace's, because Slack caps a workspace's posts too (several
+    hundred a minute) and a burst of first posts over twenty channels, each
+    within its channel's 1/s, went over it (bench/load.py at 200 mentions)."""
+    if method == "chat.postMessage":
+        return (scope(team, method, channel), f"slack:{team}:chat.postMessage")
+    return (scope(team, method, channel),)
+
+
 def neutralised(value: Any, key: str = "") -> Any:
     """``value`` with every string under a text field neutralised, recursively."""
     if isinstance(value, str):

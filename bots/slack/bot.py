@@ -29,11 +29,12 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.api import scope
+from bots.slack.api import scopes
 from bots.slack.dms import DirectMessages, dm_thread
 from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
 from bots.slack.settings import SlackSettings
 from bots.slack.sink import SlackReplySink, SlackTarget
+from core.budget import acquire_all
 from core.config import Settings
 from core.intake import IntakeLog, Outcome, outcome_metric
 from core.lifecycle import ShuttingDown
@@ -470,7 +471,7 @@ class SlackBot:
 
     async def _budgeted(self, team: str, method: str, channel: str) -> None:
         """Every Slack call spends the budget of the method it calls."""
-        await self.state.budget.acquire(scope(team, method, channel))
+        await acquire_all(self.state.budget, scopes(team, method, channel))
 
     async def _native_ok(self, team: str) -> bool:
         """Whether to try native streaming (yes when Redis can't tell: the first

@@ -28,6 +28,11 @@ number; a status is the cheapest thing a reply can show, so it is budgeted
 generously, and a 429 on one only skips that status (``core.engine``)."""
 
 
+POSTS_PER_WORKSPACE = 290
+"""``chat.postMessage`` calls in any tier window per workspace: under the fake's
+assumed 300 a minute, with room for calls that reach Slack late."""
+
+
 def default_limits(
     tier_window: float = TIER_WINDOW, status_per_minute: int = STATUS_PER_MINUTE
 ) -> dict[str, RateLimit]:
@@ -53,6 +58,9 @@ def default_limits(
     return {
         "slack:*:chat.update": Limit(45, 60, burst=5),  # Tier 3: 50/min
         "slack:*:chat.postMessage:*": Limit(2, 3),  # per channel: 1/s with short bursts
+        # ... and per workspace: "several hundred a minute", no number published
+        # (the fake assumes 300). A window: first posts are one-offs, best at once.
+        "slack:*:chat.postMessage": Window(POSTS_PER_WORKSPACE, tier_window),
         "slack:*:chat.startStream": Window(19, tier_window),  # Tier 2: 20/min
         "slack:*:chat.appendStream": Limit(90, 60, burst=10),  # Tier 4: 100/min
         "slack:*:chat.stopStream": Window(19, tier_window),  # Tier 2: 20/min

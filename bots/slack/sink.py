@@ -43,6 +43,7 @@ from bots.slack.api import (
     gone,
     rate_limited,
     scope,
+    scopes,
 )
 from bots.slack.format import fallback_text, message_blocks, outcome_note
 from core.clock import Clock, MonotonicClock
@@ -131,7 +132,7 @@ class SlackReplySink:
 
     def scopes(self, call: SinkCall, index: int) -> Sequence[str]:
         team, channel = self.target.team, self.target.channel
-        return [scope(team, method, channel) for method in self._methods(call, index)]
+        return [s for method in self._methods(call, index) for s in scopes(team, method, channel)]
 
     def _methods(self, call: SinkCall, index: int) -> tuple[str, ...]:
         if call is SinkCall.OPEN:
