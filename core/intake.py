@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Literal
 
@@ -68,6 +68,17 @@ class IntakeLog:
         self._received[message_id] = None
         while len(self._received) > self._keep:
             self._received.popitem(last=False)
+
+    async def handle(self, message_id: Hashable, handling: Awaitable[Outcome]) -> Outcome:
+        """Count message ``message_id`` as received, run its handling, and settle
+        it with the outcome (``failed`` if the handling raised)."""
+        self.received(message_id)
+        outcome: Outcome = "failed"
+        try:
+            outcome = await handling
+        finally:
+            self.settle(message_id, outcome)
+        return outcome
 
     def taken(self, message_id: Hashable) -> bool:
         """Whether a handler of this process already took message ``message_id``

@@ -30,7 +30,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.api import scopes
-from bots.slack.dms import DirectMessages, dm_thread
+from bots.slack.dms import DirectMessages, dm_thread, event_id
 from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
 from bots.slack.settings import SlackSettings
 from bots.slack.sink import SlackReplySink, SlackTarget
@@ -143,13 +143,7 @@ class SlackBot:
 
     async def _intake(self, body: dict[str, Any], handling: Awaitable[Outcome]) -> None:
         """Count the event as received, then what became of it (``core.intake``)."""
-        event_id = str(body.get("event_id") or id(body))
-        self.intake.received(event_id)
-        outcome: Outcome = "failed"
-        try:
-            outcome = await handling
-        finally:
-            self.intake.settle(event_id, outcome)
+        await self.intake.handle(event_id(body), handling)
 
     async def _mention(self, event: dict[str, Any], body: dict[str, Any]) -> Outcome:
         if self._ignored(event):

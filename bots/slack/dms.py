@@ -72,6 +72,11 @@ def dm_thread(event: dict[str, Any]) -> str:
     return str(event.get("thread_ts") or event["ts"])
 
 
+def event_id(body: dict[str, Any]) -> str:
+    """The Events API envelope's id: what intake and dedupe know an event by."""
+    return str(body.get("event_id") or id(body))
+
+
 class DirectMessages:
     """The DM surface's own events: a DM opened (agent experience) and an
     assistant thread started (assistant experience)."""
@@ -101,13 +106,7 @@ class DirectMessages:
         await self._settle(body, self._assistant_thread_started(event, body))
 
     async def _settle(self, body: dict[str, Any], handling: Awaitable[Outcome]) -> None:
-        event_id = str(body.get("event_id") or id(body))
-        self.opened.received(event_id)
-        outcome: Outcome = "failed"
-        try:
-            outcome = await handling
-        finally:
-            self.opened.settle(event_id, outcome)
+        await self.opened.handle(event_id(body), handling)
 
     async def _home_opened(self, event: dict[str, Any], body: dict[str, Any]) -> Outcome:
         channel, user = str(event.get("channel") or ""), str(event.get("user") or "")
