@@ -75,18 +75,18 @@ async def test_a_streaming_replys_record_rides_with_a_budget_round_trip(
     registry.batch = batch
     async with registry.track(InflightRecord("r1", "slack", {"ts": "1"})) as tracker:
         tracker.confirmed(0, "Hello there", False)
-        for _ in range(100):  # the writer queues the record
-            await asyncio.sleep(0.001)
-            if batch._queue:
-                break
+        async with asyncio.timeout(5):  # the writer queues the record (else: fail)
+            while not batch._queue:  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
         stored = await redis.hget(keys.inflight_records("slack"), "r1")
         assert stored is not None and b"Hello there" not in stored  # not sent alone
         await budget.acquire("s")  # another reply's update: the record rides along
-        for _ in range(100):
-            stored = await redis.hget(keys.inflight_records("slack"), "r1")
-            if stored and b"Hello there" in stored:
-                break
-            await asyncio.sleep(0.005)
+        async with asyncio.timeout(5):
+            while True:
+                stored = await redis.hget(keys.inflight_records("slack"), "r1")
+                if stored and b"Hello there" in stored:
+                    break
+                await asyncio.sleep(0.005)
         assert stored is not None and b"Hello there" in stored
         tracker.settled = True
     await budget.aclose()
@@ -138,8 +138,9 @@ async def test_a_write_already_on_its_way_is_waited_for_before_a_later_one(
             with pytest.raises(TimeoutError):  # its writer gave up; the pipeline hasn't
                 await batch.write(script, [keys.prefix + "k"], ["old"], within=0.1, key="r1")
             quiet = asyncio.create_task(batch.quiet("r1", within=10.0))
-            await asyncio.sleep(0.2)
-            assert not quiet.done()  # the old write is still on its way
+            # The server is paused, so only a quiet that doesn't wait could end here.
+            done, _ = await asyncio.wait({quiet}, timeout=0.2)
+            assert not done  # the old write is still on its way
         await asyncio.wait_for(quiet, 5)
         await client.set(keys.prefix + "k", "new")  # the later write lands last
         assert await client.get(keys.prefix + "k") == b"new"
