@@ -1,31 +1,6 @@
-"""A real HTTP server on 127.0.0.1 that plays an LLM provider, misbehaviour included.
-
-chatrelay's HTTP client, SSE decoder, timeouts, retries and cancellation are only
-proven by real sockets: a mocked transport can't stall, drop a connection half-way,
-or notice that the client hung up. This server streams scripted bodies piece by
-piece (chunked transfer encoding, one write per piece, TCP_NODELAY as aiohttp sets
-it) and records every request and every client disconnect.
-
-Usage::
-
-    async with FakeLLMServer() as server:
-        server.enqueue(error_response(429, "slow down", retry_after=1))
-        server.enqueue(sse_response(chat_stream(["Hel", "lo"])), path="chat/completions")
-        ...  # point the client at server.base_url
-        await server.wait_disconnect(timeout=2)
-
-Stress replies (``tests.fakes.streams.stress_streams()``: mentions cut at every
-position, code fences, a 5,000-character line, a 50 KB reply) are served with
-``stress_response(stream)``; ``server.requests[i].text`` (or ``server.texts``) is then
-the exact reply the model wrote, for a checker to compare with the platform's text.
-
-A conftest can wrap it as a fixture::
-
-    @pytest.fixture
-    async def llm_server() -> AsyncIterator[FakeLLMServer]:
-        async with FakeLLMServer() as server:
-            yield server
-"""
+"""The fake LLM provider itself: a real HTTP server on 127.0.0.1 that answers each
+request with the next scripted response (or its route's default), piece by piece,
+and records how each response ended (completed, cut, stalled, client gone)."""
 
 from __future__ import annotations
 
@@ -36,165 +11,32 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
 
 from core.llm.client import LLMClient, RetryPolicy, Timeouts
 from core.llm.provider import Provider
-from tests.fakes.streams import (
-    Dialect,
-    StressStream,
-    anthropic_stream,
-    chat_stream,
-    responses_stream,
-    split_events,
+from tests.fakes.llm_server.records import Outcome, RecordedRequest
+from tests.fakes.llm_server.responses import (
+    FakeResponse,
+    ResponseSource,
+    default_responses,
+    error_response,
 )
-
-Outcome = Literal["pending", "completed", "client_disconnected", "cut", "stopped"]
-
-
-@dataclass
-class FakeResponse:
-    """What the server sends for one request, and how badly."""
-
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    chunks: list[bytes] = field(default_factory=list)
-    """Body pieces; each is written separately (empty pieces are skipped)."""
-    chunk_delay: float = 0.0
-    """Seconds between two pieces."""
-    first_byte_delay: float = 0.0
-    """Seconds before the status line and headers go out."""
-    stall_after: int | None = None
-    """After this many pieces, send nothing more but keep the connection open until the
-    client goes away or the server stops. ``len(chunks)`` stalls before the end marker."""
-    cut_after: int | None = None
-    """After this many pieces, close the connection without ending the body."""
-    reset: bool = False
-    """Cut with a TCP RST instead of a FIN. The client may then lose pieces it had not read."""
-    content_type: str | None = None
-    """Default: ``text/event-stream`` for 2xx, ``application/json`` otherwise. A
-    ``Content-Type`` in ``headers`` wins."""
-    chunked: bool = True
-    """False sends a ``Content-Length`` instead (error bodies usually come that way)."""
-    text: str | None = None
-    """The reply the model wrote in this stream, when the test knows it (set by
-    ``stress_response``): copied to the request's record, for checkers."""
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.chunks)
+from tests.fakes.server import FakeServer, Signal
 
 
-ResponseSource = FakeResponse | Callable[["RecordedRequest"], FakeResponse]
-"""A fixed response, or one built from the request (to echo the model, say)."""
+class FakeLLMServer(FakeServer):
+    """A fake LLM provider: serves scripted responses per route, records every request."""
 
+    # aiohttp cancels a handler when its client disconnects, which is how a stalled or
+    # sleeping response learns the client is gone.
+    handler_cancellation = True
+    not_started_error = "server not started"
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    """As sent, e.g. ``/v1/chat/completions``."""
-    route: str
-    """Without the API prefix, e.g. ``chat/completions``; the key ``enqueue`` uses."""
-    query: str
-    headers: dict[str, str]
-    """Lower-cased names; repeated headers joined with ``", "``."""
-    body: bytes
-    json: Any
-    """The parsed body, or None when it is not JSON."""
-    time: float
-    """``time.monotonic()`` when the request arrived."""
-    outcome: Outcome = "pending"
-    ended_at: float | None = None
-    """``time.monotonic()`` when the response ended, however it ended."""
-    text: str | None = None
-    """The full reply the model wrote in the response served (``FakeResponse.text``):
-    what the platform should show in the end. None when the response didn't say."""
-
-
-def error_response(
-    status: int,
-    message: str,
-    retry_after: float | None = None,
-    *,
-    error_type: str | None = None,
-    anthropic: bool = False,
-    headers: dict[str, str] | None = None,
-) -> FakeResponse:
-    """An HTTP error before any stream, with the provider's JSON error body."""
-    kind = error_type or _ERROR_TYPES.get(status, "api_error")
-    payload: dict[str, Any]
-    if anthropic:
-        payload = {"type": "error", "error": {"type": kind, "message": message}}
-    else:
-        payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    all_headers = dict(headers or {})
-    if retry_after is not None:
-        seconds = int(retry_after) if float(retry_after).is_integer() else retry_after
-        all_headers["Retry-After"] = str(seconds)
-    return FakeResponse(
-        status=status,
-        headers=all_headers,
-        chunks=[json.dumps(payload).encode()],
-        chunked=False,
-    )
-
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    503: "service_unavailable",
-    529: "overloaded_error",
-}
-
-
-def sse_response(body: bytes, **kwargs: Any) -> FakeResponse:
-    """A stream body sent one SSE event per write, as providers flush it."""
-    return FakeResponse(chunks=split_events(body), **kwargs)
-
-
-def stress_response(stream: StressStream, dialect: Dialect = "chat", **kwargs: Any) -> FakeResponse:
-    """A stress reply served one model piece per SSE event, as providers flush them,
-    with ``text`` set so the request's record tells a checker what the model wrote.
-    ``kwargs`` go to ``FakeResponse`` (``chunk_delay``, ``stall_after``...)."""
-    return sse_response(stream.body(dialect), text=stream.text, **kwargs)
-
-
-def default_responses() -> dict[str, FakeResponse]:
-    """A short valid stream per route, so a test only scripts what it cares about."""
-    return {
-        "chat/completions": sse_response(chat_stream(["Hello", ", world"])),
-        "messages": sse_response(anthropic_stream(["Hello", ", world"])),
-        "responses": sse_response(responses_stream(["Hello", ", world"])),
-    }
-
-
-class _Signal:
-    """Wakes every waiter on each change, so waits can re-check a condition."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    async def wait_until(self, ready: Callable[[], bool]) -> None:
-        while not ready():
-            await self._event.wait()
-
-
-class FakeLLMServer:
     def __init__(self, *, api_prefix: str = "/v1", shutdown_timeout: float = 1.0) -> None:
+        super().__init__(shutdown_timeout=shutdown_timeout)
         self.api_prefix = "/" + api_prefix.strip("/") if api_prefix.strip("/") else ""
         self.requests: list[RecordedRequest] = []
         self.client_disconnects = 0
@@ -202,64 +44,21 @@ class FakeLLMServer:
         self.defaults: dict[str, FakeResponse] = default_responses()
         """Per route, used when no response is queued; edit freely."""
         self._queues: dict[str | None, deque[ResponseSource]] = {None: deque()}
-        self._shutdown_timeout = shutdown_timeout
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
         self._stopping = asyncio.Event()
-        self._signal = _Signal()
+        self._signal = Signal()
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("already started")
+    def _build_app(self) -> web.Application:
         self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        # handler_cancellation: aiohttp cancels a handler when its client disconnects,
-        # which is how a stalled or sleeping response learns the client is gone.
-        runner = web.AppRunner(
-            app,
-            handler_cancellation=True,
-            shutdown_timeout=self._shutdown_timeout,
-            access_log=None,
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
+        return app
 
-    async def stop(self) -> None:
-        """Ends stalled and sleeping responses (closing their connections), then the server."""
-        runner, self._runner = self._runner, None
-        if runner is None:
-            return
+    async def _on_stop(self) -> None:
+        """Ends stalled and sleeping responses (closing their connections) before the
+        server stops."""
         self._stopping.set()
-        await runner.cleanup()
-        self._port = None
-
-    async def __aenter__(self) -> FakeLLMServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("server not started")
-        return self._port
 
     @property
     def texts(self) -> list[str | None]:
@@ -270,7 +69,7 @@ class FakeLLMServer:
     @property
     def base_url(self) -> str:
         """E.g. ``http://127.0.0.1:41234/v1``; the client appends ``/chat/completions``."""
-        return f"http://127.0.0.1:{self.port}{self.api_prefix}"
+        return f"{self.url}{self.api_prefix}"
 
     def client(self, model: str = "test-model") -> LLMClient:
         """chatrelay's real client for this server, with short timeouts and no
