@@ -28,7 +28,7 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from core.budget import Budget, Limit, LimitTable, LocalBudget
+from core.reply.budget import Budget, Limit, LimitTable, LocalBudget
 from core.state.buckets import RedisBudget
 from core.state.connection import open_redis, redact
 from core.state.keys import Keys

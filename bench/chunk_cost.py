@@ -33,14 +33,14 @@ from typing import Any
 
 import httpx
 
-from core.engine import Reply
 from core.llm.chat import ChatCompletions
 from core.llm.client import LLMClient
 from core.llm.messages import ChatMessage
 from core.llm.provider import Provider
-from core.pacing import Pacing
-from core.sink import Frame, Outcome, SinkCall
-from core.sse import SSEDecoder
+from core.llm.sse import SSEDecoder
+from core.reply.engine import Reply
+from core.reply.pacing import Pacing
+from core.reply.sink import Frame, Outcome, SinkCall
 
 MESSAGES = [ChatMessage("user", "hello")]
 

@@ -90,8 +90,8 @@ from redis.asyncio import Redis
 
 from bots.cli import platform_limits
 from bots.discord.format import ZWSP
-from core.budget import Limit, LimitTable, RateLimit, Window
-from core.observe import percentile
+from core.reply.budget import Limit, LimitTable, RateLimit, Window
+from core.reply.observe import percentile
 from tests.fakes.discord_server import (
     CHANNEL_ID,
     FLAG_LOADING,

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from bots.cli import platform_limits
-from core.budget import Limit, RateLimit, Window
 from core.config import Settings, load_settings
-from core.lifecycle import ActiveReplies
 from core.llm.model import open_model
+from core.reply.budget import Limit, RateLimit, Window
 from core.rules import load_rules
+from core.service.lifecycle import ActiveReplies
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
 

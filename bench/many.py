@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 from bots.cli import platform_limits
 from bots.discord.format import render
-from core.budget import LimitTable, LocalBudget
-from core.engine import Reply, ReplyResult
 from core.llm.events import Finish, TextDelta
-from core.observe import percentile
-from core.pacing import Pacing
-from core.sink import Frame, Outcome, SinkCall
+from core.reply.budget import LimitTable, LocalBudget
+from core.reply.engine import Reply, ReplyResult
+from core.reply.observe import percentile
+from core.reply.pacing import Pacing
+from core.reply.sink import Frame, Outcome, SinkCall
 
 DEFAULT_LIMITS = platform_limits()
 """Every adapter's default rate limits, as ``chatrelay run`` has them."""

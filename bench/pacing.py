@@ -82,15 +82,15 @@ from bots.discord.format import ZWSP
 from bots.discord.outlets import ChannelOutlet
 from bots.discord.sink import DiscordReplySink
 from bots.slack.sink import SlackReplySink, SlackTarget
-from core.budget import LimitTable, LocalBudget
-from core.engine import Reply
 from core.llm.client import LLMClient, RetryPolicy, Timeouts
 from core.llm.events import Event, StreamError, TextDelta
 from core.llm.messages import ChatMessage
 from core.llm.provider import Provider
-from core.observe import percentile
-from core.pacing import Pacing
-from core.sink import Frame, Outcome, SinkCall
+from core.reply.budget import LimitTable, LocalBudget
+from core.reply.engine import Reply
+from core.reply.observe import percentile
+from core.reply.pacing import Pacing
+from core.reply.sink import Frame, Outcome, SinkCall
 from tests.fakes.discord_server import CHANNEL_ID, FakeDiscord, RateLimits, point_discord_py_at
 from tests.fakes.discord_server import Limit as DiscordLimit
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse, RecordedRequest

@@ -76,7 +76,7 @@ from redis.asyncio import Redis
 from bench.load import forget_prefix, interval
 from bench.production_peers import cpu_seconds
 from bench.redis_count import RedisCounter
-from core.budget import LimitTable, RateLimit
+from core.reply.budget import LimitTable, RateLimit
 
 ROOT = Path(__file__).resolve().parent.parent
 Json = dict[str, Any]
@@ -293,9 +293,9 @@ async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
     from bots.discord.service import discord_app
     from bots.discord.settings import load_discord_settings
     from core.config import load_settings
-    from core.lifecycle import ActiveReplies
     from core.llm.model import open_model
     from core.rules import load_rules
+    from core.service.lifecycle import ActiveReplies
     from core.state.settings import load_state_settings
     from core.state.store import open_state
 

@@ -48,7 +48,7 @@ from bench.load import (
     shown_timeline,
     staleness,
 )
-from core.observe import percentile
+from core.reply.observe import percentile
 from tests.fakes.discord_server import (
     GUILD_ID,
     FakeChannel,

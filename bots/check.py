@@ -111,8 +111,7 @@ async def _check_redis() -> Finding:
 
 
 async def _check_model(settings: Settings) -> Finding:
-    from core.llm.events import Finish, StreamError, TextDelta
-    from core.llm.messages import ChatMessage
+    from core.llm import ChatMessage, Finish, StreamError, TextDelta
     from core.llm.model import open_model
 
     providers = settings.providers()

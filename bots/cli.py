@@ -27,11 +27,11 @@ if TYPE_CHECKING:
     from bots.ops import Check
     from bots.slack.service import SlackService
     from bots.slack.settings import SlackSettings
-    from core.budget import RateLimit
     from core.config import Settings
-    from core.llm.client import LLMClient
-    from core.metrics import ChatrelayMetrics
-    from core.state.store import State
+    from core.llm import LLMClient
+    from core.reply import RateLimit
+    from core.state import State
+    from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger("chatrelay")
 
@@ -119,11 +119,11 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
     from aiohttp import web
 
     from bots.ops import Liveness, add_ops_routes, metrics_app
-    from core.lifecycle import ActiveReplies
     from core.llm.model import open_model
-    from core.metrics import ChatrelayMetrics
     from core.rules import LiveRules
-    from core.state.store import open_state
+    from core.service import ActiveReplies
+    from core.state import open_state
+    from core.telemetry.metrics import ChatrelayMetrics
 
     stop = _stop_on_signals()
     metrics = ChatrelayMetrics()
@@ -294,7 +294,7 @@ def _select(
 def _check(settings: Settings, slack: SlackSettings, discord: DiscordSettings) -> int:
     """Print one line per check; 0 when none failed, 1 otherwise."""
     from bots.check import all_well, print_table, run_checks
-    from core.logs import setup_logging
+    from core.telemetry import setup_logging
 
     # The table says it all; what does get logged is redacted like a run's logs.
     setup_logging("ERROR", settings.log_format, secrets=(settings, slack, discord))
@@ -320,12 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # After parsing: --help and usage errors import none of this.
     from core.config import ConfigError, Unavailable, load_settings
-    from core.logs import setup_logging
+    from core.telemetry import setup_logging
 
     try:
         settings = load_settings()
         if args.command == "ask":  # the platforms' settings are none of its business
-            from core.ask import ask
+            from bots.console.ask import ask
 
             setup_logging(settings.log_level, settings.log_format, secrets=(settings,))
             return asyncio.run(ask(settings, args.prompt))

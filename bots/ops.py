@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from aiohttp import web
 
-from core.metrics import ChatrelayMetrics
+from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 from bots.discord.format import EMPTY_REPLY, FULLWIDTH_AT, WRITING, RenderMode, message_limit
 from bots.slack.format import ZWSP
 from bots.slack.sink import MESSAGE_LIMIT
-from core.markdown import Paginator, unsplit
+from core.reply.markdown import Paginator, unsplit
 from tests.fakes.discord_server import (
     FLAG_EPHEMERAL,
     FLAG_LOADING,

@@ -1,7 +1,7 @@
 """A pytest plugin: no credential the suite uses may reach a log line.
 
 For the whole session a handler on the root logger formats every record the way
-production writes it (``core.logs``' text and JSON formatters, redaction
+production writes it (``core.telemetry.logs``' text and JSON formatters, redaction
 included) and looks in the result for the credentials the tests and the fakes
 use. A test during which one appeared fails (an error at its teardown, naming
 the credential and the logger); one written outside any test fails the session.
@@ -12,7 +12,7 @@ test that exercises it, not in production.
 Levels: chatrelay's own loggers run at DEBUG (every line we write is checked);
 the libraries' at ``LIBRARY_LEVELS`` (see there for why not all at DEBUG).
 
-The plugin also restores ``core.logs``' registry of secret values after each
+The plugin also restores ``core.telemetry.logs``' registry of secret values after each
 test, so a test that registers the suite's credentials (as ``chatrelay run``
 does in production) cannot hide a later test's leak.
 """
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from core import logs
+from core.telemetry import logs
 
 CHATRELAY_LOGGERS = ("core", "bots", "chatrelay")
 LIBRARY_LEVELS = {
@@ -157,7 +157,7 @@ _guard = LogGuard()
 def describe(leaks: list[Leak]) -> str:
     lines = [
         f"{len(leaks)} log line(s) carried a credential: log it without the credential,"
-        " or teach core/logs.py its shape"
+        " or teach core/telemetry/logs.py its shape"
     ]
     lines += [f"  [{leak.logger}] {leak.line}" for leak in leaks[:20]]
     if len(leaks) > 20:

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from core.budget import Limit, LimitTable, LocalBudget, Window, acquire_all
 from core.clock import FakeClock
+from core.reply.budget import Limit, LimitTable, LocalBudget, Window, acquire_all
 
 
 def budget_with(clock: FakeClock, **rules: Limit | Window) -> LocalBudget:

@@ -16,8 +16,8 @@ from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_sco
 from bots.slack.api import scope
 from bots.slack.limits import DEFAULT_LIMITS as SLACK_LIMITS
 from bots.slack.settings import load_slack_settings
-from core.budget import Limit, LimitTable, Window
 from core.config import ConfigError
+from core.reply.budget import Limit, LimitTable, Window
 from core.state.settings import load_state_settings
 
 DEFAULT_LIMITS = platform_limits()

@@ -878,7 +878,7 @@ def finalise_window() -> float:
     """Seconds replies still streaming at the end of ``SHUTDOWN_GRACE_S`` get to show
     they were interrupted: ``ActiveReplies.drain``'s ``finalise_within`` default, which
     ``chatrelay run`` uses. Read from the code, so a longer window shows up here."""
-    from core.lifecycle import ActiveReplies
+    from core.service.lifecycle import ActiveReplies
 
     parameter = inspect.signature(ActiveReplies.drain).parameters.get("finalise_within")
     assert parameter is not None and isinstance(parameter.default, int | float), (

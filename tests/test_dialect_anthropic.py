@@ -19,7 +19,7 @@ from core.llm.events import (
     Usage,
 )
 from core.llm.messages import ChatMessage
-from core.sse import SSEDecoder
+from core.llm.sse import SSEDecoder
 
 DIALECT = AnthropicMessages()
 TRUNCATED = StreamError("truncated", "the stream ended before the model finished", True)

@@ -19,7 +19,7 @@ from core.llm.events import (
 )
 from core.llm.messages import ChatMessage
 from core.llm.responses import OpenAIResponses
-from core.sse import SSEDecoder
+from core.llm.sse import SSEDecoder
 
 DIALECT = OpenAIResponses()
 TRUNCATED = StreamError("truncated", "the stream ended before the model finished", True)

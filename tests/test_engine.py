@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.budget import Limit, LimitTable, LocalBudget
 from core.clock import FakeClock
-from core.engine import FinalRetry, Reply, ReplyResult
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
-from core.markdown import Paginator, unsplit
-from core.pacing import Pacing
-from core.sink import SinkCall
+from core.reply.budget import Limit, LimitTable, LocalBudget
+from core.reply.engine import FinalRetry, Reply, ReplyResult
+from core.reply.markdown import Paginator, unsplit
+from core.reply.pacing import Pacing
+from core.reply.sink import SinkCall
 from tests.fakes.recording_sink import Call, RecordingSink, gone_on, rate_limit_on
 
 Step = tuple[float, Event]

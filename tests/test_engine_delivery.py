@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.budget import Limit, LimitTable, LocalBudget
 from core.clock import FakeClock
-from core.engine import FinalRetry, Reply, ReplyResult
-from core.holdback import HOLD_BACK, appendable
 from core.llm.events import Finish, TextDelta
-from core.sink import Frame, Outcome, RateLimited, Reroute, SinkCall, UserStopped
+from core.reply.budget import Limit, LimitTable, LocalBudget
+from core.reply.engine import FinalRetry, Reply, ReplyResult
+from core.reply.holdback import HOLD_BACK, appendable
+from core.reply.sink import Frame, Outcome, RateLimited, Reroute, SinkCall, UserStopped
 from tests.fakes.recording_sink import Call, RecordingSink
 from tests.test_engine import Step, finished, scripted, tokens
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from core.budget import LimitTable, LocalBudget, Turn, Urgency, Window
 from core.clock import FakeClock
-from core.engine import Reply
-from core.sink import RouteChoice, SinkCall
+from core.reply.budget import LimitTable, LocalBudget, Turn, Urgency, Window
+from core.reply.engine import Reply
+from core.reply.sink import RouteChoice, SinkCall
 from tests.fakes.recording_sink import RecordingSink
 from tests.test_engine import finished, scripted, tokens
 

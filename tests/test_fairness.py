@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from core.budget import Limit, LimitTable, LocalBudget, Turn, Urgency, Window
 from core.clock import FakeClock
-from core.fairness import FairBudget
+from core.reply.budget import Limit, LimitTable, LocalBudget, Turn, Urgency, Window
+from core.reply.fairness import FairBudget
 
 
 def fair(clock: FakeClock, limit: Limit | Window) -> FairBudget:

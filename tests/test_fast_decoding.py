@@ -26,7 +26,7 @@ from core.llm.dialect import Dialect, StreamParser
 from core.llm.errors import decode_object, malformed
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
 from core.llm.responses import OpenAIResponses, ResponsesParser
-from core.sse import SSEDecoder
+from core.llm.sse import SSEDecoder
 
 
 def stdlib_decode_object(data: str) -> dict[str, Any] | StreamError:

@@ -1,4 +1,4 @@
-"""No credential reaches a log line: every shape ``core.logs`` redacts, the
+"""No credential reaches a log line: every shape ``core.telemetry.logs`` redacts, the
 registry of values that have no shape, and every way a record carries text
 (arguments of any type, extra fields, tracebacks, stacks) in both formats."""
 
@@ -21,14 +21,14 @@ from redis.asyncio import Redis
 from bots.discord.ratelimits import RateLimitLearner, route_template, token_digest
 from bots.discord.settings import DiscordSettings
 from bots.slack.settings import SlackSettings
-from core import logs
 from core.clock import MonotonicClock
 from core.config import FallbackProvider, Settings
 from core.llm.client import LLMClient
-from core.responder import ReplyRequest, Responder
+from core.service.responder import ReplyRequest, Responder
 from core.state.keys import ConversationKey, Keys
 from core.state.settings import StateSettings, load_state_settings
 from core.state.store import State, open_state
+from core.telemetry import logs
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse
 from tests.fakes.recording_sink import RecordingSink
 from tests.fakes.streams import chat_stream, split_events
@@ -378,7 +378,9 @@ def test_filter_cleans_a_record_in_place_for_other_handlers() -> None:
 def test_json_keeps_its_shape() -> None:
     token = logs.reply_id.set("r-9")
     try:
-        record = logging.LogRecord("core.engine", logging.INFO, __file__, 1, "done %d", (3,), None)
+        record = logging.LogRecord(
+            "core.reply.engine", logging.INFO, __file__, 1, "done %d", (3,), None
+        )
         logs.ReplyIdFilter().filter(record)
         entry = json.loads(logs.JsonFormatter().format(record))
     finally:
@@ -505,7 +507,7 @@ def everything_record() -> logging.LogRecord:
     except RuntimeError as exc:
         error = exc
     record = logging.LogRecord(
-        "core.responder",
+        "core.service.responder",
         logging.ERROR,
         __file__,
         1,
@@ -660,5 +662,5 @@ async def test_every_line_of_a_reply_carries_its_context_and_the_last_its_outcom
         assert (entry["platform"], entry["workspace"], entry["channel"]) == ("slack", "T9", "C9")
     failed = [e for e in mine if "platform hiccup" in e["message"]]
     assert [e["error"] for e in failed] == ["RuntimeError"]
-    assert mine[-1]["outcome"] == "done" and mine[-1]["logger"] == "core.responder"
+    assert mine[-1]["outcome"] == "done" and mine[-1]["logger"] == "core.service.responder"
     assert [e for e in mine if "outcome" in e] == [mine[-1]]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.markdown import MAX_REOPENER, Page, Paginator, heal, open_fence, unsplit
+from core.reply.markdown import MAX_REOPENER, Page, Paginator, heal, open_fence, unsplit
 
 # -- open_fence ----------------------------------------------------------------
 

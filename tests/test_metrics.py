@@ -25,16 +25,16 @@ from slack_sdk.errors import SlackApiError
 from bots.discord.ratelimits import RateLimitLearner, route_name
 from bots.ops import metrics_app
 from bots.slack.api import SafeWebClient
-from core.budget import Limit, LimitTable, LocalBudget
-from core.intake import IntakeLog, outcome_metric
 from core.llm.client import LLMClient, RetryPolicy, Timeouts
 from core.llm.events import StreamError, TextDelta
 from core.llm.messages import ChatMessage
 from core.llm.provider import Provider
-from core.metrics import MAX_LABEL_VALUES, OTHER, ChatrelayMetrics, scope_kind
+from core.reply.budget import Limit, LimitTable, LocalBudget
+from core.service.intake import IntakeLog, outcome_metric
 from core.state.buckets import RedisBudget
 from core.state.connection import EmbeddedRedis, connect
 from core.state.keys import Keys
+from core.telemetry.metrics import MAX_LABEL_VALUES, OTHER, ChatrelayMetrics, scope_kind
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse, error_response, sse_response
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.streams import chat_stream, split_events

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from core.metrics import ChatrelayMetrics
+from core.telemetry.metrics import ChatrelayMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana").glob("*.json"))

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from core import logs
-from core.metrics import ChatrelayMetrics, Counter, Histogram, MetricsRegistry
-from core.sink import SinkCall
+from core.reply.sink import SinkCall
+from core.telemetry import logs
+from core.telemetry.metrics import ChatrelayMetrics, Counter, Histogram, MetricsRegistry
 
 
 def test_prometheus_text_format() -> None:
@@ -73,7 +73,7 @@ def test_json_lines_carry_the_reply_id() -> None:
     token = logs.reply_id.set("r-123")
     try:
         record = logging.LogRecord(
-            "core.engine", logging.WARNING, __file__, 1, "slow %d", (3,), None
+            "core.reply.engine", logging.WARNING, __file__, 1, "slow %d", (3,), None
         )
         logs.ReplyIdFilter().filter(record)
         entry = json.loads(logs.JsonFormatter().format(record))

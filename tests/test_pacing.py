@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.pacing import IMMEDIATE, Pacing
+from core.reply.pacing import IMMEDIATE, Pacing
 
 
 def test_interval_counts_from_the_end_of_the_last_update() -> None:

@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 from core.clock import MonotonicClock
 from core.llm.client import LLMClient
 from core.llm.events import Usage
-from core.responder import BUSY_TEXT, ReplyHooks, ReplyRequest, Responder
-from core.sink import Sink
+from core.reply.sink import Sink
+from core.service.responder import BUSY_TEXT, ReplyHooks, ReplyRequest, Responder
 from core.state.keys import ConversationKey, Keys
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state

@@ -13,7 +13,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.sse import SSEDecoder, SSEEvent
+from core.llm.sse import SSEDecoder, SSEEvent
 
 Row = tuple[str, str, str, int | None]
 """An event as (data, type, id, retry)."""

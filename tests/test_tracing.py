@@ -1,4 +1,4 @@
-"""OpenTelemetry traces of replies (``core.tracing``), with the SDK's in-memory
+"""OpenTelemetry traces of replies (``core.telemetry.tracing``), with the SDK's in-memory
 exporter: a Slack reply end to end (the real slack_bolt/slack_sdk against the
 fake Slack, the model over HTTP, a real Redis) is one trace; scopes are named
 without their ids; the model client's attempts, the engine's budget waits and
@@ -29,18 +29,18 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from core import logs, tracing
-from core.budget import Limit, LimitTable, LocalBudget
 from core.clock import MonotonicClock
 from core.config import ConfigError
-from core.engine import Reply
-from core.intake import IntakeLog
 from core.llm.client import LLMClient, RetryPolicy, Timeouts
 from core.llm.provider import Provider
-from core.pacing import Pacing
-from core.responder import ReplyRequest
-from core.sink import RateLimited
+from core.reply.budget import Limit, LimitTable, LocalBudget
+from core.reply.engine import Reply
+from core.reply.pacing import Pacing
+from core.reply.sink import RateLimited
+from core.service.intake import IntakeLog
+from core.service.responder import ReplyRequest
 from core.state.keys import ConversationKey
+from core.telemetry import logs, tracing
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse, error_response
 from tests.fakes.recording_sink import RecordingSink
 from tests.fakes.slack_server import FakeSlack
@@ -347,7 +347,7 @@ def test_the_tracing_observer_passes_everything_on_to_the_metrics_one() -> None:
         observer.first_token(0.1)
         observer.first_visible(0.2)
         observer.visible(0.3)
-        from core.sink import SinkCall
+        from core.reply.sink import SinkCall
 
         observer.platform_call(SinkCall.UPDATE, 0.01, 0.5)
         observer.rate_limited("slack:T1:chat.update", 1.0)
@@ -485,8 +485,8 @@ if os.environ.get("HIDE_OTEL"):
     sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
 from core.clock import MonotonicClock
 from core.llm.events import Finish, TextDelta, Usage
-from core.logs import setup_logging
-from core.responder import ReplyRequest, Responder
+from core.telemetry.logs import setup_logging
+from core.service.responder import ReplyRequest, Responder
 from core.state.keys import ConversationKey
 from core.state.settings import load_state_settings
 from core.state.store import open_state
@@ -604,7 +604,7 @@ def test_tracing_configured_without_the_packages_is_one_line_at_start(tmp_path: 
     )
     assert outcome == {"outcome": "done", "otel": []}
     [line] = [line for line in stderr.splitlines() if "OpenTelemetry" in line]
-    assert line.startswith("WARNING core.tracing: tracing is configured")
+    assert line.startswith("WARNING core.telemetry.tracing: tracing is configured")
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" in line and "chatrelay[otel]" in line
     assert "Traceback" not in stderr
 

@@ -16,11 +16,10 @@ import sys
 from typing import TextIO
 
 from bots.console.conversation import QUIT, RESET, Conversation, outcome_note
+from bots.console.textsink import TextStreamSink
 from core.config import Settings
-from core.engine import Reply
-from core.llm.client import LLMClient
-from core.pacing import Pacing
-from core.textsink import TextStreamSink
+from core.llm import LLMClient
+from core.reply import Pacing, Reply
 
 CONSOLE_PACING = Pacing(min_interval=0.05, min_chars=0, max_wait=0.05)
 """A terminal takes any rate; pacing still coalesces deltas, as on a platform."""

@@ -6,8 +6,8 @@ conversation lives in memory only.
 
 from __future__ import annotations
 
-from core.llm.messages import ChatMessage
-from core.sink import Outcome
+from core.llm import ChatMessage
+from core.reply import Outcome
 
 QUIT = ("/quit", "/exit")
 RESET = "/reset"

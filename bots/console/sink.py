@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 
 from bots.console.view import ReplyView
-from core.sink import Frame, Outcome, SinkCall
+from core.reply import Frame, Outcome, SinkCall
 
 SPIN_INTERVAL = 0.1
 """Seconds between two frames of the thinking spinner."""

@@ -30,9 +30,8 @@ from rich.text import Text
 from bots.console.conversation import QUIT, RESET, Conversation, outcome_note
 from bots.console.sink import LiveSink
 from core.config import Settings
-from core.engine import Reply
-from core.llm.client import LLMClient
-from core.pacing import Pacing
+from core.llm import LLMClient
+from core.reply import Pacing, Reply
 
 LIVE_PACING = Pacing(min_interval=0.08, min_chars=0, max_wait=0.08)
 """About 12 redraws a second: smooth to the eye, and Markdown is parsed and laid

@@ -40,7 +40,7 @@ is answering again, and the next process answers in it while the token lives
 
 Every message, live or found by a catch-up after a restart
 (``bots.discord.catchup``), goes through one intake (``take``), which records
-what became of it (``core.intake``) and notes it in its channel's cursor once
+what became of it (``core.service.intake``) and notes it in its channel's cursor once
 its fate is decided.
 """
 
@@ -87,18 +87,13 @@ from bots.discord.permissions import PermissionLog, missing_permissions
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.discord.settings import INTERACTION_TOKEN_LIFETIME, DiscordSettings
 from bots.discord.sink import DiscordReplySink
-from core.budget import acquire_all
 from core.clock import Clock, MonotonicClock
 from core.config import Settings
-from core.intake import IntakeLog, Outcome
-from core.lifecycle import ShuttingDown
-from core.responder import ReplyHooks, ReplyRequest, Responder, SinkFactory
+from core.reply import MessageGone, RateLimited, Sink, acquire_all
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
-from core.sink import MessageGone, RateLimited, Sink
-from core.state.connection import REDIS_FAILURES
-from core.state.deferred import DeferredRequest
-from core.state.keys import ConversationKey
-from core.state.store import State
+from core.service import ReplyHooks, ReplyRequest, Responder, ShuttingDown, SinkFactory
+from core.service.intake import IntakeLog, Outcome
+from core.state import REDIS_FAILURES, ConversationKey, DeferredRequest, State
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +136,7 @@ class DiscordBot:
         self.access = Access.from_settings(settings)
         self.permission_log = PermissionLog()
         self.intake = IntakeLog(on_intake)
-        """What became of each message received (``core.intake``)."""
+        """What became of each message received (``core.service.intake``)."""
         self.catchup = CatchUp(
             client,
             state.last_seen,

@@ -44,8 +44,8 @@ import discord
 
 from bots.discord.handover import PLATFORM, shard_of
 from bots.discord.ratelimits import GLOBAL_SCOPE
-from core.budget import Budget
-from core.state.connection import REDIS_FAILURES
+from core.reply import Budget
+from core.state import REDIS_FAILURES
 from core.state.lastseen import LastSeen
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,8 @@ import discord
 
 from bots.discord.format import answer_of, strip_mention
 from bots.discord.ratelimits import GLOBAL_SCOPE
-from core.budget import Budget
-from core.state.conversations import Turn
-from core.state.keys import ConversationKey
+from core.reply import Budget
+from core.state import ConversationKey, Turn
 
 log = logging.getLogger(__name__)
 

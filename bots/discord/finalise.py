@@ -39,8 +39,7 @@ from bots.discord.format import Rendered, RenderMode, answering_again_note, move
 from bots.discord.outlets import NO_MENTIONS, translate
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.discord.settings import INTERACTION_TOKEN_LIFETIME
-from core.budget import Budget
-from core.sink import MessageGone, Outcome, RateLimited
+from core.reply import Budget, MessageGone, Outcome, RateLimited
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord
 
 log = logging.getLogger(__name__)

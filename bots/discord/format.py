@@ -23,7 +23,7 @@ from typing import Literal
 
 import discord
 
-from core.sink import Outcome
+from core.reply import Outcome
 
 RenderMode = Literal["content", "embeds"]
 

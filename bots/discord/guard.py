@@ -41,11 +41,11 @@ import logging
 from dataclasses import dataclass
 
 from core.clock import Clock, MonotonicClock
-from core.metrics import ChatrelayMetrics
-from core.pacing import Pacing
-from core.state.connection import REDIS_FAILURES
+from core.reply import Pacing
+from core.state import REDIS_FAILURES
 from core.state.invalid import InvalidRequests
 from core.state.learned import AdaptiveLimits
+from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger(__name__)
 

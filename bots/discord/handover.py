@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.responder import ReplyRequest
-from core.state.keys import ConversationKey
+from core.service import ReplyRequest
+from core.state import ConversationKey
 
 PLATFORM = "discord"
 VERSION = 1

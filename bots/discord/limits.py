@@ -8,13 +8,13 @@ under: ``RATE_LIMITS`` overrides them per pattern, and
 headers. ``chatrelay run`` merges them with the other adapters' defaults
 (``bots.cli.platform_limits``) and hands them to ``core.state.store.open_state``.
 
-This module imports only ``core.budget``: composing the limits must not load
+This module imports only ``core.reply.budget``: composing the limits must not load
 discord.py or aiohttp.
 """
 
 from __future__ import annotations
 
-from core.budget import Limit, RateLimit
+from core.reply import Limit, RateLimit
 
 DEFAULT_LIMITS: dict[str, RateLimit] = {
     # Observed: 5 per 5 s per channel (sends and edits), 50/s per bot token,

@@ -28,7 +28,7 @@ import discord
 
 from bots.discord.format import Rendered
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
-from core.sink import MessageGone, RateLimited
+from core.reply import MessageGone, RateLimited
 
 T = TypeVar("T")
 

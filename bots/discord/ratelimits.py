@@ -57,7 +57,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from bots.discord.guard import InvalidRequestGuard, is_invalid
-from core.budget import Budget, Limit, RateLimit
+from core.reply import Budget, Limit, RateLimit
 from core.state.learned import AdaptiveLimits, LearnedLimits, is_tighter
 
 log = logging.getLogger(__name__)

@@ -49,15 +49,13 @@ from bots.discord.handover import PLATFORM
 from bots.discord.ratelimits import RateLimitLearner
 from bots.discord.settings import DiscordSettings
 from core.config import ConfigError, Settings, Unavailable
-from core.engine import FinalRetry
-from core.intake import outcome_metric
-from core.lifecycle import ActiveReplies
-from core.llm.client import LLMClient
-from core.metrics import ChatrelayMetrics
-from core.responder import Responder
+from core.llm import LLMClient
+from core.reply import FinalRetry
+from core.service import ActiveReplies, Responder, outcome_metric
+from core.state import State
 from core.state.inflight import Finalise, InflightRecord
 from core.state.learned import AdaptiveLimits
-from core.state.store import State
+from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ from bots.discord.format import Rendered, RenderMode, message_limit, moved_note,
 from bots.discord.outlets import ChannelOutlet, InteractionOutlet, Outlet, TokenExpired
 from bots.discord.ratelimits import GLOBAL_SCOPE
 from core.clock import Clock, MonotonicClock
-from core.sink import Frame, MessageGone, Outcome, Reroute, SinkCall
+from core.reply import Frame, MessageGone, Outcome, Reroute, SinkCall
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.slack.format import neutralise
-from core.sink import MessageGone, RateLimited
+from core.reply import MessageGone, RateLimited
 
 TEXT_FIELDS = frozenset({"text", "markdown_text", "title", "message", "alt_text", "status"})
 """Fields whose string values reach people's eyes (and Slack's mention parser)."""

@@ -34,19 +34,13 @@ from bots.slack.dms import DirectMessages, dm_thread, event_id
 from bots.slack.format import FEEDBACK_ACTIONS, STOP_ACTION, strip_mention
 from bots.slack.settings import SlackSettings
 from bots.slack.sink import SlackReplySink, SlackTarget
-from core.budget import acquire_all
 from core.config import Settings
-from core.intake import IntakeLog, Outcome, outcome_metric
-from core.lifecycle import ShuttingDown
-from core.metrics import ChatrelayMetrics
-from core.responder import ReplyHooks, ReplyRequest, Responder
+from core.reply import Sink, acquire_all
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
-from core.sink import Sink
-from core.state.connection import REDIS_FAILURES
-from core.state.conversations import Turn
-from core.state.deferred import DeferredRequest
-from core.state.keys import ConversationKey
-from core.state.store import State
+from core.service import ReplyHooks, ReplyRequest, Responder, ShuttingDown
+from core.service.intake import IntakeLog, Outcome, outcome_metric
+from core.state import REDIS_FAILURES, ConversationKey, DeferredRequest, State, Turn
+from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +136,7 @@ class SlackBot:
         await self._intake(body, self._message(event, body))
 
     async def _intake(self, body: dict[str, Any], handling: Awaitable[Outcome]) -> None:
-        """Count the event as received, then what became of it (``core.intake``)."""
+        """Count the event as received, then what became of it (``core.service.intake``)."""
         await self.intake.handle(event_id(body), handling)
 
     async def _mention(self, event: dict[str, Any], body: dict[str, Any]) -> Outcome:

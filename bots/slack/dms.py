@@ -38,9 +38,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from core.intake import IntakeLog, Outcome
-from core.state.connection import REDIS_FAILURES
-from core.state.store import State
+from core.service.intake import IntakeLog, Outcome
+from core.state import REDIS_FAILURES, State
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.api import STOPPED_BY_USER, STREAM_CLOSED, error_of, gone, rate_limited, scope
 from bots.slack.format import fallback_text, message_blocks
-from core.budget import Budget
-from core.sink import MessageGone, Outcome
+from core.reply import Budget, MessageGone, Outcome
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord
 
 _STREAM_ENDED = STREAM_CLOSED | {STOPPED_BY_USER, "message_not_owned_by_app"}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.sink import Outcome
+from core.reply import Outcome
 
 ZWSP = "\u200b"
 _SPECIAL = re.compile(r"<(?=[!@#])")

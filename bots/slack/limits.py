@@ -11,7 +11,7 @@ the other adapters' defaults (``bots.cli.platform_limits``) and hands them to
 
 from __future__ import annotations
 
-from core.budget import Limit, RateLimit, Window
+from core.reply import Limit, RateLimit, Window
 
 TIER_WINDOW = 61.0
 """Seconds in which a Slack tier's "N per minute" is counted (``RATE_TIER_WINDOW``):
@@ -25,7 +25,7 @@ STATUS_PER_MINUTE = 600
 """``assistant.threads.setStatus`` calls per minute per workspace
 (``SLACK_STATUS_PER_MINUTE``). Slack calls the limit "special" and publishes no
 number; a status is the cheapest thing a reply can show, so it is budgeted
-generously, and a 429 on one only skips that status (``core.engine``)."""
+generously, and a 429 on one only skips that status (``core.reply.engine``)."""
 
 
 POSTS_PER_WORKSPACE = 290

@@ -32,15 +32,12 @@ from bots.slack.bot import SlackBot
 from bots.slack.finalise import finalise_record
 from bots.slack.settings import SlackSettings
 from core.config import ConfigError, Settings, Unavailable
-from core.engine import FinalRetry
-from core.lifecycle import ActiveReplies
-from core.llm.client import LLMClient
-from core.metrics import ChatrelayMetrics
-from core.pacing import Pacing
-from core.responder import Responder
+from core.llm import LLMClient
+from core.reply import FinalRetry, Pacing
 from core.rules import RulesSource
-from core.state.inflight import InflightRecord
-from core.state.store import State
+from core.service import ActiveReplies, Responder
+from core.state import InflightRecord, State
+from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bots.slack.limits import STATUS_PER_MINUTE, TIER_WINDOW
 from bots.slack.limits import default_limits as slack_limits
-from core.budget import RateLimit
 from core.config import ConfigError, read_settings
+from core.reply import RateLimit
 
 
 class SlackSettings(BaseSettings):

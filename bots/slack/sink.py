@@ -47,8 +47,7 @@ from bots.slack.api import (
 )
 from bots.slack.format import fallback_text, message_blocks, outcome_note
 from core.clock import Clock, MonotonicClock
-from core.markdown import heal
-from core.sink import Frame, Outcome, Reroute, SinkCall, UserStopped
+from core.reply import Frame, Outcome, Reroute, SinkCall, UserStopped, heal
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +154,7 @@ class SlackReplySink:
             return ("chat.stopStream", "chat.startStream")
         return ("chat.appendStream",)
 
-    # -- the route of a new message (core.sink.RouteChoice) ----------------------
+    # -- the route of a new message (core.reply.sink.RouteChoice) ----------------------
 
     def contested_scope(self, call: SinkCall, index: int) -> str | None:
         """``chat.startStream``'s scope when ``call`` would start the stream of a

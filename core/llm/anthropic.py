@@ -26,7 +26,7 @@ from core.llm.errors import (
 )
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
 from core.llm.messages import ChatMessage
-from core.sse import SSEEvent
+from core.llm.sse import SSEEvent
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096

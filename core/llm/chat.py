@@ -42,7 +42,7 @@ from core.llm.events import (
     Usage,
 )
 from core.llm.messages import ChatMessage
-from core.sse import SSEEvent
+from core.llm.sse import SSEEvent
 
 _INVALID_NAME = re.compile(r"[^A-Za-z0-9_-]")
 

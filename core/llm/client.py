@@ -36,8 +36,8 @@ from core.llm.events import CONTENT_EVENTS, Event, Finish, StreamError, Usage
 from core.llm.messages import ChatMessage
 from core.llm.provider import Provider
 from core.llm.responses import OpenAIResponses
-from core.observe import LLMObserver
-from core.sse import SSEDecoder
+from core.llm.sse import SSEDecoder
+from core.reply.observe import LLMObserver
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class RetryPolicy:
 
 
 class AttemptTrace(Protocol):
-    """What a trace records of one request to a provider (``core.tracing``)."""
+    """What a trace records of one request to a provider (``core.telemetry.tracing``)."""
 
     def record(self, event: Event) -> None:
         """The request's ``Usage``, ``Finish`` or ``StreamError`` (no other event)."""

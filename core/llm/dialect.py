@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from core.llm.events import Event, StreamError
 from core.llm.messages import ChatMessage
-from core.sse import SSEEvent
+from core.llm.sse import SSEEvent
 
 
 class StreamParser(Protocol):

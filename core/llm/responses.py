@@ -27,7 +27,7 @@ from core.llm.errors import (
 )
 from core.llm.events import Event, Finish, ReasoningDelta, StreamError, TextDelta, Usage
 from core.llm.messages import ChatMessage
-from core.sse import SSEEvent
+from core.llm.sse import SSEEvent
 
 INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
 

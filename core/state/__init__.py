@@ -12,3 +12,21 @@ chains), ``lastseen`` (catch-up cursors), ``resets`` (``/reset`` marks),
 limits and invalid requests), ``settings``; ``store`` opens them all together
 as one ``State``. Nothing outside this package talks to Redis.
 """
+
+from core.state.connection import REDIS_FAILURES, bounded
+from core.state.conversations import Turn
+from core.state.deferred import DeferredRequest
+from core.state.inflight import InflightRecord
+from core.state.keys import ConversationKey
+from core.state.store import State, open_state
+
+__all__ = [
+    "REDIS_FAILURES",
+    "ConversationKey",
+    "DeferredRequest",
+    "InflightRecord",
+    "State",
+    "Turn",
+    "bounded",
+    "open_state",
+]

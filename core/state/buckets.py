@@ -1,6 +1,6 @@
 """Rate budgets shared by every replica: GCRA and sliding windows in Redis.
 
-The same algorithms as ``core.budget.LocalBudget`` (each acquire reserves the
+The same algorithms as ``core.reply.budget.LocalBudget`` (each acquire reserves the
 next free slot, so waiters are served in arrival order and 20 replies sharing
 a scope each get about a twentieth of it), but the slots live in Redis and one
 Lua script reserves a slot atomically: one round trip per acquire, no
@@ -50,8 +50,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
-from core.budget import LimitTable, LocalBudget, Turn, Window
 from core.clock import Clock, MonotonicClock
+from core.reply.budget import LimitTable, LocalBudget, Turn, Window
 from core.state.batch import WriteBatch, add_script
 from core.state.connection import REDIS_FAILURES as REDIS_FAILURES  # re-exported
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
@@ -169,7 +169,7 @@ MICROS = 1_000_000
 
 
 class RedisBudget:
-    """``core.budget.Budget`` shared through Redis, degrading to a local one.
+    """``core.reply.budget.Budget`` shared through Redis, degrading to a local one.
 
     ``server_time=False`` takes time from ``clock`` instead of Redis, so pacing
     can be tested on a ``FakeClock``; never use it with replicas on different
@@ -222,7 +222,7 @@ class RedisBudget:
         return self._degraded
 
     async def acquire(self, scope: str, turn: Turn | None = None) -> float:
-        """In arrival order (``turn`` is ``core.fairness.FairBudget``'s to use)."""
+        """In arrival order (``turn`` is ``core.reply.fairness.FairBudget``'s to use)."""
         clock = self._clock
         start = clock.now()
         if not self._degraded:

@@ -45,7 +45,7 @@ POLL = 1.0
 
 
 class Stoppable(Protocol):
-    """What can be cancelled: ``core.engine.Reply`` is one."""
+    """What can be cancelled: ``core.reply.engine.Reply`` is one."""
 
     def stop(self, state: str = "stopped", reason: str | None = None) -> None: ...
 

@@ -38,7 +38,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from core.clock import Clock, MonotonicClock
-from core.sink import MessageGone
+from core.reply.sink import MessageGone
 from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES
 from core.state.deferred import DeferredRequests

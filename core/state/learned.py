@@ -40,8 +40,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from core.budget import Limit, LimitTable, RateLimit, Window
 from core.clock import Clock, MonotonicClock
+from core.reply.budget import Limit, LimitTable, RateLimit, Window
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
 

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.budget import Limit, LimitTable, RateLimit, Window
 from core.config import read_settings
+from core.reply.budget import Limit, LimitTable, RateLimit, Window
 
 _LIMIT_SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+|window)\s*)?$")
 

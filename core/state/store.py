@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from core.budget import RateLimit
-from core.fairness import FairBudget
+from core.reply.budget import RateLimit
+from core.reply.fairness import FairBudget
 from core.state.batch import WriteBatch
 from core.state.buckets import RedisBudget
 from core.state.cancel import CancelBus
@@ -52,7 +52,7 @@ class State:
     conversations: Conversations
     budget: FairBudget
     """Every platform call's budget: ``shared_budget``'s slots, handed within
-    this process to the most urgent call first (``core.fairness``)."""
+    this process to the most urgent call first (``core.reply.fairness``)."""
     shared_budget: RedisBudget
     """The limits every replica shares (and learns into)."""
     dedupe: Dedupe

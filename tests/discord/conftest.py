@@ -25,8 +25,8 @@ from bots.discord.limits import DEFAULT_LIMITS
 from bots.discord.service import DiscordService, discord_app
 from bots.discord.settings import load_discord_settings
 from core.config import load_settings
-from core.engine import FinalRetry
 from core.llm.client import LLMClient
+from core.reply.engine import FinalRetry
 from core.rules import load_rules
 from core.state.keys import Keys
 from core.state.settings import load_state_settings
@@ -169,7 +169,7 @@ async def eventually(check: Callable[[], object], within: float = 10.0) -> None:
 
 
 async def outcome_of(service: DiscordService, message: MessageRecord, within: float = 10.0) -> str:
-    """What the bot made of ``message`` (``core.intake``), once it is done
+    """What the bot made of ``message`` (``core.service.intake``), once it is done
     with it: a test that expects no reply waits for this, not for time to pass."""
     async with asyncio.timeout(within):
         return await service.bot.intake.wait(message.id)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from core.engine import FinalRetry
+from core.reply.engine import FinalRetry
 from core.state.inflight import InflightRecord
 from core.state.store import State
 from tests.discord.conftest import StartBot, eventually

@@ -17,7 +17,7 @@ from bots.discord.finalise import answered_anew, finalise_record
 from bots.discord.format import ANSWERING_AGAIN, WRITING
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.discord.service import DiscordService
-from core.sink import MessageGone, RateLimited
+from core.reply.sink import MessageGone, RateLimited
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord, MessageRecord
 from core.state.store import State
 from tests.discord.conftest import StartBot, answer, eventually, finished, pings_nobody, stream

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bots.discord.handover import AskTarget, ChannelTarget, from_payload, shard_of, to_payload
-from core.responder import ReplyRequest
+from core.service.responder import ReplyRequest
 from core.state.keys import ConversationKey
 
 ASK = AskTarget(

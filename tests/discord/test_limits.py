@@ -26,15 +26,15 @@ from bots.discord.guard import (
 )
 from bots.discord.ratelimits import RateLimitLearner, channel_scope
 from bots.discord.settings import load_discord_settings
-from core.budget import Limit as BudgetLimit
-from core.budget import LimitTable
 from core.clock import Clock, FakeClock
-from core.metrics import ChatrelayMetrics
+from core.reply.budget import Limit as BudgetLimit
+from core.reply.budget import LimitTable
 from core.state.buckets import RedisBudget
 from core.state.invalid import InvalidRequests
 from core.state.keys import Keys
 from core.state.learned import AdaptiveLimits, LearnedLimits
 from core.state.store import State
+from core.telemetry.metrics import ChatrelayMetrics
 from tests.discord.conftest import StartBot, answer, bot_messages, eventually, finished, stream
 from tests.fakes.discord_server import (
     ALICE,

@@ -19,11 +19,11 @@ from bots.discord.format import Rendered
 from bots.discord.outlets import ChannelOutlet, InteractionOutlet, TokenExpired
 from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope
 from bots.discord.sink import DiscordReplySink
-from core.budget import LocalBudget, Turn
 from core.clock import FakeClock
-from core.engine import FinalRetry, Reply, ReplyResult
 from core.llm.events import Finish, TextDelta
-from core.sink import RateLimited
+from core.reply.budget import LocalBudget, Turn
+from core.reply.engine import FinalRetry, Reply, ReplyResult
+from core.reply.sink import RateLimited
 from tests.test_engine import Step, scripted
 
 INTERACTION = "discord:interaction:stub"

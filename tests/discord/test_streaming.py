@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.budget import Limit as BudgetLimit
 from core.clock import FakeClock
+from core.reply.budget import Limit as BudgetLimit
 from core.state.inflight import InflightRecord, InflightRegistry, MessageRecord
 from core.state.store import State
 from tests.discord.conftest import (

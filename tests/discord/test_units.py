@@ -26,9 +26,9 @@ from bots.discord.ratelimits import (
 )
 from bots.discord.settings import load_discord_settings
 from core.config import ConfigError
-from core.intake import IntakeLog, outcome_metric
-from core.metrics import ChatrelayMetrics
-from core.sink import Outcome
+from core.reply.sink import Outcome
+from core.service.intake import IntakeLog, outcome_metric
+from core.telemetry.metrics import ChatrelayMetrics
 
 
 class RecordingBudget:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.clock import Clock
-from core.sink import Frame, MessageGone, Outcome, RateLimited, SinkCall
+from core.reply.sink import Frame, MessageGone, Outcome, RateLimited, SinkCall
 
 
 @dataclass

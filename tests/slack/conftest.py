@@ -15,10 +15,10 @@ from bots.slack.limits import DEFAULT_LIMITS
 from bots.slack.service import slack_app
 from bots.slack.settings import load_slack_settings
 from core.config import load_settings
-from core.engine import FinalRetry
-from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
+from core.reply.engine import FinalRetry
 from core.rules import load_rules
+from core.service.lifecycle import ActiveReplies
 from core.state.keys import Keys
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state

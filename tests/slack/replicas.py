@@ -16,12 +16,12 @@ from aiohttp import web
 from bots.slack.limits import DEFAULT_LIMITS
 from bots.slack.service import SlackService, running_slack
 from bots.slack.settings import load_slack_settings
-from core.budget import Limit, LimitTable, Window
 from core.config import load_settings
-from core.engine import FinalRetry
-from core.lifecycle import ActiveReplies
 from core.llm.client import LLMClient
+from core.reply.budget import Limit, LimitTable, Window
+from core.reply.engine import FinalRetry
 from core.rules import load_rules
+from core.service.lifecycle import ActiveReplies
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
 from tests.fakes.llm_server import FakeResponse, RecordedRequest

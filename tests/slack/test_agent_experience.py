@@ -16,7 +16,7 @@ from typing import Any, Literal
 import pytest
 
 from bots.slack.dms import GREETING, SUGGESTED_PROMPTS
-from core.intake import OUTCOMES, IntakeLog
+from core.service.intake import OUTCOMES, IntakeLog
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_server import FakeSlack
 from tests.slack.test_slack_adapter import (

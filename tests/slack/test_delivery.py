@@ -13,8 +13,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.api import SafeWebClient
 from bots.slack.sink import MESSAGE_LIMIT, STREAM_BYTES, SlackReplySink, SlackTarget
-from core.engine import FinalRetry
-from core.sink import Frame, Outcome, Reroute, SinkCall
+from core.reply.engine import FinalRetry
+from core.reply.sink import Frame, Outcome, Reroute, SinkCall
 from core.state.store import State
 from tests.fakes.llm_server import FakeLLMServer, FakeResponse
 from tests.fakes.slack_server import FakeSlack, Message

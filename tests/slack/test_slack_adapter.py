@@ -15,8 +15,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bots.slack.finalise import finalise_record
 from bots.slack.limits import DEFAULT_LIMITS
 from bots.slack.service import EVENTS_PATH, http_routes
-from core.budget import Limit, LocalBudget
-from core.lifecycle import ActiveReplies
+from core.reply.budget import Limit, LocalBudget
+from core.service.lifecycle import ActiveReplies
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord, MessageRecord
 from core.state.keys import ConversationKey
 from core.state.store import State

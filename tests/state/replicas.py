@@ -14,11 +14,11 @@ from multiprocessing.synchronize import Event
 
 from redis.asyncio import Redis
 
-from core.budget import LimitTable, RateLimit
-from core.engine import Reply
 from core.llm.events import TextDelta
-from core.pacing import Pacing
-from core.sink import Frame, Outcome, SinkCall
+from core.reply.budget import LimitTable, RateLimit
+from core.reply.engine import Reply
+from core.reply.pacing import Pacing
+from core.reply.sink import Frame, Outcome, SinkCall
 from core.state.buckets import RedisBudget
 from core.state.connection import connect
 from core.state.inflight import InflightRecord, InflightRegistry, Tracker

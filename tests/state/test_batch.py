@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from core.budget import LimitTable
+from core.reply.budget import LimitTable
 from core.state.batch import WriteBatch
 from core.state.buckets import RedisBudget
 from core.state.connection import connect

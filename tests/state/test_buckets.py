@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from core.budget import Limit, LimitTable, Window
 from core.clock import FakeClock, MonotonicClock
-from core.engine import Reply
 from core.llm.events import Finish, TextDelta
-from core.pacing import Pacing
+from core.reply.budget import Limit, LimitTable, Window
+from core.reply.engine import Reply
+from core.reply.pacing import Pacing
 from core.state.buckets import RedisBudget
 from core.state.connection import EmbeddedRedis, connect
 from core.state.keys import Keys

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from core.budget import Limit, LimitTable
+from core.reply.budget import Limit, LimitTable
 from core.state.buckets import RedisBudget
 from core.state.connection import connect
 from core.state.keys import Keys

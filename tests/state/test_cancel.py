@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from core.clock import MonotonicClock
-from core.engine import Reply
 from core.llm.events import TextDelta
-from core.pacing import Pacing
+from core.reply.engine import Reply
+from core.reply.pacing import Pacing
 from core.state.cancel import CancelBus
 from core.state.connection import EmbeddedRedis, connect
 from core.state.keys import Keys

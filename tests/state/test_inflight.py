@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from core.sink import MessageGone
+from core.reply.sink import MessageGone
 from core.state.connection import connect
 from core.state.deferred import DeferredRequests
 from core.state.inflight import InflightRecord, InflightRegistry, MessageRecord

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from core.budget import Limit, LimitTable, Window
 from core.clock import FakeClock
+from core.reply.budget import Limit, LimitTable, Window
 from core.state.buckets import RedisBudget
 from core.state.invalid import InvalidRequests
 from core.state.keys import Keys

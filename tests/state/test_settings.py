@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.budget import Limit, Window
 from core.config import ConfigError
+from core.reply.budget import Limit, Window
 from core.state.settings import load_state_settings, parse_limit
 
 DEFAULTS = {"y:*:call": Window(3, 10)}

@@ -34,7 +34,7 @@ from typing import Literal
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from core.budget import Budget, LimitTable, LocalBudget, Window
+from core.reply.budget import Budget, LimitTable, LocalBudget, Window
 from core.state.buckets import RedisBudget
 from core.state.connection import connect
 from core.state.keys import Keys

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TextIO
 
-from core.sink import Frame, MessageGone, Outcome, SinkCall
+from core.reply import Frame, MessageGone, Outcome, SinkCall
 
 REASONING_MARK = "[reasoning] "
 

@@ -49,7 +49,7 @@ class ReplyContext:
     workspace: str
     channel: str
     trace_id: str | None = None
-    """The reply's trace (32 hex digits) when tracing is on (``core.tracing``)."""
+    """The reply's trace (32 hex digits) when tracing is on (``core.telemetry.tracing``)."""
 
 
 reply_context: contextvars.ContextVar[ReplyContext | None] = contextvars.ContextVar(

@@ -111,7 +111,7 @@ class Turn:
     """Where a call stands when several wait for one scope: by ``urgency``, then
     the one whose reply has waited longest (``since``: when it last showed
     something, or started). Budgets that serve in arrival order ignore it;
-    ``core.fairness.FairBudget`` orders its waiters by it."""
+    ``core.reply.fairness.FairBudget`` orders its waiters by it."""
 
     urgency: Urgency
     since: float

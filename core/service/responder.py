@@ -11,8 +11,8 @@ differ. So the order of things lives here, tested once:
 5. the answer is stored and the tokens counted.
 
 Every line logged on a reply's behalf carries its platform, workspace, channel
-and id (``core.logs.reply_scope``), its last one the ``outcome``; with tracing
-on (``core.tracing``) the reply is one trace, rooted here.
+and id (``core.telemetry.logs.reply_scope``), its last one the ``outcome``; with tracing
+on (``core.telemetry.tracing``) the reply is one trace, rooted here.
 """
 
 from __future__ import annotations
@@ -24,23 +24,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core import logs, tracing
-from core.engine import FinalRetry, Reply, ReplyResult
-from core.intake import event_received_at
-from core.lifecycle import ActiveReplies, ShuttingDown
 from core.llm.client import LLMClient
 from core.llm.events import Event, Finish, TextDelta
 from core.llm.messages import ChatMessage
-from core.metrics import ChatrelayMetrics
-from core.observe import ReplyObserver
-from core.pacing import Pacing
-from core.sink import Sink
+from core.reply.engine import FinalRetry, Reply, ReplyResult
+from core.reply.observe import ReplyObserver
+from core.reply.pacing import Pacing
+from core.reply.sink import Sink
+from core.service.intake import event_received_at
+from core.service.lifecycle import ActiveReplies, ShuttingDown
 from core.state.connection import REDIS_FAILURES
 from core.state.conversations import Turn, build_context
 from core.state.inflight import InflightRecord, Tracker
 from core.state.keys import ConversationKey
 from core.state.locks import Lease
 from core.state.store import State
+from core.telemetry import logs, tracing
+from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import Metric
 
-from core.sink import SinkCall
+from core.reply.sink import SinkCall
 
 # ``_created`` samples double every counter's and histogram's series for a
 # timestamp no dashboard here reads.
@@ -460,7 +460,7 @@ class ChatrelayMetrics:
 
 
 class LLMMetrics:
-    """A ``core.observe.LLMObserver`` feeding ``ChatrelayMetrics`` (``LLMClient.observer``)."""
+    """An ``observe.LLMObserver`` feeding ``ChatrelayMetrics`` (``LLMClient.observer``)."""
 
     def __init__(self, metrics: ChatrelayMetrics) -> None:
         self._m = metrics
@@ -476,7 +476,7 @@ class LLMMetrics:
 
 
 class ReplyMetrics:
-    """A ``core.observe.ReplyObserver`` feeding ``ChatrelayMetrics`` for one platform."""
+    """A ``core.reply.observe.ReplyObserver`` feeding ``ChatrelayMetrics`` for one platform."""
 
     def __init__(self, metrics: ChatrelayMetrics, platform: str) -> None:
         self._m = metrics

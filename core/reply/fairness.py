@@ -1,7 +1,7 @@
 """Who gets a scope's next slot when calls queue for it: the most urgent, then
 the reply that waited longest.
 
-The budgets in ``core.budget`` and ``core.state.buckets`` reserve slots in
+The budgets in ``core.reply.budget`` and ``core.state.buckets`` reserve slots in
 arrival order, and across replicas that order is the right one: each process
 gets the share of a platform's limit that its waiting calls ask for. Within
 one process, arrival order is not what people want when a limit binds. A
@@ -26,8 +26,8 @@ import heapq
 import itertools
 from dataclasses import dataclass, field
 
-from core.budget import ONE_OFF, Budget, Turn
 from core.clock import Clock, MonotonicClock
+from core.reply.budget import ONE_OFF, Budget, Turn
 
 
 @dataclass(order=True)

@@ -8,7 +8,7 @@ it waited is coalesced into one call. When the stream ends, the writer
 delivers the final text of every message (waiting for budget as long as it
 takes: the final update is never dropped) and the outcome.
 
-The engine owns the text. Messages are pages of it (``core.markdown``), so
+The engine owns the text. Messages are pages of it (``core.reply.markdown``), so
 their concatenation is exactly the model's text; the sink only renders.
 """
 
@@ -20,9 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from core.budget import Budget, LocalBudget, Turn, Urgency
 from core.clock import Clock, MonotonicClock
-from core.holdback import appendable
 from core.llm.events import (
     Finish,
     ReasoningDelta,
@@ -31,10 +29,12 @@ from core.llm.events import (
     ToolCall,
     Usage,
 )
-from core.markdown import Page, Paginator, heal
-from core.observe import CallObserver, ReplyObserver, ReplyStats
-from core.pacing import Pacing
-from core.sink import (
+from core.reply.budget import Budget, LocalBudget, Turn, Urgency
+from core.reply.holdback import appendable
+from core.reply.markdown import Page, Paginator, heal
+from core.reply.observe import CallObserver, ReplyObserver, ReplyStats
+from core.reply.pacing import Pacing
+from core.reply.sink import (
     Frame,
     MessageGone,
     Outcome,
@@ -92,7 +92,7 @@ class ReplyResult:
     messages: int
     """How many platform messages the reply used."""
     pages: tuple[Page, ...]
-    """How the text was cut into those messages (``core.markdown.unsplit`` joins them back)."""
+    """How the text was cut into those messages (``markdown.unsplit`` joins them back)."""
     stats: ReplyStats
     delivered: bool
     """False when the final state could not be shown (message gone, sink errors)."""

@@ -4,7 +4,7 @@ record for every token.
 ``ReplyStats`` is always collected (the CLI, tests and benchmarks read it);
 a ``ReplyObserver`` additionally receives each figure as it happens, which is
 where metrics exporters plug in. An observer that is also a ``CallObserver``
-(tracing, ``core.tracing``) is told of every platform call attempt and budget
+(tracing, ``core.telemetry.tracing``) is told of every platform call attempt and budget
 wait too; a plain ``ReplyObserver`` needs none of that.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from core.sink import SinkCall
+from core.reply.sink import SinkCall
 
 
 class ReplyObserver(Protocol):

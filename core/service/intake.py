@@ -20,7 +20,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # prometheus_client is for ``chatrelay run`` only
-    from core.metrics import ChatrelayMetrics
+    from core.telemetry.metrics import ChatrelayMetrics
 
 Outcome = Literal["ignored", "deduplicated", "answered", "handed_over", "failed"]
 """``ignored``: not for the bot (not addressed to it, a bot, blocked, a channel it

@@ -21,14 +21,14 @@ A reply's trace (docs/logs.md lists every span and attribute)::
                                          budget scopes' kinds
 
 Scopes are named by kind only, as the metrics name them
-(``core.metrics.scope_kind``: ``slack:chat.update``, ``discord:channel``):
+(``core.telemetry.metrics.scope_kind``: ``slack:chat.update``, ``discord:channel``):
 their ids (a channel, a digest of an interaction token) stay out of span
 attributes, as the root's own ``chatrelay.channel`` is the one place the
 channel is named.
 
 The model request's span is made by ``core.llm.client`` through its small
 ``ModelTrace`` protocol, and the platform calls' by the engine through
-``core.observe.CallObserver``: neither knows of OpenTelemetry.
+``core.reply.observe.CallObserver``: neither knows of OpenTelemetry.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.config import read_settings
 from core.llm.events import Event, Finish, StreamError, Usage
 from core.llm.provider import Provider
-from core.logs import redact, register_secrets
-from core.metrics import scope_kind
-from core.observe import CallObserver, ReplyObserver
-from core.sink import SinkCall
+from core.reply.observe import CallObserver, ReplyObserver
+from core.reply.sink import SinkCall
+from core.telemetry.logs import redact, register_secrets
+from core.telemetry.metrics import scope_kind
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from core.engine import Reply
+from core.reply.engine import Reply
 
 log = logging.getLogger(__name__)
 

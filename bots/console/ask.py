@@ -12,12 +12,11 @@ import signal
 import sys
 from typing import TextIO
 
+from bots.console.textsink import TextStreamSink
 from core.config import Settings
-from core.engine import Reply
-from core.llm.messages import ChatMessage
+from core.llm import ChatMessage
 from core.llm.model import open_model
-from core.pacing import IMMEDIATE
-from core.textsink import TextStreamSink
+from core.reply import IMMEDIATE, Reply
 
 EXIT_OK = 0
 EXIT_FAILED = 1
