@@ -36,7 +36,7 @@ async def run(
         budget=budget or LocalBudget(clock=clock),
         clock=clock,
         retry=retry,
-        progress=(lambda i, t, f: progress.append((i, t, f))) if progress is not None else None,
+        progress=(lambda i, t, f, _: progress.append((i, t, f))) if progress is not None else None,
     )
     task = asyncio.ensure_future(reply.run(scripted(clock, steps)))
     await clock.run(task)

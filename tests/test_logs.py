@@ -650,7 +650,7 @@ async def test_every_line_of_a_reply_carries_its_context_and_the_last_its_outcom
         system_prompt="be brief",
     )
     try:
-        result = await Responder(state, llm).respond(request, lambda reply_id, hooks: sink)
+        result = await Responder(state, llm).respond(request, lambda reply_id: sink)
     finally:
         root.removeHandler(handler)
         root.setLevel(level)

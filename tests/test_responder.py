@@ -11,7 +11,7 @@ from core.clock import MonotonicClock
 from core.llm.client import LLMClient
 from core.llm.events import Usage
 from core.reply.sink import Sink
-from core.service.responder import BUSY_TEXT, ReplyHooks, ReplyRequest, Responder
+from core.service.responder import BUSY_TEXT, ReplyRequest, Responder
 from core.state.keys import ConversationKey, Keys
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
@@ -51,7 +51,7 @@ async def test_a_reply_whose_lock_another_reply_took_does_not_stream_beside_it(
     reply finds out before it streams and says so instead of answering twice."""
     sinks: list[RecordingSink] = []
 
-    def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
+    def make_sink(reply_id: str) -> Sink:
         sinks.append(RecordingSink(MonotonicClock()))
         return sinks[-1]
 
@@ -70,7 +70,7 @@ async def test_an_answer_is_stored_after_it_was_shown(
 ) -> None:
     llm_server.enqueue(FakeResponse(chunks=split_events(chat_stream(["Hi", " there."]))))
     sink = RecordingSink(MonotonicClock())
-    result = await Responder(state, llm).respond(request(), lambda reply_id, hooks: sink)
+    result = await Responder(state, llm).respond(request(), lambda reply_id: sink)
     assert result.delivered and sink.texts() == ["Hi there."]
     history = await state.conversations.history(CONVERSATION)
     assert [(t.role, t.text) for t in history] == [("user", "hello?"), ("assistant", "Hi there.")]
@@ -89,10 +89,10 @@ async def test_quotas_are_kept_per_platform_and_workspace(
         llm_server.enqueue(FakeResponse(chunks=split_events(chat_stream(["Hi."]))))
         responder = Responder(state, llm)
         refused = RecordingSink(MonotonicClock())
-        await responder.respond(request(), lambda reply_id, hooks: refused)
+        await responder.respond(request(), lambda reply_id: refused)
         elsewhere = RecordingSink(MonotonicClock())
         other = ConversationKey("slack", "T2", "C1", "1.0")
-        await responder.respond(request(conversation=other), lambda reply_id, hooks: elsewhere)
+        await responder.respond(request(conversation=other), lambda reply_id: elsewhere)
     assert len(llm_server.requests) == 1  # only T2's message reached the model
     assert elsewhere.texts() == ["Hi."]
     assert refused.texts()[0].startswith("Sorry, you have used today's allowance of 100 tokens")

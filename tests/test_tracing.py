@@ -506,7 +506,7 @@ async def main():
         request = ReplyRequest("slack", ConversationKey("slack", "T1", "C1", "1"), "U1", "hi",
                                "C1", "be brief")
         result = await Responder(state, Model()).respond(
-            request, lambda reply_id, hooks: RecordingSink(MonotonicClock()))
+            request, lambda reply_id: RecordingSink(MonotonicClock()))
         left = [key async for key in state.redis.scan_iter(sys.argv[1] + "*")]
         if left:
             await state.redis.delete(*left)

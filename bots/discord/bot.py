@@ -91,7 +91,7 @@ from core.clock import Clock, MonotonicClock
 from core.config import Settings
 from core.reply import MessageGone, RateLimited, Sink, acquire_all
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
-from core.service import ReplyHooks, ReplyRequest, Responder, ShuttingDown, SinkFactory
+from core.service import ReplyRequest, Responder, ShuttingDown, SinkFactory
 from core.service.intake import IntakeLog, Outcome
 from core.state import REDIS_FAILURES, ConversationKey, DeferredRequest, State
 
@@ -636,10 +636,10 @@ class DiscordBot:
             request.conversation, int(request.author), outlet, fallback, deadline
         )
 
-        def started(reply_id: str, hooks: ReplyHooks) -> Sink:
+        def started(reply_id: str) -> Sink:
             # Past the quota check and the lock: draining must not cut it short now.
             self._waiting.discard(task)
-            return make_sink(reply_id, hooks)
+            return make_sink(reply_id)
 
         if task is not None:
             self._waiting.add(task)
@@ -716,7 +716,7 @@ class DiscordBot:
     ) -> SinkFactory:
         chains = self.state.chains
 
-        def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
+        def make_sink(reply_id: str) -> Sink:
             async def created(message_id: int) -> None:
                 if conversation.thread:  # replies to it continue the conversation
                     await chains.remember(conversation, str(message_id))
@@ -729,7 +729,6 @@ class DiscordBot:
                 fallback=fallback(),
                 deadline=deadline,
                 clock=self.clock,
-                on_shown=hooks.shown,
                 on_created=created,
             )
 

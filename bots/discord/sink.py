@@ -36,9 +36,9 @@ calls; the sink never touches the budget:
   ``scopes`` again (now the channel's) and sends the same frame there. A dead
   token's messages can't be pointed on, so no note is owed then.
 
-**Nothing is recorded before Discord confirms.** A message's ids and text go
-to the in-flight record (``on_shown``) only after the call that shows them
-succeeded (for the deferred response: the deferral), and a new message id to
+**Nothing is recorded before Discord confirms.** ``place`` names only messages
+Discord confirmed (for the deferred response: the deferral); the engine
+records them with the text it confirmed. A new message id goes to
 ``on_created`` only once it exists; a call that raises leaves the sink's own
 state as it was, except where Discord already applied part of it (a move's
 create), which is then what the sink holds, so the retry continues from there
@@ -48,7 +48,7 @@ instead of posting twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import discord
@@ -58,12 +58,10 @@ from bots.discord.format import Rendered, RenderMode, message_limit, moved_note,
 from bots.discord.outlets import ChannelOutlet, InteractionOutlet, Outlet, TokenExpired
 from bots.discord.ratelimits import GLOBAL_SCOPE
 from core.clock import Clock, MonotonicClock
-from core.reply import Frame, MessageGone, Outcome, Reroute, SinkCall
+from core.reply import Frame, MessageGone, Outcome, Place, Reroute, SinkCall
 
 log = logging.getLogger(__name__)
 
-OnShown = Callable[[int, Mapping[str, str], str], Awaitable[None]]
-"""(message index, its target ids, the page text it shows): the in-flight record."""
 OnCreated = Callable[[int], Awaitable[None]]
 """A new message id of the reply."""
 
@@ -95,7 +93,6 @@ class DiscordReplySink:
         fallback: ChannelOutlet | None = None,
         deadline: float | None = None,
         clock: Clock | None = None,
-        on_shown: OnShown | None = None,
         on_created: OnCreated | None = None,
     ) -> None:
         """``fallback`` and ``deadline`` (on ``clock``) serve an interaction outlet:
@@ -108,7 +105,6 @@ class DiscordReplySink:
         self.reply_id = reply_id
         self.asker = asker
         self.mode: RenderMode = mode
-        self._on_shown = on_shown
         self._on_created = on_created
         self._messages: list[_Message] = []
         if isinstance(outlet, InteractionOutlet) and outlet.original_id is not None:
@@ -170,7 +166,6 @@ class DiscordReplySink:
             # thinks leaves a record naming the "thinking…" response, which the
             # finaliser ends (or the next process answers in), so it never stays.
             await self._created(self._messages[0].id)
-            await self._report(0, "")
 
     async def render(self, frame: Frame) -> None:
         streaming = not frame.final
@@ -199,7 +194,6 @@ class DiscordReplySink:
             self._token_died()
             raise Reroute("the interaction token is dead: continuing in the channel") from exc
         failure = await self._write_notes()
-        await self._report(index, text)
         if failure is not None and not streaming:
             # A message's final frame is not done while a note is owed: the engine
             # retries it (the edit again, harmlessly) and at last leaves it, with the
@@ -261,18 +255,17 @@ class DiscordReplySink:
         if self._on_created is not None:
             await self._on_created(message_id)
 
-    async def _report(self, index: int, text: str) -> None:
-        """Record, once Discord confirmed it, where message ``index`` is and what it
-        shows, plus the ids of an interaction message still owed its note, so a
-        finaliser never has to guess."""
-        if self._on_shown is None:
-            return
+    def place(self, index: int) -> Place | None:
+        """Where message ``index`` is, plus the ids of an interaction message still
+        owed its note, so a finaliser never has to guess."""
+        if index >= len(self._messages):
+            return None
         message = self._messages[index]
         target = {**message.outlet.target(message.id), "render": self.mode}
         for note in self._notes:
             if note.index == index:
                 target.update(_moved_from(note))
-        await self._on_shown(index, target, text)
+        return target
 
 
 def _moved_from(note: _Note) -> dict[str, str]:

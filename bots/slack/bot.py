@@ -37,7 +37,7 @@ from bots.slack.sink import SlackReplySink, SlackTarget
 from core.config import Settings
 from core.reply import Sink, acquire_all
 from core.rules import RESUME_COMMAND, ChannelPolicy, RulesSource
-from core.service import ReplyHooks, ReplyRequest, Responder, ShuttingDown
+from core.service import ReplyRequest, Responder, ShuttingDown
 from core.service.intake import IntakeLog, Outcome, outcome_metric
 from core.state import REDIS_FAILURES, ConversationKey, DeferredRequest, State, Turn
 from core.telemetry.metrics import ChatrelayMetrics
@@ -272,7 +272,7 @@ class SlackBot:
                 channel_id=channel, thread_ts=thread_ts, title=_title(text)
             )
 
-        def make_sink(reply_id: str, hooks: ReplyHooks) -> Sink:
+        def make_sink(reply_id: str) -> Sink:
             async def unsupported() -> None:
                 await self._remember_no_native(team)
 
@@ -282,7 +282,6 @@ class SlackBot:
                 reply_id=reply_id,
                 native=native,
                 on_native_unsupported=unsupported,
-                on_shown=hooks.shown,
                 rollover_after=self.settings.slack_stream_rollover,
             )
 
@@ -328,7 +327,7 @@ class SlackBot:
     async def _respond(
         self,
         request: ReplyRequest,
-        make_sink: Callable[[str, ReplyHooks], Sink],
+        make_sink: Callable[[str], Sink],
         handover: dict[str, Any],
     ) -> Outcome:
         try:

@@ -28,7 +28,7 @@ after Slack confirmed a call, so a failed call leaves it exactly as it was.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,7 @@ from bots.slack.api import (
 )
 from bots.slack.format import fallback_text, message_blocks, outcome_note
 from core.clock import Clock, MonotonicClock
-from core.reply import Frame, Outcome, Reroute, SinkCall, UserStopped, heal
+from core.reply import Frame, Outcome, Place, Reroute, SinkCall, UserStopped, heal
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,13 @@ class _Message:
     """UTF-8 bytes Slack confirmed in the current stream (since the last roll-over)."""
     full: bool = False
     """The next piece would pass ``STREAM_BYTES``: roll over instead of appending."""
+    streamed: bool = field(init=False)
+    """Started as a stream, which Slack may still hold open whatever we last
+    heard (a refused append does not close it): a finaliser stops it before it
+    edits (stopping an ended stream is harmless)."""
 
-
-OnShown = Callable[[int, Mapping[str, str], str], Awaitable[None]]
-"""(page index, where it is, the page text it shows): for the in-flight record."""
+    def __post_init__(self) -> None:
+        self.streamed = self.native
 
 
 @dataclass
@@ -111,8 +114,6 @@ class SlackReplySink:
     native: bool = True
     clock: Clock = field(default_factory=MonotonicClock)
     on_native_unsupported: Callable[[], Awaitable[None]] | None = None
-    on_shown: OnShown | None = None
-    """Called after Slack confirmed a change of message ``index``."""
     limit: int = MESSAGE_LIMIT
     rollover_after: float = 270.0
     """Seconds after which a native stream is closed and the message continues in
@@ -221,7 +222,6 @@ class SlackReplySink:
                 await self._roll_over(message, frame, None)
             else:
                 await self._append(message, frame)
-        await self._report(frame)
 
     # -- native streaming ----------------------------------------------------
 
@@ -389,18 +389,20 @@ class SlackReplySink:
         if self.on_native_unsupported is not None:
             await self.on_native_unsupported()
 
-    async def _report(self, frame: Frame) -> None:
-        if self.on_shown is None or frame.index >= len(self._messages):
-            return
-        message = self._messages[frame.index]
-        where = {
+    def place(self, index: int) -> Place | None:
+        """Where message ``index`` is: its ts, where in the page its text starts
+        (a rolled-over stream continues the page), and whether it was streamed
+        (a finaliser stops a stream before it edits)."""
+        if index >= len(self._messages):
+            return None
+        message = self._messages[index]
+        return {
             "team": self.target.team,
             "channel": self.target.channel,
             "ts": message.ts,
             "offset": str(message.offset),
-            "stream": "1" if message.native or message.closed else "",
+            "stream": "1" if message.streamed else "",
         }
-        await self.on_shown(frame.index, where, frame.text[: message.upto])
 
     # -- calls -----------------------------------------------------------------
 

@@ -36,8 +36,10 @@ from core.reply.observe import CallObserver, ReplyObserver, ReplyStats
 from core.reply.pacing import Pacing
 from core.reply.sink import (
     Frame,
+    Located,
     MessageGone,
     Outcome,
+    Place,
     RateLimited,
     Reroute,
     RouteChoice,
@@ -76,10 +78,13 @@ class FinalRetry:
     Retry-After) included."""
 
 
-Progress = Callable[[int, str, bool], None]
-"""Told after every confirmed text call: (message index, the text it now shows,
-whether that is its final text). Synchronous on purpose: whoever records it
-(the in-flight registry) must not hold the reply up."""
+Progress = Callable[[int, str | None, bool, Place | None], None]
+"""Told after every text call: (message index, the text it now shows or None
+when the call failed, whether that is its final text, where the message is as
+the sink's ``place`` says). A failed call may still have moved a message (the
+sink changed what the platform confirmed before the failure), so the place is
+reported either way. Synchronous on purpose: whoever records it (the in-flight
+registry) must not hold the reply up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,7 @@ class Reply:
         self._calls = observer if isinstance(observer, CallObserver) else None
         self._append_only = sink.append_only
         self._routes = sink if isinstance(sink, RouteChoice) else None
+        self._located = sink if isinstance(sink, Located) else None
         # Healing needs room on replace-style sinks; append-only ones need room to
         # close a code fence after text they can no longer take back.
         self._paginator = Paginator(sink.limit, reserve=16)
@@ -362,10 +368,7 @@ class Reply:
                 self._after_call(call, started, waited)
                 self._after_text(covered, shown)
                 self._created = max(self._created, index + 1)
-                if self._progress is not None:
-                    self._progress(
-                        index, frame.visible if self._append_only else frame.text, page_final
-                    )
+                self._report(index, frame.visible if self._append_only else frame.text, page_final)
                 sent = True
                 if not page_final:
                     self._sent = frame.sent + len(frame.delta)
@@ -402,18 +405,36 @@ class Reply:
         ``CallObserver`` what it was and how it ended."""
         calls = self._calls
         if calls is None:
-            await self._send(call, frame)
+            try:
+                await self._send(call, frame)
+            except Exception:
+                self._report(index, None, False)
+                raise
             return
         scopes = self._sink.scopes(call, index)  # before the call: a Reroute changes them
         started = self._clock.now()
         error: str | None = None
         try:
             await self._send(call, frame)
+        except Exception as exc:
+            error = error_code(exc)
+            self._report(index, None, False)
+            raise
         except BaseException as exc:
             error = error_code(exc)
             raise
         finally:
             calls.call_attempted(call, scopes, self._clock.now() - started, waited, error)
+
+    def _report(self, index: int, text: str | None, final: bool) -> None:
+        """Tell ``progress`` what message ``index`` shows (None: unchanged) and where
+        it is now."""
+        progress = self._progress
+        if progress is None:
+            return
+        place = self._located.place(index) if self._located is not None else None
+        if text is not None or place is not None:
+            progress(index, text, final, place)
 
     def _send(self, call: SinkCall, frame: Frame | None) -> Awaitable[None]:
         if frame is None:
@@ -599,6 +620,10 @@ class Reply:
             )
             return
         self._after_call(SinkCall.OPEN, started, 0.0)
+        # A message that exists from the start (a deferred "thinking…" response) is
+        # recorded before the first token: a process that dies while the model
+        # thinks leaves a record naming it, so it never stays "thinking…".
+        self._report(0, None, False)
 
 
 def error_code(error: BaseException) -> str:

@@ -11,11 +11,15 @@ the previous one got its final text.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 OutcomeState = Literal["done", "stopped", "failed", "interrupted"]
+
+Place = Mapping[str, str]
+"""Where one message of a reply is on its platform (its ids, as strings): what a
+finaliser in another process needs to end it (``core.state.inflight``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,4 +151,17 @@ class RouteChoice(Protocol):
     def fall_back(self) -> None:
         """Take the plentiful route for this reply from now on (its ``scopes``
         and ``append_only`` then say so)."""
+        ...
+
+
+@runtime_checkable
+class Located(Protocol):
+    """A sink whose messages another process may have to finish (every platform
+    sink; not a terminal). The engine asks after each call and reports the
+    answer with the text it confirmed, so a sink never calls back into the
+    reply's bookkeeping."""
+
+    def place(self, index: int) -> Place | None:
+        """Where message ``index`` is now, or None while it does not exist. Pure:
+        it reads what the platform already confirmed."""
         ...

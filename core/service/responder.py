@@ -30,7 +30,8 @@ from core.llm.messages import ChatMessage
 from core.reply.engine import FinalRetry, Reply, ReplyResult
 from core.reply.observe import ReplyObserver
 from core.reply.pacing import Pacing
-from core.reply.sink import Sink
+from core.reply.sink import Place, Sink
+from core.service.intake import Outcome as IntakeOutcome
 from core.service.intake import event_received_at
 from core.service.lifecycle import ActiveReplies, ShuttingDown
 from core.state.connection import REDIS_FAILURES
@@ -85,27 +86,22 @@ class ReplyRequest:
         return f"{where}:{self.author}", f"{where}:{self.channel}"
 
 
-SinkFactory = Callable[[str, "ReplyHooks"], Sink]
-"""Makes the reply's sink from its id (for Stop buttons) and the hooks it reports to."""
+SinkFactory = Callable[[str], Sink]
+"""Makes the reply's sink from its id (for Stop buttons)."""
 
 
-class ReplyHooks:
-    """What a sink tells the responder while it writes, and what it may ask of it."""
+class _Recording:
+    """The engine's ``Progress`` into the reply's in-flight record, once it has
+    one: what each message shows and where it is, so a finaliser in any process
+    can show what the user saw. Returns at once: the record is written in the
+    background."""
 
     def __init__(self) -> None:
         self.tracker: Tracker | None = None
 
-    async def shown(self, index: int, target: Mapping[str, str], text: str) -> None:
-        """Message ``index`` (at ``target``) shows ``text``: keep the in-flight
-        record current, so a finaliser can show what the user saw. Returns at
-        once: the record is written in the background."""
+    def __call__(self, index: int, text: str | None, final: bool, place: Place | None) -> None:
         if self.tracker is not None:
-            await self.tracker.update(text=text, index=index, target=target)
-
-    def confirmed(self, index: int, text: str, final: bool) -> None:
-        """The engine's word that the platform confirmed message ``index``."""
-        if self.tracker is not None:
-            self.tracker.confirmed(index, text, final)
+            self.tracker.confirmed(index, text, final, place)
 
 
 class Responder:
@@ -129,8 +125,45 @@ class Responder:
         self.metrics = metrics
         self.active = active if active is not None else ActiveReplies()
 
-    async def respond(self, request: ReplyRequest, make_sink: SinkFactory) -> ReplyResult:
-        """Answer ``request``; raises ``ShuttingDown`` once the process is draining."""
+    async def answer(
+        self,
+        request: ReplyRequest,
+        make_sink: SinkFactory,
+        *,
+        pacing: Pacing | None = None,
+        refused: Callable[[], Awaitable[IntakeOutcome]] | None = None,
+    ) -> IntakeOutcome:
+        """Answer ``request`` and say what became of it, for the intake log.
+
+        A message this process can no longer answer (it is draining) was
+        acknowledged, and its platform won't send it again: it is handed over
+        to the next process of its platform (``hand_over``), or ``refused``
+        does it the adapter's way."""
+        try:
+            await self.respond(request, make_sink, pacing=pacing)
+        except ShuttingDown:
+            return await (refused() if refused is not None else self.hand_over(request))
+        except Exception:
+            log.exception("reply failed")
+            return "failed"
+        return "answered"
+
+    async def hand_over(self, request: ReplyRequest) -> IntakeOutcome:
+        """Leave ``request`` to the next process that serves its partition
+        (``core.state.deferred``); ``failed`` when Redis can't take it."""
+        try:
+            await self.state.deferred.push(request.platform, request.partition, request.handover)
+        except REDIS_FAILURES as exc:
+            log.error("shutting down and could not hand a message over: %s", exc)
+            return "failed"
+        log.info("shutting down: message handed over to the next process")
+        return "handed_over"
+
+    async def respond(
+        self, request: ReplyRequest, make_sink: SinkFactory, *, pacing: Pacing | None = None
+    ) -> ReplyResult:
+        """Answer ``request``; raises ``ShuttingDown`` once the process is draining.
+        ``pacing``: the platform's, else the responder's default."""
         if not self.active.accepting:
             raise ShuttingDown()
         reply_id = uuid.uuid4().hex
@@ -138,7 +171,7 @@ class Responder:
         if self.tracing is None:
             context = logs.ReplyContext(request.platform, where, request.channel)
             with logs.reply_scope(reply_id, context):
-                return await self._respond(request, make_sink, reply_id, None)
+                return await self._respond(request, make_sink, reply_id, None, pacing)
         with self.tracing.reply(
             platform=request.platform,
             workspace=where,
@@ -148,7 +181,7 @@ class Responder:
         ) as trace:
             context = logs.ReplyContext(request.platform, where, request.channel, trace.trace_id)
             with logs.reply_scope(reply_id, context):
-                return await self._respond(request, make_sink, reply_id, trace)
+                return await self._respond(request, make_sink, reply_id, trace, pacing)
 
     async def _respond(
         self,
@@ -156,32 +189,32 @@ class Responder:
         make_sink: SinkFactory,
         reply_id: str,
         trace: tracing.ReplyTrace | None,
+        pacing: Pacing | None,
     ) -> ReplyResult:
         state = self.state
-        hooks = ReplyHooks()
         user, channel = request.quota_ids
         quota = await state.usage.check(user=user, channel=channel)
         if not quota.allowed:
             return await self._refuse(
-                make_sink(reply_id, hooks), quota.message or "Quota reached.", "quota", trace
+                make_sink(reply_id), quota.message or "Quota reached.", "quota", trace
             )
         lease = await state.locks.acquire(request.conversation)
         if lease is None:
-            return await self._refuse(make_sink(reply_id, hooks), BUSY_TEXT, "busy", trace)
+            return await self._refuse(make_sink(reply_id), BUSY_TEXT, "busy", trace)
         async with lease:
             try:
-                return await self._stream(request, reply_id, hooks, make_sink, lease, trace)
+                return await self._stream(request, reply_id, make_sink, lease, trace, pacing)
             except _LockLost:
-                return await self._refuse(make_sink(reply_id, hooks), BUSY_TEXT, "busy", trace)
+                return await self._refuse(make_sink(reply_id), BUSY_TEXT, "busy", trace)
 
     async def _stream(
         self,
         request: ReplyRequest,
         reply_id: str,
-        hooks: ReplyHooks,
         make_sink: SinkFactory,
         lease: Lease,
         trace: tracing.ReplyTrace | None,
+        pacing: Pacing | None,
     ) -> ReplyResult:
         state = self.state
         observer: ReplyObserver | None = (
@@ -189,13 +222,14 @@ class Responder:
         )
         if trace is not None:
             observer = trace.observer(observer)
+        recording = _Recording()
         reply = Reply(
-            make_sink(reply_id, hooks),
+            make_sink(reply_id),
             budget=state.budget,
-            pacing=self.pacing,
+            pacing=pacing or self.pacing,
             observer=observer,
             retry=self.retry,
-            progress=hooks.confirmed,
+            progress=recording,
         )
         # Refused (draining) before anything is stored, so the request can be
         # handed over whole to the next process.
@@ -219,7 +253,7 @@ class Responder:
                 state.cancel.watching(reply_id, reply),
                 state.inflight.track(record) as tracker,
             ):
-                hooks.tracker = tracker
+                recording.tracker = tracker
                 result = await reply.run(self.llm.stream(messages, extra=extra, trace=trace))
                 if result.delivered or result.gone:
                     tracker.settled = True

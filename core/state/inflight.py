@@ -314,11 +314,17 @@ class Tracker:
         )
         self._set(index, message)
 
-    def confirmed(self, index: int, text: str, final: bool) -> None:
-        """The platform confirmed message ``index`` shows ``text`` (final or not)."""
+    def confirmed(
+        self, index: int, text: str | None, final: bool, target: Mapping[str, str] | None = None
+    ) -> None:
+        """The platform confirmed message ``index`` shows ``text`` (final or not;
+        None: a call failed, the text is unchanged) and is at ``target`` (None:
+        where it was). The engine's ``Progress``."""
         record = self._record
         old = record.messages[index] if index < len(record.messages) else MessageRecord()
-        self._set(index, MessageRecord(old.target, text, final))
+        if text is None:
+            text, final = old.text, old.final
+        self._set(index, MessageRecord(old.target if target is None else dict(target), text, final))
 
     def _set(self, index: int, message: MessageRecord) -> None:
         if self._closed:

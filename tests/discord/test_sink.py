@@ -152,8 +152,18 @@ async def run(
     interaction.original_id = original
     reported: list[tuple[int, dict[str, str], str]] = []
 
-    async def on_shown(index: int, target: Mapping[str, str], text: str) -> None:
-        reported.append((index, dict(target), text))
+    def progress(
+        index: int, text: str | None, final: bool, place: Mapping[str, str] | None
+    ) -> None:
+        """What the engine records in flight: where each message is, and its text
+        once Discord confirmed it."""
+        if place is None:
+            return
+        if text is None:
+            if any(i == index for i, _, _ in reported):
+                return  # a failed call: the message shows what it showed
+            text = ""  # exists before any text: the deferred response
+        reported.append((index, dict(place), text))
 
     sink = DiscordReplySink(
         interaction,
@@ -162,9 +172,8 @@ async def run(
         fallback=channel,
         deadline=deadline,
         clock=clock,
-        on_shown=on_shown,
     )
-    reply = Reply(sink, budget=LedgerBudget(clock, d), clock=clock, retry=retry)
+    reply = Reply(sink, budget=LedgerBudget(clock, d), clock=clock, retry=retry, progress=progress)
     task = asyncio.ensure_future(reply.run(scripted(clock, steps)))
     await clock.run(task)
     return Run(task.result(), d, channel, reported)
