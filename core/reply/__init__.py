@@ -6,7 +6,7 @@ heals and delivers); ``sink`` is the seam a platform implements; ``budget``
 and ``fairness`` decide when a platform call may go out; ``pacing`` how often;
 ``markdown`` where a page ends and how half-written text is healed;
 ``holdback`` what an append-only sink may safely send; ``observe`` the stats a
-reply reports.
+reply reports; ``notes`` the words every platform says a reply's end with.
 """
 
 from core.reply.budget import (
@@ -24,6 +24,7 @@ from core.reply.budget import (
 from core.reply.engine import FinalRetry, Reply, ReplyResult
 from core.reply.fairness import FairBudget
 from core.reply.markdown import Paginator, heal
+from core.reply.notes import NOTE, STATE_NOTES, THINKING, done_note, one_line, reasoning_tail
 from core.reply.observe import ReplyObserver, ReplyStats
 from core.reply.pacing import IMMEDIATE, Pacing
 from core.reply.sink import (
@@ -43,7 +44,10 @@ from core.reply.sink import (
 
 __all__ = [
     "IMMEDIATE",
+    "NOTE",
     "ONE_OFF",
+    "STATE_NOTES",
+    "THINKING",
     "Budget",
     "FairBudget",
     "FinalRetry",
@@ -73,5 +77,8 @@ __all__ = [
     "UserStopped",
     "Window",
     "acquire_all",
+    "done_note",
     "heal",
+    "one_line",
+    "reasoning_tail",
 ]
