@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from core.clock import Clock, MonotonicClock
 from core.llm.events import (
+    Event,
     Finish,
     ReasoningDelta,
     StreamError,
@@ -32,7 +33,7 @@ from core.llm.events import (
 from core.reply.budget import Budget, LocalBudget, Turn, Urgency
 from core.reply.holdback import appendable
 from core.reply.markdown import Page, Paginator, heal
-from core.reply.observe import CallObserver, ReplyObserver, ReplyStats
+from core.reply.observe import CallObserver, ReplyObserver, ReplyStats, ReplyTally
 from core.reply.pacing import Pacing
 from core.reply.sink import (
     Frame,
@@ -129,7 +130,6 @@ class Reply:
         self._clock = clock or MonotonicClock()
         self._budget = budget or LocalBudget(clock=self._clock)
         self._pacing = pacing or Pacing()
-        self._observer = observer
         # Told of every call attempt and budget wait (tracing); None costs nothing.
         self._calls = observer if isinstance(observer, CallObserver) else None
         self._append_only = sink.append_only
@@ -138,7 +138,8 @@ class Reply:
         # Healing needs room on replace-style sinks; append-only ones need room to
         # close a code fence after text they can no longer take back.
         self._paginator = Paginator(sink.limit, reserve=16)
-        self.stats = ReplyStats()
+        self._tally = ReplyTally(observer)
+        self.stats = self._tally.stats
 
         # Filled by the reader.
         self._parts: list[str] = []
@@ -178,8 +179,9 @@ class Reply:
 
     # -- the reply -------------------------------------------------------------
 
-    async def run(self, events: AsyncIterator[object]) -> ReplyResult:
+    async def run(self, events: AsyncIterator[Event]) -> ReplyResult:
         self._started = self._clock.now()
+        self._tally.started(self._started)
         self._reader = asyncio.create_task(self._read(events))
         gone = False
         try:
@@ -219,7 +221,7 @@ class Reply:
 
     # -- reader ----------------------------------------------------------------
 
-    async def _read(self, events: AsyncIterator[object]) -> None:
+    async def _read(self, events: AsyncIterator[Event]) -> None:
         # Runs once per chunk: the clock, the length and whether the first token
         # came are locals (self._length is still updated before every await).
         now_of = self._clock.now
@@ -272,9 +274,7 @@ class Reply:
                 await asyncio.shield(closer())
 
     def _first_token(self, now: float) -> None:
-        self.stats.first_token = now - self._started
-        if self._observer:
-            self._observer.first_token(self.stats.first_token)
+        self._tally.first_token(now)
 
     def _end(self) -> None:
         self._ended.set()
@@ -380,7 +380,7 @@ class Reply:
                 attempts, reroutes, trying_since = 0, 0, None
                 continue
             # A platform error other than a 429.
-            self.stats.sink_errors += 1
+            self._tally.sink_error()
             attempts += 1
             log.warning(
                 "platform call %s failed: %s",
@@ -556,38 +556,19 @@ class Reply:
     def _after_call(self, call: SinkCall, started: float, waited: float) -> None:
         now = self._clock.now()
         self._last_call_end = now
-        stats = self.stats
-        stats.calls[call.value] = stats.calls.get(call.value, 0) + 1
-        stats.budget_wait += waited
-        if self._observer:
-            self._observer.platform_call(call, now - started, waited)
+        self._tally.call_done(call, now - started, waited)
 
     def _after_text(self, covered: int, shown: int) -> None:
         """Text up to offset ``covered`` is now visible: account staleness."""
         self._shown = max(self._shown, shown)
         self._covered = max(self._covered, covered)
-        now = self._last_call_end
-        stats = self.stats
-        observer = self._observer
-        if stats.first_visible is None:
-            stats.first_visible = now - self._started
-            if observer:
-                observer.first_visible(stats.first_visible)
-        arrivals = self._arrivals
-        while arrivals and arrivals[0][0] <= covered:
-            _, arrived = arrivals.popleft()
-            stale = now - arrived
-            stats.staleness.append(stale)
-            if observer:
-                observer.visible(stale)
+        self._tally.visible(self._last_call_end, covered, self._arrivals)
 
     async def _rate_limited(self, call: SinkCall, index: int, limited: RateLimited) -> None:
-        self.stats.rate_limited += 1
         scopes = [limited.scope] if limited.scope else list(self._sink.scopes(call, index))
+        self._tally.rate_limited(scopes, limited.retry_after)
         for scope in scopes:
             await self._budget.block(scope, limited.retry_after)
-            if self._observer:
-                self._observer.rate_limited(scope, limited.retry_after)
 
     async def _open(self) -> None:
         """Show that a reply is coming, only if that costs no wait: a slot free now
@@ -611,7 +592,7 @@ class Reply:
         except MessageGone:
             raise
         except Exception as exc:  # Reroute included: the first text takes the new route
-            self.stats.sink_errors += 1
+            self._tally.sink_error()
             log.warning(
                 "platform call %s failed: %s",
                 SinkCall.OPEN.value,

@@ -11,6 +11,7 @@ wait too; a plain ``ReplyObserver`` needs none of that.
 from __future__ import annotations
 
 from array import array
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -102,6 +103,61 @@ class ReplyStats:
     def updates(self) -> int:
         """Platform calls that showed text (creates, updates and the finish)."""
         return sum(n for call, n in self.calls.items() if call != SinkCall.OPEN.value)
+
+
+class ReplyTally:
+    """Keeps one reply's ``ReplyStats`` and tells its observer, so the engine
+    only says what happened (a token came, a call ended, text became visible)
+    and never does the accounting itself."""
+
+    __slots__ = ("_observer", "_started", "stats")
+
+    def __init__(self, observer: ReplyObserver | None, stats: ReplyStats | None = None) -> None:
+        self._observer = observer
+        self._started = 0.0
+        self.stats = stats if stats is not None else ReplyStats()
+
+    def started(self, now: float) -> None:
+        self._started = now
+
+    def first_token(self, now: float) -> None:
+        seconds = now - self._started
+        self.stats.first_token = seconds
+        if self._observer:
+            self._observer.first_token(seconds)
+
+    def call_done(self, call: SinkCall, seconds: float, budget_wait: float) -> None:
+        calls = self.stats.calls
+        calls[call.value] = calls.get(call.value, 0) + 1
+        self.stats.budget_wait += budget_wait
+        if self._observer:
+            self._observer.platform_call(call, seconds, budget_wait)
+
+    def visible(self, now: float, covered: int, arrivals: deque[tuple[int, float]]) -> None:
+        """The model's text up to offset ``covered`` became visible at ``now``:
+        every delta that arrived up to there (``arrivals``: text length after
+        the delta, when it came; consumed here) counts its staleness."""
+        stats = self.stats
+        observer = self._observer
+        if stats.first_visible is None:
+            stats.first_visible = now - self._started
+            if observer:
+                observer.first_visible(stats.first_visible)
+        while arrivals and arrivals[0][0] <= covered:
+            _, arrived = arrivals.popleft()
+            stale = now - arrived
+            stats.staleness.append(stale)
+            if observer:
+                observer.visible(stale)
+
+    def rate_limited(self, scopes: Sequence[str], retry_after: float) -> None:
+        self.stats.rate_limited += 1
+        if self._observer:
+            for scope in scopes:
+                self._observer.rate_limited(scope, retry_after)
+
+    def sink_error(self) -> None:
+        self.stats.sink_errors += 1
 
 
 def percentile(values: array[float] | list[float], q: float) -> float:
