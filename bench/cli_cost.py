@@ -1,7 +1,7 @@
 """CPU of ``chatrelay --help`` and ``chatrelay ask`` as whole processes, against the
 openai SDK streaming the same reply, process start included.
 
-One fake LLM server (``tests/fakes/llm_server.py``) runs in its own process on
+One fake LLM server (``tests/fakes/llm_server/``) runs in its own process on
 127.0.0.1 and answers every request with the same OpenAI Chat Completions
 stream: ``--chunks`` content chunks (50,000 by default) plus role, finish,
 usage and ``[DONE]``, one SSE event per write, as providers flush them. Then,

@@ -9,8 +9,8 @@ channel, to mentions and to ``/ask``.
 
 What runs, per cell, fresh:
 
-- the fake platform of the tests (``tests/fakes/slack_server.py`` or
-  ``discord_server.py``) and a model server (below) in this process, on
+- the fake platform of the tests (``tests/fakes/slack_server/`` or
+  ``discord_server/``) and a model server (below) in this process, on
   127.0.0.1;
 - each replica as its own OS process (``bench.load_replica``): the production
   service (``running_slack`` over Socket Mode, or ``discord_app`` over the

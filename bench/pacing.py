@@ -19,7 +19,7 @@ Every baseline retries a 429 after its ``Retry-After`` (discord.py already does
 up to five times inside the call; slack_sdk's RateLimitErrorRetryHandler does
 the same), and ends with a final edit carrying the whole text.
 
-The model (issue 7): one fake LLM server (``tests/fakes/llm_server.py``) on
+The model (issue 7): one fake LLM server (``tests/fakes/llm_server/``) on
 127.0.0.1 streams every reply over real HTTP, a Chat Completions SSE body with one
 event per write, a configurable first-token delay (``--first-token``), rate
 (``--rate``) and length (``--tokens``). Every contender reads it through the real
