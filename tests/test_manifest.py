@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.dms import AGENT_EVENTS, ASSISTANT_EVENTS
+from bots.slack.events import AGENT_EVENTS, ASSISTANT_EVENTS
 from bots.slack.service import EVENTS_PATH
 from tests.test_deploy import load_yaml
 

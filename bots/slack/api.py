@@ -4,12 +4,14 @@
   call (``text``, ``markdown_text``, block texts, titles, prompts), whichever
   listener or sink makes it, so model output can't notify a channel or a user
   from a field someone forgot: one choke point instead of one call per site.
-- **Errors become what the engine understands**: a 429 is ``RateLimited`` on
-  the method's budget scope, a vanished message ``MessageGone``, a closed
-  stream ``Reroute`` (after the sink switched to edits), Slack's own Stop
-  ``UserStopped``.
-- **Budget scopes are named here**, so a sink declares exactly the scopes of
-  the methods it will call and the finaliser spends the same ones.
+- **Errors become what the engine understands** (``translate``): a 429 is
+  ``RateLimited`` on the method's budget scope, a vanished message
+  ``MessageGone``; a workspace without streaming, a closed stream and Slack's
+  own Stop are told apart for the sink, which switches route (``Reroute``) or
+  stops (``UserStopped``).
+- **Every call costs its method's budget** (``spend``, with the scopes
+  ``bots.slack.limits`` names): a listener spends before it calls; a sink only
+  names its calls' scopes and the engine spends them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.slack.format import neutralise
-from core.reply import MessageGone, RateLimited
+from bots.slack.limits import scope, scopes
+from core.reply import Budget, MessageGone, RateLimited, acquire_all
 
 TEXT_FIELDS = frozenset({"text", "markdown_text", "title", "message", "alt_text", "status"})
 """Fields whose string values reach people's eyes (and Slack's mention parser)."""
@@ -86,24 +89,6 @@ COUNTED_ERRORS = (
 )
 """Slack error codes counted by name in ``chatrelay_platform_api_errors_total``;
 any other counts as ``other`` (a metric label must take few values)."""
-
-
-def scope(team: str, method: str, channel: str) -> str:
-    """The budget scope of ``method``: per workspace, and per channel for posts
-    (Slack limits ``chat.postMessage`` to about one per second per channel)."""
-    if method == "chat.postMessage":
-        return f"slack:{team}:chat.postMessage:{channel}"
-    return f"slack:{team}:{method}"
-
-
-def scopes(team: str, method: str, channel: str) -> tuple[str, ...]:
-    """Every budget scope a call of ``method`` spends: ``scope``'s, and for a post
-    also the workspace's, because Slack caps a workspace's posts too (several
-    hundred a minute) and a burst of first posts over twenty channels, each
-    within its channel's 1/s, went over it (bench/load.py at 200 mentions)."""
-    if method == "chat.postMessage":
-        return (scope(team, method, channel), f"slack:{team}:chat.postMessage")
-    return (scope(team, method, channel),)
 
 
 def neutralised(value: Any, key: str = "") -> Any:
@@ -187,3 +172,50 @@ def rate_limited(exc: SlackApiError, scope_name: str) -> RateLimited | None:
 def gone(method: str, exc: SlackApiError) -> MessageGone | None:
     error = error_of(exc)
     return MessageGone(f"{method}: {error}") if error in GONE else None
+
+
+async def spend(budget: Budget, team: str, method: str, channel: str = "") -> None:
+    """Wait for a slot of every budget a call of ``method`` spends: a listener's
+    call goes out only then, like every other Slack call."""
+    await acquire_all(budget, scopes(team, method, channel))
+
+
+class Unsupported(Exception):
+    """The workspace (or channel) has no native streaming: post and edit instead."""
+
+
+class StreamClosed(Exception):
+    """The stream takes no more (Slack closed it, or it passed its undocumented
+    size cap): its message is recovered with ``chat.update``."""
+
+
+class StoppedByUser(Exception):
+    """The user pressed Slack's own Stop on a streamed message."""
+
+
+def translate(method: str, exc: SlackApiError, scope_name: str) -> Exception:
+    """What a failed call of ``method`` means to a reply: ``RateLimited`` on
+    ``scope_name``, ``MessageGone``, one of the stream's endings above, else
+    ``exc`` itself."""
+    limited = rate_limited(exc, scope_name)
+    if limited is not None:
+        return limited
+    error = error_of(exc)
+    if error in UNSUPPORTED and method.startswith("chat.") and "Stream" in method:
+        return Unsupported(error)
+    if error in STREAM_CLOSED or (error == "msg_too_long" and "Stream" in method):
+        return StreamClosed(error)
+    if error == STOPPED_BY_USER:
+        return StoppedByUser(error)
+    return gone(method, exc) or exc
+
+
+async def call(
+    client: AsyncWebClient, team: str, method: str, channel: str, params: dict[str, Any]
+) -> Any:
+    """Call ``method``, its failure ``translate``d (on the scope of ``team`` and
+    ``channel``)."""
+    try:
+        return await client.api_call(method, json=params)
+    except SlackApiError as exc:
+        raise translate(method, exc, scope(team, method, channel)) from exc

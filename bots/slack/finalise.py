@@ -17,8 +17,9 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.api import STOPPED_BY_USER, STREAM_CLOSED, error_of, gone, rate_limited, scope
+from bots.slack.api import STOPPED_BY_USER, STREAM_CLOSED, error_of, gone, rate_limited
 from bots.slack.format import fallback_text, message_blocks
+from bots.slack.limits import scope
 from core.reply import Budget, MessageGone, Outcome
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord
 

@@ -5,7 +5,9 @@ Replies are standard Markdown from the model; Slack renders it in a
 passed through rather than converted to mrkdwn. What must change is anything
 that would notify people: ``<!channel>``, ``<!here>``, ``<!everyone>``, user
 group and user mentions written by the model are broken with a zero-width
-space, so they show as text and ping nobody.
+space, so they show as text and ping nobody. The words of a reply's ending and
+of the model's thinking are every platform's (``core.reply.notes``); Slack
+dresses them: a full stop, italics.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.reply import Outcome
+from core.reply import STATE_NOTES, THINKING, Outcome, done_note, reasoning_tail
 
 ZWSP = "\u200b"
 _SPECIAL = re.compile(r"<(?=[!@#])")
@@ -25,12 +27,6 @@ MARKDOWN_BLOCK_LIMIT = 12_000
 """Slack's limit on a ``markdown`` block's text (cumulative per message)."""
 FALLBACK_TEXT_LIMIT = 300
 """The notification text of a message with blocks; its full text is in the blocks."""
-
-STATE_NOTES = {
-    "stopped": "⏹️ Stopped.",
-    "failed": "⚠️ The reply failed",
-    "interrupted": "⚠️ The reply was interrupted",
-}
 
 
 def neutralise(text: str) -> str:
@@ -102,17 +98,18 @@ def context(text: str) -> dict[str, Any]:
 def outcome_note(outcome: Outcome) -> str | None:
     """One line saying how a reply ended, or None for a plain success."""
     if outcome.state == "done":
-        return f"ℹ️ Note: {outcome.reason}." if outcome.reason else None
+        note = done_note(outcome)
+        return f"{note}." if note else None
     note = STATE_NOTES[outcome.state]
-    if outcome.state == "stopped":
-        return note
-    return f"{note}: {neutralise(outcome.reason)}" if outcome.reason else f"{note}."
+    if outcome.state == "stopped" or not outcome.reason:
+        return f"{note}."
+    return f"{note}: {neutralise(outcome.reason)}"
 
 
 def reasoning_preview(reasoning: str, limit: int = 280) -> str:
     """The tail of the model's reasoning, for the thinking indicator."""
-    tail = " ".join(reasoning.split())[-limit:]
-    return f"💭 _{neutralise(tail)}_" if tail else "💭 _thinking…_"
+    tail = reasoning_tail(reasoning, limit)
+    return f"{THINKING} _{neutralise(tail) if tail else 'thinking…'}_"
 
 
 def message_blocks(

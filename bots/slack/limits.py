@@ -1,8 +1,10 @@
-"""Slack's default rate limits, per budget scope pattern.
+"""Slack's budget scopes: what each Web API call spends, and their default limits.
 
-The scopes are named by ``bots.slack.api.scope`` (``slack:<team>:<method>``, and
-``slack:<team>:chat.postMessage:<channel>``); these are their patterns. The
-limits are learnt from Slack's documentation and observed behaviour
+A call's scopes are named here (``scope``, ``scopes``), so a sink declares
+exactly the scopes of the methods it will call, and the listeners and the
+finaliser spend the same ones: ``slack:<team>:<method>``, and
+``slack:<team>:chat.postMessage:<channel>``. The limits of their patterns are
+learnt from Slack's documentation and observed behaviour
 (``shared/platform-facts.md``); ``RATE_LIMITS`` overrides them per pattern,
 because Slack's tiers are "N+ per minute". ``chatrelay run`` merges them with
 the other adapters' defaults (``bots.cli.platform_limits``) and hands them to
@@ -12,6 +14,25 @@ the other adapters' defaults (``bots.cli.platform_limits``) and hands them to
 from __future__ import annotations
 
 from core.reply import Limit, RateLimit, Window
+
+
+def scope(team: str, method: str, channel: str) -> str:
+    """The budget scope of ``method``: per workspace, and per channel for posts
+    (Slack limits ``chat.postMessage`` to about one per second per channel)."""
+    if method == "chat.postMessage":
+        return f"slack:{team}:chat.postMessage:{channel}"
+    return f"slack:{team}:{method}"
+
+
+def scopes(team: str, method: str, channel: str) -> tuple[str, ...]:
+    """Every budget scope a call of ``method`` spends: ``scope``'s, and for a post
+    also the workspace's, because Slack caps a workspace's posts too (several
+    hundred a minute) and a burst of first posts over twenty channels, each
+    within its channel's 1/s, went over it (bench/load.py at 200 mentions)."""
+    if method == "chat.postMessage":
+        return (scope(team, method, channel), f"slack:{team}:chat.postMessage")
+    return (scope(team, method, channel),)
+
 
 TIER_WINDOW = 61.0
 """Seconds in which a Slack tier's "N per minute" is counted (``RATE_TIER_WINDOW``):

@@ -6,14 +6,18 @@ at once, and the reply runs after the ack, so Slack's 3-second deadline is
 never at risk. Several HTTP-mode replicas behind a load balancer share state
 through Redis. While the process drains, events get 503 so Slack retries them
 on another replica; in Socket Mode the connection is closed for the same end.
+
+While it runs, the adapter also finishes replies other processes left
+(``bots.slack.finalise``, from the in-flight sweeper) and answers messages
+they handed over while draining (``bots.slack.handover``, from the pickup).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
@@ -28,15 +32,19 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.slack.api import SafeWebClient
-from bots.slack.bot import SlackBot
+from bots.slack.controls import Controls
+from bots.slack.conversations import BotUser, Threads
+from bots.slack.events import Agents, SlackEvents
 from bots.slack.finalise import finalise_record
+from bots.slack.handover import answer_handed_over
+from bots.slack.replies import Replies
 from bots.slack.settings import SlackSettings
 from core.config import ConfigError, Settings, Unavailable
 from core.llm import LLMClient
-from core.reply import FinalRetry, Pacing
+from core.reply import FinalRetry, Pacing, RateLimit
 from core.rules import RulesSource
-from core.service import ActiveReplies, Responder
-from core.state import InflightRecord, State
+from core.service import ActiveReplies, IntakePolicy, Responder, Routes, Services
+from core.state import DeferredRequest, InflightRecord, State
 from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger(__name__)
@@ -45,12 +53,66 @@ EVENTS_PATH = "/slack/events"
 
 
 @dataclass
+class Listeners:
+    """A connected app's listeners, room by room."""
+
+    events: SlackEvents
+    controls: Controls
+    replies: Replies
+    rules: RulesSource
+
+    @classmethod
+    def build(
+        cls, settings: SlackSettings, services: Services, client: SafeWebClient, me: BotUser
+    ) -> Listeners:
+        state, rules = services.state, services.rules
+        policy = IntakePolicy(state, services.core.system_prompt)
+        replies = Replies(
+            settings=settings,
+            client=client,
+            state=state,
+            policy=policy,
+            responder=services.responder,
+            threads=Threads(client=client, state=state, me=me),
+        )
+        agents = Agents(client=client, state=state)
+        events = SlackEvents(
+            settings=settings,
+            client=client,
+            state=state,
+            rules=rules,
+            policy=policy,
+            agents=agents,
+            replies=replies,
+            me=me,
+            metrics=services.metrics,
+        )
+        controls = Controls(client=client, state=state, rules=rules, agents=agents)
+        return cls(events, controls, replies, rules)
+
+    def register(self, app: AsyncApp) -> None:
+        self.events.register(app)
+        self.controls.register(app)
+
+    async def answer_handed_over(self, deferred: DeferredRequest) -> None:
+        await answer_handed_over(deferred, self.rules, self.replies)
+
+    async def cancel_replies(self) -> None:
+        await self.replies.cancel()
+
+
+@dataclass
 class SlackService:
     app: AsyncApp
-    bot: SlackBot
+    listeners: Listeners
     socket: AsyncSocketModeHandler | None = None
     pickup: asyncio.Task[None] | None = None
     """Answers messages other processes handed over while they drained."""
+
+    @property
+    def bot(self) -> Listeners:
+        """The listeners under their old name (``bench/load_replica.py``; to remove)."""
+        return self.listeners
 
     async def connected(self) -> bool:
         """Readiness: the Socket Mode connection is up (HTTP mode needs none)."""
@@ -67,24 +129,76 @@ class SlackService:
             await self.socket.close_async()  # type: ignore[no-untyped-call]
             self.socket = None
 
+    async def close(self) -> None:
+        """After the drain: intake is stopped, and the hand-overs taken are answered."""
+        await self.stop_intake()
+        if self.pickup is not None:
+            await asyncio.gather(self.pickup, return_exceptions=True)
+
+
+class SlackPlatform:
+    """Slack, as ``bots.cli`` runs it (``core.service.Platform``)."""
+
+    def __init__(self, settings: SlackSettings) -> None:
+        self.settings = settings
+        self._app: AsyncApp | None = None
+        """The Bolt app the mounted endpoint dispatches to, while ``serve`` runs."""
+
+    @property
+    def name(self) -> str:
+        return "slack"
+
+    @property
+    def configured(self) -> bool:
+        return self.settings.configured
+
+    def default_limits(self) -> dict[str, RateLimit]:
+        return self.settings.default_limits()
+
+    def mount(self, routes: Routes, draining: Callable[[], bool]) -> None:
+        """HTTP mode's ``POST /slack/events``; Socket Mode has no endpoint."""
+        if not self.settings.socket_mode:
+            routes.add_post(EVENTS_PATH, _events_endpoint(lambda: self._app, draining))
+
+    def serve(self, services: Services) -> AbstractAsyncContextManager[SlackService]:
+        return self._serve(services)
+
+    @asynccontextmanager
+    async def _serve(self, services: Services) -> AsyncIterator[SlackService]:
+        settings = self.settings
+        async with _connected(settings, services) as (app, listeners):
+            service = SlackService(app, listeners)
+            service.pickup = asyncio.create_task(
+                services.state.deferred.run_pickup("slack", [""], listeners.answer_handed_over)
+            )
+            if settings.socket_mode:
+                assert settings.slack_app_token is not None
+                service.socket = AsyncSocketModeHandler(
+                    app, settings.slack_app_token.get_secret_value()
+                )
+                await service.socket.connect_async()  # type: ignore[no-untyped-call]
+                log.info("Slack: Socket Mode connected")
+            else:
+                self._app = app
+                log.info("Slack: HTTP mode, events at %s", EVENTS_PATH)
+            try:
+                yield service
+            finally:
+                self._app = None
+                await service.close()
+
 
 @asynccontextmanager
-async def slack_app(
-    settings: SlackSettings,
-    core: Settings,
-    state: State,
-    llm: LLMClient,
-    rules: RulesSource,
-    *,
-    metrics: ChatrelayMetrics | None = None,
-    active: ActiveReplies | None = None,
-    retry: FinalRetry | None = None,
-) -> AsyncIterator[tuple[AsyncApp, SlackBot]]:
+async def _connected(
+    settings: SlackSettings, services: Services
+) -> AsyncIterator[tuple[AsyncApp, Listeners]]:
     """The Bolt app with chatrelay's listeners, and the orphan sweeper running."""
     assert settings.slack_bot_token is not None
     token = settings.slack_bot_token.get_secret_value()
     client = SafeWebClient(token=token, base_url=settings.slack_api_url)
     auth = await authenticate(client, settings.slack_api_url)
+    if services.metrics is not None:
+        client.on_error = services.metrics.slack_api_error
     secret = settings.slack_signing_secret
     app = AsyncApp(
         client=client,
@@ -92,100 +206,41 @@ async def slack_app(
         request_verification_enabled=not settings.socket_mode,
     )
     _seed_authorization(app, auth)
-    responder = Responder(
-        state,
-        llm,
-        pacing=Pacing(min_interval=settings.slack_edit_interval),
-        metrics=metrics,
-        active=active,
-        retry=retry,
-    )
-    bot = SlackBot(
-        settings=settings,
-        core=core,
-        state=state,
-        responder=responder,
-        rules=rules,
-        client=client,
-        bot_user_id=str(auth["user_id"]),
-        bot_id=str(auth.get("bot_id") or ""),
-        metrics=metrics,
-    )
-    bot.register(app)
+    me = BotUser(str(auth["user_id"]), str(auth.get("bot_id") or ""))
+    listeners = Listeners.build(settings, services, client, me)
+    listeners.register(app)
+    state = services.state
 
     async def finalise(record: InflightRecord) -> None:
         await finalise_record(client, state.budget, record)
 
     sweeper = asyncio.create_task(state.inflight.run_sweeper({"slack": finalise}))
     try:
-        yield app, bot
+        yield app, listeners
     finally:
         sweeper.cancel()
         # Replies still running (the process drained already, or a test ends) are
         # cancelled as asyncio.run would; their in-flight records stay for a replica.
-        await bot.cancel_replies()
+        await listeners.cancel_replies()
         await asyncio.gather(sweeper, return_exceptions=True)
 
 
-def add_event_routes(
-    web_app: web.Application, app: AsyncApp, draining: Callable[[], bool] = lambda: False
-) -> None:
-    """Serve Slack's Events API and interactivity on ``web_app``."""
+def _events_endpoint(
+    app: Callable[[], AsyncApp | None], draining: Callable[[], bool]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Slack's Events API and interactivity, answered by the Bolt app ``app()``
+    once there is one; 503 (Slack retries) before that and while draining."""
 
     async def events(request: web.Request) -> web.Response:
         if draining():
             return web.Response(status=503, text="shutting down")
-        response = await app.async_dispatch(await to_bolt_request(request))
+        bolt = app()
+        if bolt is None:
+            return web.Response(status=503, text="starting")
+        response = await bolt.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 
-    web_app.router.add_post(EVENTS_PATH, events)
-
-
-def http_routes(app: AsyncApp) -> web.Application:
-    """An aiohttp application serving only Slack's events (tests, embedding)."""
-    web_app = web.Application()
-    add_event_routes(web_app, app)
-    return web_app
-
-
-@asynccontextmanager
-async def running_slack(
-    settings: SlackSettings,
-    core: Settings,
-    state: State,
-    llm: LLMClient,
-    rules: RulesSource,
-    web_app: web.Application,
-    *,
-    metrics: ChatrelayMetrics | None = None,
-    active: ActiveReplies | None = None,
-    retry: FinalRetry | None = None,
-) -> AsyncIterator[SlackService]:
-    """Slack connected and taking events until the block ends."""
-    async with slack_app(
-        settings, core, state, llm, rules, metrics=metrics, active=active, retry=retry
-    ) as (app, bot):
-        service = SlackService(app, bot)
-        service.pickup = asyncio.create_task(
-            state.deferred.run_pickup("slack", [""], bot.answer_handed_over)
-        )
-        if settings.socket_mode:
-            assert settings.slack_app_token is not None
-            service.socket = AsyncSocketModeHandler(
-                app, settings.slack_app_token.get_secret_value()
-            )
-            await service.socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("Slack: Socket Mode connected")
-        else:
-            draining = (lambda: not active.accepting) if active else (lambda: False)
-            add_event_routes(web_app, app, draining)
-            log.info("Slack: HTTP mode, events at %s", EVENTS_PATH)
-        try:
-            yield service
-        finally:
-            await service.stop_intake()
-            if service.pickup is not None:
-                await asyncio.gather(service.pickup, return_exceptions=True)
+    return events
 
 
 async def authenticate(client: SafeWebClient, api_url: str) -> AsyncSlackResponse:
@@ -211,3 +266,82 @@ def _seed_authorization(app: AsyncApp, auth: AsyncSlackResponse) -> None:
     for middleware in app._async_middleware_list:
         if isinstance(middleware, AsyncSingleTeamAuthorization):
             middleware.auth_test_result = auth
+
+
+# -- the entry points of before ``SlackPlatform`` (bots/cli.py, bench/, tests) ----------
+
+
+def _services(
+    settings: SlackSettings,
+    core: Settings,
+    state: State,
+    llm: LLMClient,
+    rules: RulesSource,
+    metrics: ChatrelayMetrics | None,
+    active: ActiveReplies | None,
+    retry: FinalRetry | None,
+) -> Services:
+    """What ``bots.cli`` gives every platform, built for Slack alone."""
+    responder = Responder(
+        state,
+        llm,
+        pacing=Pacing(min_interval=settings.slack_edit_interval),
+        metrics=metrics,
+        active=active,
+        retry=retry,
+    )
+    return Services(core, state, responder, rules, responder.active, metrics)
+
+
+@asynccontextmanager
+async def slack_app(
+    settings: SlackSettings,
+    core: Settings,
+    state: State,
+    llm: LLMClient,
+    rules: RulesSource,
+    *,
+    metrics: ChatrelayMetrics | None = None,
+    active: ActiveReplies | None = None,
+    retry: FinalRetry | None = None,
+) -> AsyncIterator[tuple[AsyncApp, Listeners]]:
+    """The Bolt app with chatrelay's listeners and the orphan sweeper, neither
+    connected nor picking up hand-overs (tests connect it their way)."""
+    services = _services(settings, core, state, llm, rules, metrics, active, retry)
+    async with _connected(settings, services) as connected:
+        yield connected
+
+
+def add_event_routes(
+    web_app: web.Application, app: AsyncApp, draining: Callable[[], bool] = lambda: False
+) -> None:
+    """Serve Slack's Events API and interactivity on ``web_app``."""
+    web_app.router.add_post(EVENTS_PATH, _events_endpoint(lambda: app, draining))
+
+
+def http_routes(app: AsyncApp) -> web.Application:
+    """An aiohttp application serving only Slack's events (tests, embedding)."""
+    web_app = web.Application()
+    add_event_routes(web_app, app)
+    return web_app
+
+
+@asynccontextmanager
+async def running_slack(
+    settings: SlackSettings,
+    core: Settings,
+    state: State,
+    llm: LLMClient,
+    rules: RulesSource,
+    web_app: web.Application,
+    *,
+    metrics: ChatrelayMetrics | None = None,
+    active: ActiveReplies | None = None,
+    retry: FinalRetry | None = None,
+) -> AsyncIterator[SlackService]:
+    """Slack connected and taking events until the block ends."""
+    platform = SlackPlatform(settings)
+    services = _services(settings, core, state, llm, rules, metrics, active, retry)
+    platform.mount(web_app.router, lambda: not services.active.accepting)
+    async with platform.serve(services) as service:
+        yield service

@@ -32,20 +32,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.slack.api import (
-    STOPPED_BY_USER,
-    STREAM_CLOSED,
-    UNSUPPORTED,
-    error_of,
-    gone,
-    rate_limited,
-    scope,
-    scopes,
-)
-from bots.slack.format import fallback_text, message_blocks, outcome_note
+from bots.slack.api import StoppedByUser, StreamClosed, Unsupported, call
+from bots.slack.format import fallback_text, message_blocks
+from bots.slack.limits import scope, scopes
 from core.clock import Clock, MonotonicClock
 from core.reply import Frame, Outcome, Place, Reroute, SinkCall, UserStopped, heal
 
@@ -248,7 +239,7 @@ class SlackReplySink:
                 **({"markdown_text": piece} if piece else {}),
                 **self._recipients(),
             )
-        except _Unsupported as exc:
+        except Unsupported as exc:
             await self._switch_to_edits()
             raise Reroute(f"no native streaming in this workspace ({exc})") from exc
         message = _Message(
@@ -334,13 +325,13 @@ class SlackReplySink:
         """A call on a live stream; its two endings are Slack's to tell."""
         try:
             await self._api(method, **params)
-        except _StreamClosed as exc:
+        except StreamClosed as exc:
             # Slack closed the stream (about five minutes in): from now on the
             # message is edited, and this frame goes out as an edit.
             message.native = False
             message.closed = False
             raise Reroute(f"{method}: the stream was closed by Slack") from exc
-        except _StoppedByUser as exc:
+        except StoppedByUser as exc:
             message.native = False
             message.closed = False
             raise UserStopped() from exc
@@ -407,12 +398,7 @@ class SlackReplySink:
     # -- calls -----------------------------------------------------------------
 
     async def _api(self, method: str, **params: Any) -> Any:
-        try:
-            return await self.client.api_call(method, json=params)
-        except SlackApiError as exc:
-            raise _translate(
-                method, exc, scope(self.target.team, method, self.target.channel)
-            ) from exc
+        return await call(self.client, self.target.team, method, self.target.channel, params)
 
 
 def _size(text: str) -> int:
@@ -425,32 +411,4 @@ def _end(frame: Frame) -> int:
     return len(frame.text) if frame.final else frame.sent + len(frame.delta)
 
 
-class _Unsupported(Exception):
-    pass
-
-
-class _StreamClosed(Exception):
-    pass
-
-
-class _StoppedByUser(Exception):
-    pass
-
-
-def _translate(method: str, exc: SlackApiError, scope_name: str) -> Exception:
-    limited = rate_limited(exc, scope_name)
-    if limited is not None:
-        return limited
-    error = error_of(exc)
-    if error in UNSUPPORTED and method.startswith("chat.") and "Stream" in method:
-        return _Unsupported(error)
-    if error in STREAM_CLOSED or (error == "msg_too_long" and "Stream" in method):
-        # A stream that takes no more (closed, or past its undocumented size cap)
-        # is recovered with chat.update.
-        return _StreamClosed(error)
-    if error == STOPPED_BY_USER:
-        return _StoppedByUser(error)
-    return gone(method, exc) or exc
-
-
-__all__ = ["MESSAGE_LIMIT", "SlackReplySink", "SlackTarget", "outcome_note"]
+__all__ = ["MESSAGE_LIMIT", "SlackReplySink", "SlackTarget"]

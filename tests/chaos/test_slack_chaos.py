@@ -280,7 +280,7 @@ async def _chaos(
             proxy.cut()  # its Redis is gone: no record written, no heartbeat
             # ...and so is its Slack: listeners of the dead process still running in
             # this test's loop must not reach the platform.
-            a.service.bot.client.base_url = "http://127.0.0.1:9/api/"
+            a.service.app.client.base_url = "http://127.0.0.1:9/api/"
             if a.service.socket is not None:
                 await a.service.socket.close_async()  # type: ignore[no-untyped-call]
                 a.service.socket = None

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bots.slack.bot import SlackBot
+from bots.slack.events import SlackEvents
 from bots.slack.limits import DEFAULT_LIMITS
-from bots.slack.service import slack_app
+from bots.slack.service import Listeners, slack_app
 from bots.slack.settings import load_slack_settings
 from core.config import load_settings
 from core.llm.client import LLMClient
@@ -48,7 +48,12 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
 @dataclass
 class RunningBot:
     app: object
-    bot: SlackBot
+    listeners: Listeners
+    state: State
+
+    @property
+    def events(self) -> SlackEvents:
+        return self.listeners.events
 
 
 @pytest.fixture
@@ -74,10 +79,7 @@ def make_bot(
         core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
         async with slack_app(
             settings, core, state, llm, load_rules(rules_file), active=active, retry=retry
-        ) as (
-            app,
-            bot,
-        ):
-            yield RunningBot(app, bot)
+        ) as (app, listeners):
+            yield RunningBot(app, listeners, state)
 
     return start

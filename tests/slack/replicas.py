@@ -42,7 +42,7 @@ class Replica:
 
     async def stop_replies(self) -> None:
         """What ``asyncio.run`` does to a process's leftover tasks at exit."""
-        await self.service.bot.cancel_replies()
+        await self.service.listeners.cancel_replies()
 
 
 def answer(request: RecordedRequest, questions: dict[str, str]) -> FakeResponse:

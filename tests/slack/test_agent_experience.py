@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import pytest
 
-from bots.slack.dms import GREETING, SUGGESTED_PROMPTS
+from bots.slack.events import GREETING, SUGGESTED_PROMPTS
 from core.service.intake import OUTCOMES, IntakeLog
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.slack_server import FakeSlack
@@ -62,7 +62,7 @@ def conversation(llm_server: FakeLLMServer, index: int) -> list[tuple[str, str]]
 
 async def test_opening_the_dm_shows_the_prompts_once(slack: FakeSlack, make_bot: StartBot) -> None:
     async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
-        opened = running.bot.dms.opened
+        opened = running.events.dms.opened
         first = slack.user_opens_dm(DM, user="U1")
         await slack.deliver_socket(first, event_id="EvOpen1")
         await slack.deliver_socket(first, event_id="EvOpen1")  # Slack's retry of it
@@ -83,7 +83,7 @@ async def test_opening_the_dm_shows_the_prompts_once(slack: FakeSlack, make_bot:
     assert shown["title"] == GREETING
     assert [p["title"] for p in shown["prompts"]] == [p["title"] for p in SUGGESTED_PROMPTS]
     assert not slack.lost_prompts
-    assert running.bot.intake.counts["received"] == 0  # not counted as messages
+    assert running.events.intake.counts["received"] == 0  # not counted as messages
 
 
 async def test_each_top_level_dm_is_its_own_threaded_conversation(
@@ -103,8 +103,8 @@ async def test_each_top_level_dm_is_its_own_threaded_conversation(
         follow_up = slack.user_message(DM, "and more on the first", thread_ts=first["ts"])
         await slack.deliver_socket(follow_up)
         await slack.wait_calls("chat.stopStream", count=3, timeout=10)
-        await eventually(lambda: settled(running.bot.intake, 3))
-        assert running.bot.intake.counts["answered"] == 3
+        await eventually(lambda: settled(running.events.intake, 3))
+        assert running.events.intake.counts["answered"] == 3
 
     # each reply is in the thread of the message it answers, streamed natively
     replies = slack.bot_messages(DM)
@@ -142,7 +142,7 @@ async def test_an_assistant_view_install_still_gets_its_assistant_threads(
         started = slack.user_opens_assistant_thread(DM, user="U1")
         thread = started["assistant_thread"]["thread_ts"]
         await slack.deliver_socket(started)
-        await eventually(lambda: settled(running.bot.dms.opened, 1))
+        await eventually(lambda: settled(running.events.dms.opened, 1))
         for number, text in enumerate(["help me", "and then?"], start=1):
             await slack.deliver_socket(slack.user_message(DM, text, thread_ts=thread))
             await slack.wait_calls("chat.stopStream", count=number, timeout=10)

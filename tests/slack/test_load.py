@@ -38,7 +38,7 @@ async def test_twenty_mentions_in_one_channel_all_show_something_at_once(
     for pieces in answers:
         llm_server.enqueue(stream(pieces, delay=0.05))
     async with make_bot(slack_app_token="xapp-test") as running, socket_mode(running, slack):
-        squeeze_minutes(slack, [running.bot.state.shared_budget.limits], seconds=8.0)
+        squeeze_minutes(slack, [running.state.shared_budget.limits], seconds=8.0)
         events = [slack.user_message("C1", f"question {i}", mention=True) for i in range(20)]
         asked = time.monotonic()
         await asyncio.gather(*(slack.deliver_socket(event) for event in events))

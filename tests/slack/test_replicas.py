@@ -66,7 +66,7 @@ async def test_three_replicas_each_event_retried_on_another_answer_once_exact_an
     assert not check_slack(slack, "C1", expected)
     assert len(llm_server.requests) == MENTIONS  # no event answered twice
     assert sum(slack.rate_limited.values()) == 0
-    served = [sum(r.service.bot.intake.counts.values()) for r in replicas]
+    served = [sum(r.service.listeners.events.intake.counts.values()) for r in replicas]
     assert all(served), f"every replica took events: {served}"
     # One shared window of starts: 19 replies streamed, the rest posted at once.
     starts = [c for c in slack.calls if c.method == "chat.startStream"]

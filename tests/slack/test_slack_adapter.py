@@ -77,11 +77,11 @@ async def settled(running: RunningBot, **outcomes: int) -> None:
     bot to have dealt with every delivery instead of guessing how long it takes."""
 
     async def counted() -> bool:
-        counts = running.bot.intake.counts
+        counts = running.events.intake.counts
         return all(counts[outcome] >= n for outcome, n in outcomes.items())
 
     await eventually(counted)
-    assert {k: running.bot.intake.counts[k] for k in outcomes} == outcomes
+    assert {k: running.events.intake.counts[k] for k in outcomes} == outcomes
 
 
 async def finished(slack: FakeSlack, method: str, count: int = 1) -> None:
@@ -225,7 +225,7 @@ async def test_human_agent_takes_over_an_auto_reply_thread(
         agent = slack.user_message("CSUP", "I'll take it", user="UAGENT", thread_ts=question["ts"])
         await slack.deliver_socket(agent)
         conversation = ConversationKey("slack", "T1", "CSUP", question["ts"])
-        await eventually(lambda: running.bot.state.handoffs.is_handed_over(conversation))
+        await eventually(lambda: running.state.handoffs.is_handed_over(conversation))
         follow_up = slack.user_message("CSUP", "thanks!", user="UCUST", thread_ts=question["ts"])
         await slack.deliver_socket(follow_up)
         await asyncio.sleep(0.5)
@@ -292,7 +292,7 @@ def scale_limits(slack: FakeSlack, running: RunningBot, seconds: float) -> None:
         "chat.stopStream": 20,
         "chat.update": 50,
     }
-    budget = running.bot.state.shared_budget
+    budget = running.state.shared_budget
     for method, count in tiers.items():
         slack.limits[method] = FakeLimit(count, seconds)
         default = DEFAULT_LIMITS[f"slack:*:{method}"]
@@ -521,7 +521,7 @@ async def test_an_agent_from_a_user_group_takes_over_too(
         agent = slack.user_message("CSUP", "on it", user="UGROUPAGENT", thread_ts=question["ts"])
         await slack.deliver_socket(agent)
         conversation = ConversationKey("slack", "T1", "CSUP", question["ts"])
-        await eventually(lambda: running.bot.state.handoffs.is_handed_over(conversation))
+        await eventually(lambda: running.state.handoffs.is_handed_over(conversation))
     assert len(llm_server.requests) == 1
     assert slack.calls_to("usergroups.users.list")
 
@@ -546,7 +546,7 @@ async def test_a_mention_refused_while_draining_is_handed_over_and_answered_once
     assert await state.redis.llen(handed) == 1  # the retry was a duplicate: not handed twice
     async with make_bot() as new:
         [request] = await state.deferred.take("slack", "")
-        await new.bot.answer_handed_over(request)
+        await new.listeners.answer_handed_over(request)
     [reply] = slack.bot_messages("C1")
     assert reply.thread_ts == event["ts"]
     assert answer_of(reply) == ANSWER and not reply.streaming
