@@ -1,12 +1,17 @@
-"""The Discord adapter.
+"""The Discord adapter, room by room (every adapter has the same rooms).
 
-``settings`` (environment), ``client`` (discord.py client: addresses, intents,
-shards), ``service`` (start, connect, sync, orphan finaliser), ``bot`` (which
-events get a reply, in which conversation), ``commands`` (``/ask``, ``/reset``,
-``/model``), ``conversations`` (reply chains, threads, DMs), ``access``
-(allow/block lists), ``permissions`` (may the bot write here), ``models``
-(``/model`` choices), ``sink`` (a reply as growing messages), ``outlets``
-(channel messages vs. interaction webhooks), ``format`` (content or embeds,
-states, neutralised mentions), ``controls`` (the Stop button), ``ratelimits``
-(budget scopes, learning from Discord's headers).
+``settings`` (environment), ``limits`` (default budget limits, the scopes of
+Discord's calls, learning limits from its headers, the invalid-request
+guard), ``service`` (``DiscordPlatform``: connect, intake on/off, shutdown,
+the orphan sweeper, the hand-over pickup, catching up after a restart),
+``events`` (which messages deserve a reply: filters, allow/block lists,
+permissions, the intake policy's verdict, cursors), ``conversations`` (reply
+chains, threads, DMs; reading one back), ``replies`` (starting a reply: where
+it goes, its sink, ``Responder.answer`` with Discord's pacing, draining),
+``handover`` (a message handed over to the next process: its payload, and
+answering it), ``sink`` (a reply as growing messages), ``api`` (the client,
+channel and interaction outlets, Discord's errors as the engine's), ``format``
+(content or embeds, states, neutralised mentions, the Stop button),
+``controls`` (Stop, ``/ask``, ``/reset``, ``/model``), ``finalise`` (ending
+replies another process left), ``preflight`` (``chatrelay check``).
 """

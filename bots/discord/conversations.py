@@ -14,26 +14,38 @@ lost from memory is read back.
 
 Redis is the memory (``core.state.conversations``). When a conversation is not
 there (it expired, or the chain started before the bot was around), it is read
-back once from Discord: the reply chain upwards, or the thread's recent
-history. Without the MESSAGE_CONTENT intent other people's messages read as
-empty unless they mention the bot; those are skipped.
+back once from Discord (the rule of when is ``core.service.history``): the
+reply chain upwards, or the thread's recent history. Without the
+MESSAGE_CONTENT intent other people's messages read as empty unless they
+mention the bot; those are skipped.
+
+A message's conversation is found before the message is claimed (the intake
+policy needs it to tell whether an agent has it), but nothing is written for
+it until the message is the bot's to deal with (``Conversations.keep``): the
+ids of a reply chain, a chain read back, a thread recalled.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import discord
 
 from bots.discord.format import answer_of, strip_mention
-from bots.discord.ratelimits import GLOBAL_SCOPE
+from bots.discord.limits import GLOBAL_SCOPE
+from bots.discord.settings import PLATFORM, DiscordSettings
 from core.reply import Budget
-from core.state import ConversationKey, Turn
+from core.service import recall, remembers, store_recalled
+from core.state import REDIS_FAILURES, ConversationKey, State, Turn
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 DM_WORKSPACE = "dm"
+THREAD_HISTORY = 50
+"""Messages of a thread read back when its conversation is not in memory."""
 
 
 def channel_conversation(guild_id: int | None, channel_id: int) -> ConversationKey:
@@ -123,3 +135,117 @@ def _turn(message: discord.Message, bot_id: int) -> Turn | None:
         return Turn("assistant", None, text) if text else None
     text = strip_mention(message.content, bot_id)
     return Turn("user", str(message.author.id), text) if text else None
+
+
+def command_conversation(interaction: discord.Interaction[Any]) -> ConversationKey:
+    """``/ask`` and ``/reset``: the DM or thread, else the user's own in the channel."""
+    channel_id = interaction.channel_id or 0
+    if interaction.guild_id is None or isinstance(interaction.channel, discord.Thread):
+        return channel_conversation(interaction.guild_id, channel_id)
+    return ask_conversation(interaction.guild_id, channel_id, interaction.user.id)
+
+
+def lineage(channel: object) -> tuple[int, ...]:
+    """The channel, then its parent (threads) and category, as far as they are known:
+    a thread counts as its parent channel for rules, access and ``/model``."""
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent
+        category = parent.category_id if parent is not None else None
+        return _ids(channel.id, channel.parent_id, category)
+    if isinstance(channel, discord.abc.GuildChannel):
+        return _ids(channel.id, channel.category_id)
+    channel_id = getattr(channel, "id", None)  # a partial channel: only its id is known
+    return (channel_id,) if isinstance(channel_id, int) else ()
+
+
+def _ids(*ids: int | None) -> tuple[int, ...]:
+    return tuple(i for i in ids if i is not None)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A message's conversation, as far as it is known before the message is claimed."""
+
+    key: ConversationKey
+    continuing: bool
+    """It continues a conversation (a thread, a DM, a reply) rather than starting
+    a reply chain."""
+    chain: Sequence[Turn] = ()
+    """A reply chain read back from Discord: nothing of it was known."""
+    thread: discord.Thread | None = None
+    """The thread it was written in, whose history may have to be read back."""
+
+
+class Conversations:
+    def __init__(self, client: discord.Client, state: State, settings: DiscordSettings) -> None:
+        self._client = client
+        self._state = state
+        self._depth = settings.discord_chain_depth
+
+    @property
+    def _me(self) -> int:
+        user = self._client.user
+        if user is None:
+            raise RuntimeError("the Discord client is not logged in")
+        return user.id
+
+    async def of(self, message: discord.Message) -> Found:
+        """The message's conversation: one read when a message of its reply chain is
+        known, else the chain read upwards (its oldest message names it)."""
+        channel = message.channel
+        guild = message.guild
+        if guild is None or isinstance(channel, discord.Thread):
+            thread = channel if isinstance(channel, discord.Thread) else None
+            return Found(
+                channel_conversation(guild.id if guild else None, channel.id), True, (), thread
+            )
+        reference = message.reference
+        if reference is None or reference.message_id is None or reference.channel_id != channel.id:
+            return Found(chain_conversation(guild.id, channel.id, message.id), False)
+        known = await self._state.chains.lookup(PLATFORM, str(reference.message_id))
+        if known is not None:
+            return Found(known, True)
+        turns, root = await chain_turns(
+            message, self._me, depth=self._depth, budget=self._state.budget
+        )
+        return Found(chain_conversation(guild.id, channel.id, root), True, turns)
+
+    async def keep(self, message: discord.Message, found: Found) -> None:
+        """``message`` is this process's to deal with: read its thread back, keep
+        the chain read back, and remember which chain it belongs to."""
+        if found.thread is not None:
+            await self.recall_thread(found.key, found.thread, before=message)
+            return
+        if message.guild is None:
+            return  # a DM: the channel is the conversation
+        if found.chain and not await remembers(self._state, found.key):
+            await store_recalled(
+                self._state, found.key, found.chain, f"reply chain {found.key.thread}"
+            )
+        await self.remember(found.key, message.id)
+
+    async def remember(self, conversation: ConversationKey, message_id: int) -> None:
+        """Replies to ``message_id`` continue ``conversation`` (a reply chain)."""
+        await self._state.chains.remember(conversation, str(message_id))
+
+    async def recall_thread(
+        self, conversation: ConversationKey, thread: discord.Thread, before: discord.abc.Snowflake
+    ) -> int:
+        """A thread the bot has no memory of (it expired, or the bot was just called
+        in): read its recent messages back once, never past a ``/reset``."""
+
+        async def fetch() -> list[Turn]:
+            try:
+                since = await self._state.resets.since(conversation)
+            except REDIS_FAILURES:
+                return []  # nowhere to keep it, and no telling what was forgotten
+            return await channel_turns(
+                thread,
+                self._me,
+                before=before,
+                after=discord.Object(int(since)) if since else None,
+                limit=THREAD_HISTORY,
+                budget=self._state.budget,
+            )
+
+        return await recall(self._state, conversation, fetch, f"thread {thread.id}")

@@ -35,11 +35,11 @@ from collections.abc import Awaitable, Mapping
 
 import discord
 
+from bots.discord.api import NO_MENTIONS, call
 from bots.discord.format import Rendered, RenderMode, answering_again_note, moved_note, render
-from bots.discord.outlets import NO_MENTIONS, translate
-from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
+from bots.discord.limits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.discord.settings import INTERACTION_TOKEN_LIFETIME
-from core.reply import Budget, MessageGone, Outcome, RateLimited
+from core.reply import Budget, MessageGone, Outcome
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ async def _delete(client: discord.Client, budget: Budget, target: Mapping[str, s
     await budget.acquire(scope)
     await budget.acquire(GLOBAL_SCOPE)
     channel = client.get_partial_messageable(int(target["channel"]))
-    await _call(channel.get_partial_message(int(target["message"])).delete(), budget, scope)
+    await call(channel.get_partial_message(int(target["message"])).delete(), budget, scope)
 
 
 async def _point_on(client: discord.Client, budget: Budget, target: Mapping[str, str]) -> None:
@@ -162,7 +162,7 @@ async def _edit(
         scope = interaction_scope(target["token"])
         await budget.acquire(scope)
         webhook = discord.Webhook.partial(int(target["app"]), target["token"], client=client)
-        call: Awaitable[object] = webhook.edit_message(
+        edit: Awaitable[object] = webhook.edit_message(
             message_id,
             content=shown.content,
             embed=shown.embed,
@@ -174,21 +174,10 @@ async def _edit(
         await budget.acquire(scope)
         await budget.acquire(GLOBAL_SCOPE)
         channel = client.get_partial_messageable(int(target["channel"]))
-        call = channel.get_partial_message(message_id).edit(
+        edit = channel.get_partial_message(message_id).edit(
             content=shown.content, embed=shown.embed, view=None, allowed_mentions=NO_MENTIONS
         )
-    await _call(call, budget, scope)
-
-
-async def _call(call: Awaitable[object], budget: Budget, scope: str) -> None:
-    """Discord's answer as the engine's exceptions; a 429 blocks ``scope`` everywhere."""
-    try:
-        await call
-    except discord.HTTPException as exc:
-        error = translate(exc, scope)
-        if isinstance(error, RateLimited):
-            await budget.block(scope, error.retry_after)
-        raise error from exc
+    await call(edit, budget, scope)
 
 
 __all__ = ["answered_anew", "finalise_record"]

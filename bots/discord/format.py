@@ -9,10 +9,16 @@ Two renderings, chosen by ``DISCORD_RENDER``:
 - ``embeds``: the text as an embed description (up to 4096), the state in the
   footer and the colour. Longer pages, and mentions in embeds never notify.
 
-Model output must never notify anyone: ``allowed_mentions`` (set by the sink on
-every send and edit) is what guarantees that; ``neutralise`` also breaks the
-mention syntax so ``@everyone`` or ``<@&role>`` shows as text, not as a
-highlighted mention that looks like a ping.
+The words of the states are every platform's (``core.reply.notes``); this
+module dresses them: a ``-#`` line or a footer, a full stop, neutralised.
+
+Model output must never notify anyone: ``allowed_mentions`` (set on every send
+and edit, ``bots.discord.api``) is what guarantees that; ``neutralise`` also
+breaks the mention syntax so ``@everyone`` or ``<@&role>`` shows as text, not
+as a highlighted mention that looks like a ping.
+
+The message being written carries a Stop button (``stop_view``); its
+``custom_id`` is read back by ``bots.discord.controls``.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Literal
 
 import discord
 
-from core.reply import Outcome
+from core.reply import NOTE, STATE_NOTES, THINKING, Outcome, one_line, reasoning_tail
 
 RenderMode = Literal["content", "embeds"]
 
@@ -46,11 +52,6 @@ COLOURS = {
     "stopped": 0x99AAB5,
     "failed": 0xED4245,
     "interrupted": 0xED4245,
-}
-STATE_NOTES = {
-    "stopped": "⏹️ Stopped",
-    "failed": "⚠️ The reply failed",
-    "interrupted": "⚠️ The reply was interrupted",
 }
 WRITING = "✍️ writing…"
 EMPTY_REPLY = "(the model returned no text)"
@@ -96,12 +97,9 @@ def outcome_note(outcome: Outcome | None, streaming: bool) -> str | None:
         return WRITING
     if outcome is None:
         return None
-    reason = " ".join((outcome.reason or "").split())
-    if len(reason) > REASON_MAX:
-        reason = reason[: REASON_MAX - 1] + "…"
-    reason = neutralise(reason)
+    reason = neutralise(one_line(outcome.reason or "", REASON_MAX))
     if outcome.state == "done":
-        return f"ℹ️ Note: {reason}." if reason else None
+        return f"{NOTE}: {reason}." if reason else None
     note = STATE_NOTES[outcome.state]
     said = note.split(" ", 1)[1]  # "The reply was interrupted"
     if reason.lower().startswith(said.lower()):  # a reason that repeats the note
@@ -113,8 +111,8 @@ def outcome_note(outcome: Outcome | None, streaming: bool) -> str | None:
 
 def reasoning_preview(reasoning: str) -> str:
     """The tail of the model's reasoning, on one line, for before the answer starts."""
-    tail = " ".join(reasoning.split())[-REASONING_PREVIEW:]
-    return f"💭 {neutralise(tail)}" if tail else "💭 thinking…"
+    tail = reasoning_tail(reasoning, REASONING_PREVIEW)
+    return f"{THINKING} {neutralise(tail)}" if tail else f"{THINKING} thinking…"
 
 
 def render(
@@ -157,6 +155,8 @@ def _embed(
 
 
 ANSWERING_AGAIN = "🔄 Interrupted before the answer began: answering again…"
+RESTARTING_TEXT = "I'm restarting — please ask again in a minute."
+"""Said to a message or ``/ask`` that can be neither answered nor handed over."""
 
 
 def answering_again_note() -> Rendered:
@@ -176,8 +176,39 @@ def answer_of(message: discord.Message) -> str:
     reply chain is read back when its conversation is no longer in memory."""
     if message.embeds:
         text = message.embeds[0].description or ""
-        return "" if text == EMPTY_REPLY or text.startswith("*💭") else text
+        return "" if text == EMPTY_REPLY or text.startswith(f"*{THINKING}") else text
     lines = message.content.split("\n")
     while lines and lines[-1].startswith("-# "):
         lines.pop()
     return "\n".join(lines).replace(ZWSP, "")
+
+
+# -- the Stop button -----------------------------------------------------------
+
+STOP_PREFIX = "chatrelay:stop:"
+
+
+def stop_custom_id(reply_id: str, asker: int) -> str:
+    """Everything a press needs (the reply's id and who asked), so whichever
+    process receives it can act on it (``bots.discord.controls.parse_stop``)."""
+    return f"{STOP_PREFIX}{reply_id}:{asker}"
+
+
+def stop_view(reply_id: str, asker: int) -> discord.ui.View:
+    """A view that only carries the button to Discord.
+
+    It is stopped before it is sent: discord.py keeps live views in memory to
+    route presses to them, and one per streamed message would pile up forever.
+    Presses are handled from the ``custom_id`` instead (``bots.discord.controls``).
+    """
+    view = discord.ui.View(timeout=None)
+    view.add_item(
+        discord.ui.Button(
+            label="Stop",
+            emoji="⏹️",
+            style=discord.ButtonStyle.secondary,
+            custom_id=stop_custom_id(reply_id, asker),
+        )
+    )
+    view.stop()
+    return view

@@ -19,18 +19,38 @@ process died before it showed any text is answered anew the same way
 the interaction's deferred response, and the next process answers in it, with
 the interaction's token: a credential, which lives in Redis as the record's
 own targets do and is never logged (``AskTarget`` leaves it out of its repr).
+
+A reply that can't start here (``refuse``) is handed over the core's way
+(``Responder.hand_over``); when Redis can't take it, the user is asked to try
+again rather than answered with nothing. A hand-over this process picks up is
+answered like any reply (``answer_handed_over``): in the channel, replying to
+the user's message, or, for an ``/ask``, in its own response while the token
+allows.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.service import ReplyRequest
-from core.state import ConversationKey
+import discord
 
-PLATFORM = "discord"
+from bots.discord.api import NO_MENTIONS, InteractionOutlet, TokenExpired
+from bots.discord.format import RESTARTING_TEXT, Rendered
+from bots.discord.limits import GLOBAL_SCOPE, channel_scope
+from bots.discord.settings import INTERACTION_TOKEN_LIFETIME, PLATFORM
+from core.reply import MessageGone, RateLimited, acquire_all
+from core.service import IntakeOutcome, ReplyRequest
+from core.state import ConversationKey, DeferredRequest
+
+if TYPE_CHECKING:
+    from bots.discord.replies import Replies
+
+log = logging.getLogger(__name__)
+
 VERSION = 1
 """Of the payload: a process that reads a newer one drops it instead of misreading it."""
 
@@ -184,3 +204,106 @@ def _int_or_none(value: object) -> int | None:
     if not isinstance(value, str):
         raise TypeError(f"expected an id string, got {type(value).__name__}")
     return int(value)
+
+
+# -- refusing and answering --------------------------------------------------------
+
+
+async def refuse(
+    replies: Replies, request: ReplyRequest, target: ChannelTarget | AskTarget
+) -> IntakeOutcome:
+    """Leave the reply to the next process of the message's shard (``request``
+    carries the payload and the partition); without Redis, ask the user to try
+    again rather than answer nothing."""
+    outcome = await replies.responder.hand_over(request)
+    if outcome == "handed_over":
+        log.info(
+            "handed the reply in %s over to shard %s", request.conversation.id, request.partition
+        )
+        return outcome
+    log.error(
+        "could not hand the reply in %s over: asking its author to try again",
+        request.conversation.id,
+    )
+    if isinstance(target, AskTarget):
+        await _ask_restarting(replies, target)
+    else:
+        await _say_restarting(replies, target)
+    return outcome
+
+
+async def answer_handed_over(replies: Replies, deferred: DeferredRequest) -> None:
+    """Answer a message that a draining process accepted (``run_pickup`` calls
+    this); raises ``ValueError`` for a payload this version can't read."""
+    handed = from_payload(deferred.payload)
+    with replies.working():
+        target = handed.target
+        log.info(
+            "answering in %s %s handed over %.1fs ago",
+            handed.request.conversation.id,
+            "an /ask" if isinstance(target, AskTarget) else "a message",
+            time.time() - deferred.deferred_at,
+        )
+        if isinstance(target, AskTarget):
+            await _ask_again(replies, handed.request, target)
+        else:
+            await replies.in_channel(handed.request, target)
+
+
+async def _ask_again(replies: Replies, request: ReplyRequest, target: AskTarget) -> IntakeOutcome:
+    """An ``/ask`` whose process died before the answer began: answer it in its
+    own response, as its process would have, for as long as the token allows;
+    past ``DISCORD_INTERACTION_WINDOW`` the reply moves to the channel (the
+    response pointing there), as any ``/ask`` reply does."""
+    age = time.time() - target.asked_at
+    if age >= INTERACTION_TOKEN_LIFETIME and not target.writable:
+        log.warning(
+            "an /ask handed over %.0fs after it was asked can't be answered: its "
+            "token is dead and the bot can't write in its channel",
+            age,
+        )
+        return "failed"
+    request = replies.handing_over(request, target)
+    return await replies.deliver(
+        request,
+        outlet=lambda: _resumed(replies, target),
+        fallback=lambda: (
+            replies.channel_outlet(target.channel, target.guild) if target.writable else None
+        ),
+        deadline=replies.clock.now() + replies.settings.discord_interaction_window - age,
+        refused=lambda: refuse(replies, request, target),
+    )
+
+
+async def _say_restarting(replies: Replies, target: ChannelTarget) -> None:
+    channel = replies.messageable(target.channel, target.guild)
+    reply: dict[str, Any] = {}
+    if target.reference is not None:
+        message = channel.get_partial_message(target.reference)
+        reply["reference"] = message.to_reference(fail_if_not_exists=False)
+    try:
+        await acquire_all(replies.state.budget, (channel_scope(target.channel), GLOBAL_SCOPE))
+        await channel.send(RESTARTING_TEXT, allowed_mentions=NO_MENTIONS, **reply)
+    except discord.HTTPException as exc:
+        log.warning("could not tell channel %s that the bot restarts: %s", target.channel, exc)
+
+
+async def _ask_restarting(replies: Replies, target: AskTarget) -> None:
+    """An ``/ask`` another process deferred says the bot restarts, rather than
+    think until its token dies."""
+    outlet = _resumed(replies, target)
+    try:
+        await acquire_all(replies.state.budget, outlet.scopes)
+        await outlet.edit(target.response, Rendered(RESTARTING_TEXT, None), None)
+    except (discord.HTTPException, TokenExpired, MessageGone, RateLimited) as exc:
+        log.warning("could not tell an /ask in %s that the bot restarts: %s", target.channel, exc)
+
+
+def _resumed(replies: Replies, target: AskTarget) -> InteractionOutlet:
+    return InteractionOutlet.resumed(
+        replies.client,
+        app_id=target.app,
+        token=target.token,
+        channel_id=target.channel,
+        original_id=target.response,
+    )

@@ -23,7 +23,7 @@ GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 
 
 async def check_discord(settings: DiscordSettings, core: Settings) -> Finding:
-    from bots.discord.client import wants_message_content
+    from bots.discord.api import wants_message_content
     from core.rules import load_rules
 
     if not settings.configured or settings.discord_bot_token is None:

@@ -18,6 +18,9 @@ from core.config import read_settings
 
 IdList = Annotated[list[int], NoDecode]
 
+PLATFORM = "discord"
+"""The ``platform`` of its replies, conversations, metrics and Redis keys."""
+
 INTERACTION_TOKEN_LIFETIME = 900.0
 """Seconds Discord lets an interaction token edit its messages (15 minutes)."""
 

@@ -1,7 +1,7 @@
 """The Discord sink: a reply as one or more messages that grow.
 
 The engine hands over pages of the model's text; this sink shows page *i* as
-message *i* of the reply, through an outlet (``bots.discord.outlets``):
+message *i* of the reply, through an outlet (``bots.discord.api``):
 
 - a mention, reply or auto-reply channel writes channel messages: the first
   replies to the user's message, continuations are silent;
@@ -19,7 +19,8 @@ reply ended.
 
 **The sink renders; the engine spends.** ``scopes`` names every call the next
 ``render``/``finish`` may make, and the engine acquires them all before it
-calls; the sink never touches the budget:
+calls; the sink never touches the budget, and ``scopes`` only reads what the
+sink holds:
 
 - a write names its outlet's scopes (the channel's and the bot's global one,
   or the interaction's);
@@ -31,10 +32,14 @@ calls; the sink never touches the budget:
   owed, so the engine keeps retrying it and, after ``FinalRetry``, leaves it to
   the in-flight registry, whose finaliser writes the note from the ids the
   record carries (``bots.discord.finalise``);
-- when Discord says the token is dead before our deadline, the sink switches
-  to the channel and raises ``Reroute``: nothing was shown, so the engine asks
-  ``scopes`` again (now the channel's) and sends the same frame there. A dead
-  token's messages can't be pointed on, so no note is owed then.
+- the move to the channel is decided by a write, never by ``scopes``: a write
+  to the interaction that finds ``DISCORD_INTERACTION_WINDOW`` passed switches
+  to the channel and raises ``Reroute`` without a call (the time may have come
+  while the engine waited for the interaction's budget); nothing was shown, so
+  the engine asks ``scopes`` again (now the channel's and the note's) and sends
+  the same frame there;
+- so does a write Discord answers with a dead token before our deadline; a
+  dead token's messages can't be pointed on, so no note is owed then.
 
 **Nothing is recorded before Discord confirms.** ``place`` names only messages
 Discord confirmed (for the deferred response: the deferral); the engine
@@ -53,10 +58,16 @@ from dataclasses import dataclass
 
 import discord
 
-from bots.discord.controls import stop_view
-from bots.discord.format import Rendered, RenderMode, message_limit, moved_note, render
-from bots.discord.outlets import ChannelOutlet, InteractionOutlet, Outlet, TokenExpired
-from bots.discord.ratelimits import GLOBAL_SCOPE
+from bots.discord.api import ChannelOutlet, InteractionOutlet, Outlet, TokenExpired
+from bots.discord.format import (
+    Rendered,
+    RenderMode,
+    message_limit,
+    moved_note,
+    render,
+    stop_view,
+)
+from bots.discord.limits import GLOBAL_SCOPE
 from core.clock import Clock, MonotonicClock
 from core.reply import Frame, MessageGone, Outcome, Place, Reroute, SinkCall
 
@@ -129,10 +140,6 @@ class DiscordReplySink:
         if call is SinkCall.OPEN:
             # Typing in a channel; an interaction was deferred before the reply began.
             return (GLOBAL_SCOPE,) if isinstance(self._primary, ChannelOutlet) else ()
-        # The switch away from the interaction is decided here, before the engine
-        # acquires budget for the call, so the call spends the scopes it was granted.
-        if not self._expired and self._deadline is not None and self._fallback is not None:
-            self._expired = self._clock.now() >= self._deadline
         scopes = list(self._outlet_for(index).scopes)
         moving = self._moving(index)
         if moving is not None and not self._token_dead:
@@ -140,6 +147,16 @@ class DiscordReplySink:
         for note in self._notes:
             scopes += note.outlet.scopes
         return scopes
+
+    def _window_over(self, outlet: Outlet) -> bool:
+        """Whether a write to ``outlet`` must move to the channel first: the
+        interaction's window has passed and there is a channel to continue in."""
+        return (
+            isinstance(outlet, InteractionOutlet)
+            and self._fallback is not None
+            and self._deadline is not None
+            and self._clock.now() >= self._deadline
+        )
 
     def _outlet_for(self, index: int) -> Outlet:
         """Where message ``index`` is written next."""
@@ -179,8 +196,13 @@ class DiscordReplySink:
     # -- writing ---------------------------------------------------------------
 
     async def _write(self, index: int, text: str, shown: Rendered, streaming: bool) -> None:
-        view = stop_view(self.reply_id, self.asker) if streaming else None
         outlet = self._outlet_for(index)
+        if self._window_over(outlet):
+            # The scopes the engine acquired were the interaction's: switch, and have
+            # the frame sent again through the channel's (see the module docstring).
+            self._expired = True
+            raise Reroute("the interaction's window is over: continuing in the channel")
+        view = stop_view(self.reply_id, self.asker) if streaming else None
         try:
             if self._moving(index) is not None:
                 await self._move(index, shown, view)

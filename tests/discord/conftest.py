@@ -1,5 +1,7 @@
 """A running Discord adapter: the real discord.py against the fake Discord, a fake
-model over HTTP and a real Redis.
+model over HTTP and a real Redis. It is served as ``chatrelay run`` serves a
+platform (``DiscordPlatform.serve`` with the process's shared services), and
+shut down the same way: stop the intake, drain the replies, close.
 
 Discord's windows are scaled down five-fold, the fake's and chatrelay's budget
 alike (the channel: 5 per 1 s at the fake, 4 per 1 s with a burst of 2 in the
@@ -22,12 +24,13 @@ from redis.asyncio import Redis
 
 from bots.discord.format import ZWSP
 from bots.discord.limits import DEFAULT_LIMITS
-from bots.discord.service import DiscordService, discord_app
+from bots.discord.service import SHUTDOWN_FINALISE, SHUTDOWN_GRACE, DiscordPlatform, DiscordService
 from bots.discord.settings import load_discord_settings
 from core.config import load_settings
 from core.llm.client import LLMClient
 from core.reply.engine import FinalRetry
 from core.rules import load_rules
+from core.service import ActiveReplies, Responder, Services
 from core.state.keys import Keys
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
@@ -93,20 +96,25 @@ def start_bot(fake: FakeDiscord, state: State, llm: LLMClient, tmp_path: Path) -
         settings = load_discord_settings(**options)
         core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
         rules = load_rules(rules_file)
+        shared = state if on is None else on
+        active = ActiveReplies()
+        services = Services(
+            core=core,
+            state=shared,
+            responder=Responder(shared, llm, active=active, retry=retry),
+            rules=rules,
+            active=active,
+        )
+        platform = DiscordPlatform(settings, guild_ready_timeout=0.05)
         async with contextlib.AsyncExitStack() as stack:
             async with asyncio.timeout(10):  # connected and ready, or fail fast
-                app = await stack.enter_async_context(
-                    discord_app(
-                        settings,
-                        core,
-                        state if on is None else on,
-                        llm,
-                        rules,
-                        retry=retry,
-                        guild_ready_timeout=0.05,
-                    )
-                )
-            yield app
+                app = await stack.enter_async_context(platform.serve(services))
+            try:
+                yield app
+            finally:  # as ``chatrelay run`` ends: stop taking events, drain, close
+                await app.stop_intake()
+                await active.drain(SHUTDOWN_GRACE, finalise_within=SHUTDOWN_FINALISE)
+                await app.close()
 
     return start
 
@@ -172,7 +180,7 @@ async def outcome_of(service: DiscordService, message: MessageRecord, within: fl
     """What the bot made of ``message`` (``core.service.intake``), once it is done
     with it: a test that expects no reply waits for this, not for time to pass."""
     async with asyncio.timeout(within):
-        return await service.bot.intake.wait(message.id)
+        return await service.events.intake.wait(message.id)
 
 
 def pings_nobody(allowed: dict[str, object] | None, *, replied_user: bool = False) -> bool:

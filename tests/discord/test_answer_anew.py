@@ -96,7 +96,7 @@ async def kill(process: Process) -> None:
     """The process dies: Redis hears nothing more from it, its tasks end where they
     are, its gateway connection closes."""
     process.proxy.cut()
-    handlers = list(process.service.bot._busy)
+    handlers = list(process.service.replies._busy)
     assert handlers  # the reply being written
     for task in handlers:
         task.cancel()

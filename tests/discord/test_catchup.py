@@ -1,5 +1,5 @@
 """A message sent while no process was connected is answered by the next one, once
-(``bots.discord.catchup``): the real discord.py, the fake Discord, one Redis
+(``bots.discord.service.CatchUp``): the real discord.py, the fake Discord, one Redis
 shared by the processes, as in a deploy."""
 
 from __future__ import annotations
@@ -113,13 +113,13 @@ async def test_a_message_both_processes_saw_is_answered_once(
             return await cursor(state, CHANNEL_ID) >= one.id
 
         await eventually(noted)
-        monkeypatch.setattr(first.bot.catchup, "seen", lambda *_, **__: None)  # lags behind
+        monkeypatch.setattr(first.events.cursors, "seen", lambda *_, **__: None)  # lags behind
         two = await fake.inject_message(CHANNEL_ID, "two", ALICE, mentions_bot=True)
         assert await outcome_of(first, two) == "answered"
         assert await cursor(state, CHANNEL_ID) < two.id
         async with start_bot() as second:
             assert await outcome_of(second, two) == "deduplicated"
-            assert second.bot.intake.outcome(one.id) is None  # behind the cursor: not looked at
+            assert second.events.intake.outcome(one.id) is None  # behind the cursor: not looked at
     assert [answer(m) for m in replies_to(fake, CHANNEL_ID, two)] == ["Two."]
     assert len(llm_server.requests) == 2
 
@@ -145,7 +145,7 @@ async def test_channels_nobody_addressed_the_bot_in_are_not_followed(
 
 async def service_ready(service: DiscordService) -> None:
     """Until the catch-up started at the shard's READY has run."""
-    await eventually(lambda: service.bot.catchup.runs >= 1)
+    await eventually(lambda: service.catchup.runs >= 1)
 
 
 async def test_a_gap_longer_than_a_page_is_read_page_by_page(
@@ -172,5 +172,5 @@ async def test_a_gap_longer_than_a_page_is_read_page_by_page(
     assert len(pages) == 2
     [ninety_ninth] = [m for m in fake.channel_messages(CHANNEL_ID) if m.content == "chatter 99"]
     assert [p.query["after"] for p in pages] == [pages[0].query["after"], str(ninety_ninth.id)]
-    assert second.bot.catchup.caught_up == 121  # the chatter and the mention
+    assert second.catchup.caught_up == 121  # the chatter and the mention
     assert len(llm_server.requests) == 2

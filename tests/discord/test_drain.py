@@ -13,8 +13,8 @@ import asyncio
 
 import pytest
 
-from bots.discord.bot import RESTARTING_TEXT
 from bots.discord.conversations import ask_conversation, chain_conversation, channel_conversation
+from bots.discord.format import RESTARTING_TEXT
 from bots.discord.service import DiscordService
 from core.config import DEFAULT_SYSTEM_PROMPT
 from core.state.deferred import DeferredRequest
@@ -79,7 +79,7 @@ def restarting(interaction: InteractionRecord) -> bool:
 
 async def drain(service: DiscordService, grace: float) -> None:
     """What ``chatrelay run`` does between ``stop_intake`` and ``close``."""
-    await service.bot.responder.active.drain(grace)
+    await service.replies.responder.active.drain(grace)
 
 
 async def test_the_gateway_stays_open_while_the_reply_in_flight_finishes_then_closes(

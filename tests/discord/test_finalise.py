@@ -12,10 +12,9 @@ from collections.abc import Iterator
 import discord
 import pytest
 
-from bots.discord.controls import stop_view
 from bots.discord.finalise import answered_anew, finalise_record
-from bots.discord.format import ANSWERING_AGAIN, WRITING
-from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
+from bots.discord.format import ANSWERING_AGAIN, WRITING, stop_view
+from bots.discord.limits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.discord.service import DiscordService
 from core.reply.sink import MessageGone, RateLimited
 from core.state.inflight import INTERRUPTED_REASON, InflightRecord, MessageRecord

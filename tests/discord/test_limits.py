@@ -16,15 +16,16 @@ import discord
 import pytest
 from redis.asyncio import Redis
 
-from bots.discord.client import make_client, pointed_at
-from bots.discord.guard import (
+from bots.discord.api import make_client, pointed_at
+from bots.discord.limits import (
     PAUSE_RECHECK,
     PAUSED,
     SLOW,
     GuardedPacing,
     InvalidRequestGuard,
+    RateLimitLearner,
+    channel_scope,
 )
-from bots.discord.ratelimits import RateLimitLearner, channel_scope
 from bots.discord.settings import load_discord_settings
 from core.clock import Clock, FakeClock
 from core.reply.budget import Limit as BudgetLimit
@@ -191,7 +192,7 @@ async def test_crossing_the_thresholds_slows_every_replica_then_pauses_updates(
     Discord limit on both (calls then go half as often), two more pause ordinary
     updates on both, and when the window has slid past them both are back to
     normal. Each change is logged once."""
-    caplog.set_level(logging.INFO, logger="bots.discord.guard")
+    caplog.set_level(logging.INFO, logger="bots.discord.limits")
     clock = FakeClock(1000.0)  # the count's window, stepped instead of slept through
     fake.limits.channel_messages = Limit(50, 1.0)  # nothing to learn: only the guard acts
     limit = BudgetLimit(8, 1)
@@ -231,7 +232,7 @@ async def test_crossing_the_thresholds_slows_every_replica_then_pauses_updates(
         assert a.guard.level == b.guard.level == 0
         assert b.limits.lookup(SCOPE) == limit
         assert pacing.due(10.0, 9.0, 50) == 0.0
-    guard = [r for r in caplog.records if r.name == "bots.discord.guard"]
+    guard = [r for r in caplog.records if r.name == "bots.discord.limits"]
     warnings = [r for r in guard if r.levelno == logging.WARNING]
     assert len(warnings) == 4  # slow and paused, on each replica
     assert all("invalid requests" in r.getMessage() for r in warnings)

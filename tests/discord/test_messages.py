@@ -147,7 +147,7 @@ async def test_dms_continue_naturally_and_can_be_switched_off(
         # have been received (and counted) if the gateway had sent it.
         later = await fake.inject_message(CHANNEL_ID, "unrelated", ALICE)
         assert await outcome_of(service, later) == "ignored"
-        assert service.bot.intake.counts["received"] == 1
+        assert service.events.intake.counts["received"] == 1
     assert len(llm_server.requests) == 2
     assert fake.identifies[1]["intents"] & INTENT_DIRECT_MESSAGES == 0
 

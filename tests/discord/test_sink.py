@@ -15,9 +15,9 @@ from typing import Any
 
 import discord
 
+from bots.discord.api import ChannelOutlet, InteractionOutlet, TokenExpired
 from bots.discord.format import Rendered
-from bots.discord.outlets import ChannelOutlet, InteractionOutlet, TokenExpired
-from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope
+from bots.discord.limits import GLOBAL_SCOPE, channel_scope
 from bots.discord.sink import DiscordReplySink
 from core.clock import FakeClock
 from core.llm.events import Finish, TextDelta

@@ -83,7 +83,7 @@ async def test_a_budget_looser_than_discord_learns_from_its_answers_and_loses_no
     ]
     # The window was spent, and the budget knew. How often depends on timing: once
     # the first answers taught the budget the channel's real limit (2 per second,
-    # bots.discord.ratelimits), it paces by it and spends fewer windows.
+    # bots.discord.limits), it paces by it and spends fewer windows.
     assert service.learner.exhausted >= 1
     channel_blocks = [
         seconds for scope, seconds in blocked if scope == f"discord:channel:{CHANNEL_ID}"

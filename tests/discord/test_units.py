@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from bots.discord.access import Access
-from bots.discord.controls import parse_stop, stop_custom_id
+from bots.discord.controls import parse_stop
+from bots.discord.events import Access
 from bots.discord.format import (
     FULLWIDTH_AT,
     MAX_CONTENT,
@@ -16,8 +16,9 @@ from bots.discord.format import (
     message_limit,
     neutralise,
     render,
+    stop_custom_id,
 )
-from bots.discord.ratelimits import (
+from bots.discord.limits import (
     GLOBAL_SCOPE,
     RateLimitLearner,
     channel_scope,
