@@ -217,14 +217,8 @@ async def refuse(
     again rather than answer nothing."""
     outcome = await replies.responder.hand_over(request)
     if outcome == "handed_over":
-        log.info(
-            "handed the reply in %s over to shard %s", request.conversation.id, request.partition
-        )
         return outcome
-    log.error(
-        "could not hand the reply in %s over: asking its author to try again",
-        request.conversation.id,
-    )
+    log.info("asking the author in %s to try again", request.conversation.id)
     if isinstance(target, AskTarget):
         await _ask_restarting(replies, target)
     else:
