@@ -66,7 +66,7 @@ import discord.http
 import yarl
 
 from bots.discord.format import Rendered, RenderMode
-from bots.discord.limits import GLOBAL_SCOPE, channel_scope, interaction_scope
+from bots.discord.limits import GLOBAL_SCOPE, channel_scope, header_seconds, interaction_scope
 from bots.discord.settings import PLATFORM, DiscordSettings
 from core.config import ConfigError, Unavailable
 from core.reply import Budget, MessageGone, RateLimited
@@ -323,7 +323,7 @@ def translate(exc: discord.HTTPException, scope: str) -> Exception:
     """Discord's error as the engine's: retry later, stop writing, or a plain failure."""
     if exc.status == 429:
         headers = exc.response.headers if exc.response is not None else {}
-        return RateLimited(_retry_after(headers.get("Retry-After")), scope)
+        return RateLimited(header_seconds(headers.get("Retry-After"), default=1.0), scope)
     if exc.code in GONE_CODES:
         return MessageGone(f"{exc.status} {exc.code}: {exc.text}")
     if isinstance(exc, discord.Forbidden):
@@ -331,13 +331,6 @@ def translate(exc: discord.HTTPException, scope: str) -> Exception:
         # which count towards Discord's invalid-request ban.
         return MessageGone(f"forbidden ({exc.code}): {exc.text}")
     return exc
-
-
-def _retry_after(value: str | None) -> float:
-    try:
-        return max(0.0, float(value)) if value else 1.0
-    except ValueError:
-        return 1.0
 
 
 async def call(call: Awaitable[T], budget: Budget, scope: str) -> T:

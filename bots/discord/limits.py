@@ -212,8 +212,8 @@ class RateLimitLearner:
         if status == 429:
             self.rate_limited += 1
             wait = max(
-                _seconds(headers.get("Retry-After")),
-                _seconds(headers.get("X-RateLimit-Reset-After")),
+                header_seconds(headers.get("Retry-After")),
+                header_seconds(headers.get("X-RateLimit-Reset-After")),
             )
             log.warning(
                 "Discord answered 429 to %s %s (bucket %s, %s scope): %s blocked for %.2fs",
@@ -231,7 +231,7 @@ class RateLimitLearner:
             return
         if scope is not None and headers.get("X-RateLimit-Remaining") == "0":
             self.exhausted += 1
-            await self._budget.block(scope, _seconds(headers.get("X-RateLimit-Reset-After")))
+            await self._budget.block(scope, header_seconds(headers.get("X-RateLimit-Reset-After")))
         if scope is not None:
             await self._learn_limit(scope, headers)
 
@@ -247,7 +247,7 @@ class RateLimitLearner:
         if configured is None and not fresh:
             return  # no window to go by
         limit: Limit | None = limit_from_headers(
-            reported, _seconds(headers.get("X-RateLimit-Reset-After")), configured
+            reported, header_seconds(headers.get("X-RateLimit-Reset-After")), configured
         )
         if limit is not None and not is_tighter(limit, configured):
             limit = None
@@ -289,11 +289,13 @@ def _count(value: str | None) -> int | None:
         return None
 
 
-def _seconds(value: str | None) -> float:
+def header_seconds(value: str | None, default: float = 0.0) -> float:
+    """A header's seconds (``Retry-After``, ``X-RateLimit-Reset-After``); ``default``
+    when it is missing or unreadable."""
     try:
-        return max(0.0, float(value)) if value else 0.0
+        return max(0.0, float(value)) if value else default
     except ValueError:
-        return 0.0
+        return default
 
 
 # -- the invalid-request guard ----------------------------------------------
