@@ -13,7 +13,7 @@ What runs, per cell, fresh:
   ``discord_server/``) and a model server (below) in this process, on
   127.0.0.1;
 - each replica as its own OS process (``bench.load_replica``): the production
-  service (``running_slack`` over Socket Mode, or ``discord_app`` over the
+  service (``SlackPlatform`` over Socket Mode, or ``DiscordPlatform`` over the
   gateway) with the real slack_bolt/slack_sdk or discord.py, the real
   responder, engine, sinks and the real ``RedisBudget`` on ``REDIS_URL``
   (default redis://127.0.0.1:6379/0), under a key prefix of its own per cell;

@@ -29,10 +29,11 @@ from typing import Any
 
 from bots.cli import platform_limits
 from core.config import Settings, load_settings
+from core.llm import LLMClient
 from core.llm.model import open_model
 from core.reply.budget import Limit, RateLimit, Window
 from core.rules import load_rules
-from core.service.lifecycle import ActiveReplies
+from core.service import ActiveReplies, Responder, Services
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
 
@@ -93,14 +94,20 @@ async def _until_stopped() -> None:
         await asyncio.gather(watcher, return_exceptions=True)
 
 
+def _services(core: Settings, state: State, llm: LLMClient, rules_file: Path) -> Services:
+    """What ``chatrelay run`` gives every platform."""
+    active = ActiveReplies()
+    return Services(
+        core, state, Responder(state, llm, active=active), load_rules(rules_file), active
+    )
+
+
 def _ready() -> None:
     print("READY", flush=True)
 
 
 async def run_slack(config: dict[str, Any], rules_file: Path) -> None:
-    from aiohttp import web
-
-    from bots.slack.service import running_slack
+    from bots.slack.service import SlackPlatform
     from bots.slack.settings import load_slack_settings
 
     scale = float(config["scale"])
@@ -113,24 +120,20 @@ async def run_slack(config: dict[str, Any], rules_file: Path) -> None:
     )
     settings.slack_edit_interval = SLACK_EDIT_INTERVAL / scale
     core = _core(config)
-    active = ActiveReplies()
     async with (
         _state(config) as state,
         open_model(core) as llm,
-        running_slack(
-            settings, core, state, llm, load_rules(rules_file), web.Application(), active=active
-        ) as service,
+        SlackPlatform(settings).serve(_services(core, state, llm, rules_file)) as service,
     ):
         _ready()
         try:
             await _until_stopped()
         finally:
             await service.stop_intake()
-            await service.bot.cancel_replies()
 
 
 async def run_discord(config: dict[str, Any], rules_file: Path) -> None:
-    from bots.discord.service import discord_app
+    from bots.discord.service import DiscordPlatform
     from bots.discord.settings import load_discord_settings
 
     scale = float(config["scale"])
@@ -146,7 +149,7 @@ async def run_discord(config: dict[str, Any], rules_file: Path) -> None:
     async with (
         _state(config) as state,
         open_model(core) as llm,
-        discord_app(settings, core, state, llm, load_rules(rules_file)),
+        DiscordPlatform(settings).serve(_services(core, state, llm, rules_file)),
     ):
         _ready()
         await _until_stopped()

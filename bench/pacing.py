@@ -78,8 +78,8 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.cli import platform_limits
+from bots.discord.api import ChannelOutlet
 from bots.discord.format import ZWSP
-from bots.discord.outlets import ChannelOutlet
 from bots.discord.sink import DiscordReplySink
 from bots.slack.sink import SlackReplySink, SlackTarget
 from core.llm.client import LLMClient, RetryPolicy, Timeouts

@@ -1,7 +1,7 @@
 """The production path at 2,000 replies: chatrelay's own CPU, Redis traffic, memory, staleness.
 
 Issue "cost": 2,000 concurrent replies through the real Discord service
-(``discord_app``: discord.py over the gateway, ``Responder`` with its dedupe,
+(``DiscordPlatform``: discord.py over the gateway, ``Responder`` with its dedupe,
 quota, conversation lock and store, ``RedisBudget`` behind ``FairBudget``, the
 in-flight registry with its heartbeats, the cancel bus), on a real Redis,
 streaming into the fake Discord server, with the model served over HTTP.
@@ -9,7 +9,7 @@ streaming into the fake Discord server, with the model served over HTTP.
 Three OS processes besides Redis, so that each one's CPU is its own:
 
 - **this process runs chatrelay** exactly as ``chatrelay run`` builds it
-  (``open_state``, ``open_model``, ``discord_app``), with the default limits
+  (``open_state``, ``open_model``, ``DiscordPlatform.serve``), with the default limits
   and edit interval, in real time (nothing scaled);
 - **the fake Discord** (``bench.production_peers discord``), with Discord's
   limits, not scaled;
@@ -289,13 +289,13 @@ class Figures:
 
 
 async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
-    from bots.discord.ratelimits import interaction_scope
-    from bots.discord.service import discord_app
+    from bots.discord.limits import interaction_scope
+    from bots.discord.service import DiscordPlatform
     from bots.discord.settings import load_discord_settings
     from core.config import load_settings
     from core.llm.model import open_model
     from core.rules import load_rules
-    from core.service.lifecycle import ActiveReplies
+    from core.service import ActiveReplies, Responder, Services
     from core.state.settings import load_state_settings
     from core.state.store import open_state
 
@@ -337,7 +337,11 @@ async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
         async with (
             open_state(state_settings, defaults=limits) as state,
             open_model(core) as llm,
-            discord_app(settings, core, state, llm, load_rules(rules), active=active),
+            DiscordPlatform(settings).serve(
+                Services(
+                    core, state, Responder(state, llm, active=active), load_rules(rules), active
+                )
+            ),
         ):
             await discord_peer.call("ready")
             budget = interval(LimitTable(limits).lookup(interaction_scope("x")))

@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from bots.discord.service import DiscordService
     from bots.discord.settings import DiscordSettings
     from bots.ops import Check
-    from bots.slack.service import SlackService
     from bots.slack.settings import SlackSettings
     from core.config import Settings
     from core.llm import LLMClient
     from core.reply import RateLimit
+    from core.service import Platform, Service
     from core.state import State
     from core.telemetry.metrics import ChatrelayMetrics
 
@@ -109,27 +108,34 @@ async def _run(settings: Settings, slack: SlackSettings, discord: DiscordSetting
 
 
 async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSettings) -> int:
-    """Serve the platforms until SIGTERM/SIGINT, then drain gracefully.
+    """Serve the configured platforms until SIGTERM/SIGINT, then drain gracefully.
 
-    The first signal stops intake and gives replies in flight
-    ``SHUTDOWN_GRACE_S`` to finish before the rest are finalised as
-    interrupted; only then do the services close (Discord keeps its gateway open
-    through the drain and hands the messages that arrive over to the next
-    process); a second signal exits at once."""
+    One process, one port (health, readiness and a platform's HTTP events),
+    one shared state, one ``Responder``; every platform gets the same
+    ``Services`` and is handled alike. The first signal stops every
+    platform's intake and gives replies in flight ``SHUTDOWN_GRACE_S`` to
+    finish before the rest are finalised as interrupted; only then do the
+    platforms close (Discord keeps its gateway open through the drain and hands
+    the messages that arrive over to the next process); a second signal exits
+    at once."""
     from aiohttp import web
 
     from bots.ops import Liveness, add_ops_routes, metrics_app
     from core.llm.model import open_model
     from core.rules import LiveRules
-    from core.service import ActiveReplies
+    from core.service import ActiveReplies, Responder, Services
     from core.state import open_state
     from core.telemetry.metrics import ChatrelayMetrics
 
+    platforms = configured_platforms(slack, discord)
     stop = _stop_on_signals()
     metrics = ChatrelayMetrics()
     active = ActiveReplies()
     rules = LiveRules(settings.channels_file)
     web_app = web.Application()
+    draining = lambda: not active.accepting  # noqa: E731
+    for platform in platforms:  # before the server starts: aiohttp freezes its routes
+        platform.mount(web_app.router, draining)
     async with (
         open_model(settings) as model,
         open_state(defaults=platform_limits(slack)) as state,
@@ -137,24 +143,17 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
     ):
         _observe(metrics, model, state)
         metrics_runner = await _serve_metrics(metrics_app(metrics), settings.metrics_port)
+        services = Services(
+            core=settings,
+            state=state,
+            responder=Responder(state, model, metrics=metrics, active=active),
+            rules=rules,
+            active=active,
+            metrics=metrics,
+        )
         checks: dict[str, Check] = {"redis": state.redis.ping}
-        services: list[SlackService | DiscordService] = []
-        discord_service: DiscordService | None = None
-        if slack.configured:
-            from bots.slack.api import SafeWebClient
-            from bots.slack.service import running_slack
-
-            service = await stack.enter_async_context(
-                running_slack(
-                    slack, settings, state, model, rules, web_app, metrics=metrics, active=active
-                )
-            )
-            checks["slack"] = service.connected
-            services.append(service)
-            if isinstance(service.app.client, SafeWebClient):
-                service.app.client.on_error = metrics.slack_api_error
-        draining = lambda: not active.accepting  # noqa: E731
-        # Platform connections only (Discord's is added below, once it starts).
+        # Platform connections only; each is "not yet" until it has connected.
+        checks.update({platform.name: _not_yet for platform in platforms})
         liveness = Liveness(checks, settings.liveness_down_after, draining, skip={"redis"})
         add_ops_routes(web_app, checks, draining, liveness)
         runner = web.AppRunner(web_app, access_log=None)
@@ -162,29 +161,22 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
         await web.TCPSite(runner, port=settings.port).start()
         log.info("serving on port %d (/healthz, /readyz)", settings.port)
         watcher = asyncio.create_task(rules.watch())
+        running: list[Service] = []
         try:
-            if discord.configured:  # after the server: /healthz answers while it connects
-                from bots.discord.service import discord_app
-
-                checks["discord"] = _not_yet
-                discord_service = await stack.enter_async_context(
-                    discord_app(
-                        discord, settings, state, model, rules, metrics=metrics, active=active
-                    )
-                )
-                checks["discord"] = discord_service.connected
-                discord_service.learner.on_error = metrics.discord_api_error
-                services.append(discord_service)
+            for platform in platforms:  # after the server: /healthz answers while they connect
+                service = await stack.enter_async_context(platform.serve(services))
+                checks[platform.name] = service.connected
+                running.append(service)
             await stop.wait()
             log.info(
                 "shutting down: no new events, %.0fs for replies in flight",
                 settings.shutdown_grace_s,
             )
-            for running in services:
-                await running.stop_intake()
+            for service in running:
+                await service.stop_intake()
             await active.drain(settings.shutdown_grace_s)
-            if discord_service is not None:
-                await discord_service.close()
+            for service in running:
+                await service.close()
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -193,6 +185,21 @@ async def _serve(settings: Settings, slack: SlackSettings, discord: DiscordSetti
                 await metrics_runner.cleanup()
     log.info("stopped")
     return 0
+
+
+def configured_platforms(slack: SlackSettings, discord: DiscordSettings) -> list[Platform]:
+    """The platforms with credentials, each imported only when configured (their
+    SDKs are the costliest imports of a run)."""
+    platforms: list[Platform] = []
+    if slack.configured:
+        from bots.slack.service import SlackPlatform
+
+        platforms.append(SlackPlatform(slack))
+    if discord.configured:
+        from bots.discord.service import DiscordPlatform
+
+        platforms.append(DiscordPlatform(discord))
+    return platforms
 
 
 def platform_limits(slack: SlackSettings | None = None) -> dict[str, RateLimit]:

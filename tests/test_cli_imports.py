@@ -8,7 +8,7 @@ would quietly bring it back, so every command runs here in a subprocess whose
 entry records ``sys.modules`` at exit.
 
 ``run`` is stopped where the chosen platform would connect: the entry replaces
-that platform's start function (``running_slack`` or ``discord_app``) with one
+that platform's ``serve`` (``SlackPlatform.serve`` or ``DiscordPlatform.serve``) with one
 that records it was reached and exits, so everything ``run`` imports up to
 connecting is in the record, and nothing connects anywhere.
 """
@@ -44,11 +44,14 @@ def write():
 atexit.register(write)
 if stop_at:
     module_name, name = stop_at.split(":")
-    module = importlib.import_module(module_name)
+    owner = importlib.import_module(module_name)
+    *path, attribute = name.split(".")
+    for part in path:
+        owner = getattr(owner, part)
     def stop(*args, **kwargs):
         print("REACHED " + name, flush=True)
         raise SystemExit(0)
-    setattr(module, name, stop)
+    setattr(owner, attribute, stop)
 sys.argv = ["chatrelay", *argv]
 from bots.cli import main
 sys.exit(main())
@@ -137,8 +140,8 @@ def free_port() -> int:
 
 SLACK = {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_APP_TOKEN": "xapp-test"}
 DISCORD = {"DISCORD_BOT_TOKEN": "discord-test"}
-RUNNING_SLACK = "bots.slack.service:running_slack"
-DISCORD_APP = "bots.discord.service:discord_app"
+RUNNING_SLACK = "bots.slack.service:SlackPlatform.serve"
+DISCORD_APP = "bots.discord.service:DiscordPlatform.serve"
 
 
 @pytest.mark.parametrize(

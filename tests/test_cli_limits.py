@@ -12,7 +12,7 @@ import pytest
 
 from bots.cli import platform_limits
 from bots.discord.limits import DEFAULT_LIMITS as DISCORD_LIMITS
-from bots.discord.ratelimits import GLOBAL_SCOPE, channel_scope, interaction_scope
+from bots.discord.limits import GLOBAL_SCOPE, channel_scope, interaction_scope
 from bots.slack.api import scope
 from bots.slack.limits import DEFAULT_LIMITS as SLACK_LIMITS
 from bots.slack.settings import load_slack_settings

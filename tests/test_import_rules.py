@@ -123,7 +123,12 @@ def test_the_code_keeps_the_import_rules() -> None:
     found = sources()
     names = {module_name(path)[0] for path in found}
     # The walk sees the house, so an empty or misplaced walk can't pass.
-    assert {"core.reply.engine", "core.state.store", "bots.slack.bot", "bots.discord.bot"} <= names
+    assert {
+        "core.reply.engine",
+        "core.state.store",
+        "bots.slack.events",
+        "bots.discord.events",
+    } <= names
     assert {"bots.console.chat", "bots.cli", "bots.ops"} <= names
     broken = []
     for path in found:
@@ -138,14 +143,14 @@ def test_the_code_keeps_the_import_rules() -> None:
         ("core.reply.engine", "from bots.slack.sink import SlackReplySink\n", "core never imports"),
         ("core.reply.engine", "def f():\n    import bots.cli\n", "core never imports"),
         ("core", "from bots import discord\n", "core never imports"),
-        ("bots.slack.bot", "from bots.discord.format import neutralise\n", "each other"),
-        ("bots.discord.bot", "import bots.slack.api\n", "each other"),
+        ("bots.slack.events", "from bots.discord.format import neutralise\n", "each other"),
+        ("bots.discord.events", "import bots.slack.api\n", "each other"),
         ("bots.discord", "from bots import slack\n", "each other"),
         ("bots.console.chat", "from bots.slack.format import strip_mention\n", "each other"),
         ("bots.slack.api", "from ..discord import format\n", "each other"),
         ("bots.ops", "from bots.discord.service import DiscordService\n", "shared room"),
-        ("bots.slack.dms", "from redis.asyncio import Redis\n", "Redis"),
-        ("bots.discord.models", "import redis\n", "Redis"),
+        ("bots.slack.conversations", "from redis.asyncio import Redis\n", "Redis"),
+        ("bots.discord.controls", "import redis\n", "Redis"),
         ("core.service.responder", "import redis.exceptions\n", "Redis"),
         (
             "bots.discord.conversations",
@@ -164,15 +169,15 @@ def test_a_broken_rule_is_found(module: str, source: str, rule: str) -> None:
 @pytest.mark.parametrize(
     ("module", "source"),
     [
-        ("bots.cli", "from bots.slack.service import running_slack\n"),  # composes
+        ("bots.cli", "from bots.slack.service import SlackPlatform\n"),  # composes
         ("bots.check", "def f():\n    from bots.discord.preflight import check_discord\n"),
         ("bots.slack.preflight", "from bots.check import Finding\n"),
-        ("bots.discord.bot", "from bots.discord.format import neutralise\n"),  # its own
-        ("bots.discord.bot", "from .format import neutralise\n"),
-        ("bots.slack.bot", "from core.state.connection import REDIS_FAILURES\n"),
+        ("bots.discord.events", "from bots.discord.format import neutralise\n"),  # its own
+        ("bots.discord.events", "from .format import neutralise\n"),
+        ("bots.slack.events", "from core.state.connection import REDIS_FAILURES\n"),
         ("core.state.store", "from redis.asyncio import Redis\n"),
         ("core.state", "from redis import asyncio\n"),
-        ("bots.slack.bot", "import redislite_helpers\n"),  # not the redis package
+        ("bots.slack.events", "import redislite_helpers\n"),  # not the redis package
     ],
 )
 def test_what_the_rules_allow(module: str, source: str) -> None:

@@ -18,7 +18,7 @@ import pytest
 from pydantic import BaseModel, SecretStr
 from redis.asyncio import Redis
 
-from bots.discord.ratelimits import RateLimitLearner, route_template, token_digest
+from bots.discord.limits import RateLimitLearner, route_template, token_digest
 from bots.discord.settings import DiscordSettings
 from bots.slack.settings import SlackSettings
 from core.clock import MonotonicClock
@@ -468,7 +468,7 @@ async def test_a_429_on_an_interaction_logs_the_route_not_the_token(
     learner = RateLimitLearner(budget)  # type: ignore[arg-type]
     token = "opaque-interaction-token"
     headers = {"Retry-After": "1.5", "X-RateLimit-Bucket": "abcd1234", "X-RateLimit-Scope": "user"}
-    with caplog.at_level(logging.WARNING, logger="bots.discord.ratelimits"):
+    with caplog.at_level(logging.WARNING, logger="bots.discord.limits"):
         await learner.learn(
             "PATCH", f"/api/v10/webhooks/77/{token}/messages/@original", 429, headers
         )

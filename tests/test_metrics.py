@@ -22,7 +22,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 from slack_sdk.errors import SlackApiError
 
-from bots.discord.ratelimits import RateLimitLearner, route_name
+from bots.discord.limits import RateLimitLearner, route_name
 from bots.ops import metrics_app
 from bots.slack.api import SafeWebClient
 from core.llm.client import LLMClient, RetryPolicy, Timeouts

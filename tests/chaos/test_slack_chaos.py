@@ -1,7 +1,7 @@
 """Random fault schedules through two real Slack replicas, checked every time.
 
 Each example runs two replicas of the Slack adapter (the production
-``running_slack``, Socket Mode, real slack_bolt/slack_sdk) against one fake
+``SlackPlatform``, Socket Mode, real slack_bolt/slack_sdk) against one fake
 Slack and one private redis-server, and throws a schedule at them drawn by
 hypothesis: 429 storms, 5xx and ``internal_error`` bursts and dropped
 connections on the streaming and editing methods, Redis paused and resumed,
