@@ -45,29 +45,19 @@ from bots.discord.limits import (
 )
 from bots.discord.replies import Replies
 from bots.discord.settings import PLATFORM, DiscordSettings
-from core.config import Settings
-from core.llm import LLMClient
-from core.reply import Budget, FinalRetry, RateLimit
-from core.rules import RulesSource
+from core.reply import Budget, RateLimit
 from core.service import (
-    ActiveReplies,
     IntakeOutcome,
     IntakePolicy,
-    Responder,
     Routes,
     Services,
     outcome_metric,
 )
 from core.state import REDIS_FAILURES, State
 from core.state.inflight import Finalise, InflightRecord
-from core.telemetry.metrics import ChatrelayMetrics
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE = 1.0
-"""Seconds replies still streaming at ``discord_app``'s own exit get to end by themselves."""
-SHUTDOWN_FINALISE = 10.0
-"""Seconds replies interrupted by ``discord_app``'s own exit get to show it."""
 SETTLE = 5.0
 """Seconds event handlers get to hand over (or answer) at ``close`` before the gateway closes."""
 PICKUP_INTERVAL = 2.0
@@ -278,56 +268,6 @@ def _rooms(
     return events, replies, controls
 
 
-@asynccontextmanager
-async def discord_app(
-    settings: DiscordSettings,
-    core: Settings,
-    state: State,
-    llm: LLMClient,
-    rules: RulesSource,
-    *,
-    metrics: ChatrelayMetrics | None = None,
-    active: ActiveReplies | None = None,
-    retry: FinalRetry | None = None,
-    guild_ready_timeout: float = 2.0,
-) -> AsyncIterator[DiscordService]:
-    """``DiscordPlatform.serve`` with a responder of its own (the entry point
-    ``chatrelay run`` used before ``Platform``; to be removed).
-
-    Replies still streaming at exit (the caller did not drain ``active``) are
-    stopped as interrupted and shown so before the client closes. ``retry``: how
-    long a reply retries a final frame itself before leaving it to the in-flight
-    registry (the engine's default when None)."""
-    own_active = active is None
-    replies = ActiveReplies() if active is None else active
-    responder = Responder(state, llm, metrics=metrics, active=replies, retry=retry)
-    services = Services(
-        core=core, state=state, responder=responder, rules=rules, active=replies, metrics=metrics
-    )
-    platform = DiscordPlatform(settings, guild_ready_timeout=guild_ready_timeout)
-    async with platform.serve(services) as service:
-        try:
-            yield service
-        finally:
-            if own_active:
-                await service.stop_intake()
-                await replies.drain(SHUTDOWN_GRACE, finalise_within=SHUTDOWN_FINALISE)
-
-
-async def run_discord(
-    settings: DiscordSettings, core: Settings, state: State, llm: LLMClient, rules: RulesSource
-) -> None:
-    """Serve Discord until cancelled (or until the gateway connection fails for good)."""
-    async with discord_app(settings, core, state, llm, rules) as service:
-        log.info(
-            "Discord: connected as %s (shards %s of %s)",
-            service.client.user,
-            settings.discord_shard_ids or "all",
-            service.client.shard_count,
-        )
-        await service.connection
-
-
 def _finaliser(client: discord.Client, state: State) -> Finalise:
     async def finalise(record: InflightRecord) -> None:
         await finalise_record(client, state.budget, record)
@@ -466,4 +406,4 @@ class CatchUp:
         await self._cursors.aclose()
 
 
-__all__ = ["DiscordPlatform", "DiscordService", "discord_app", "run_discord"]
+__all__ = ["DiscordPlatform", "DiscordService"]

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from bots.discord.format import ZWSP
 from bots.discord.limits import DEFAULT_LIMITS
-from bots.discord.service import SHUTDOWN_FINALISE, SHUTDOWN_GRACE, DiscordPlatform, DiscordService
+from bots.discord.service import DiscordPlatform, DiscordService
 from bots.discord.settings import load_discord_settings
 from core.config import load_settings
 from core.llm.client import LLMClient
@@ -52,6 +52,11 @@ FAKE_LIMITS = RateLimits(channel_messages=Limit(5, 1.0), interaction_webhook=Lim
 BUDGET_LIMITS = {"discord:channel:*": "4/1/2", "discord:interaction:*": "4/0.4/2"}
 
 StartBot = Callable[..., AbstractAsyncContextManager[DiscordService]]
+
+SHUTDOWN_GRACE = 1.0
+"""Seconds replies still streaming when a test's process ends get to end by themselves."""
+SHUTDOWN_FINALISE = 10.0
+"""Seconds replies interrupted then get to show it."""
 
 
 @pytest.fixture

@@ -15,11 +15,8 @@ import pytest
 
 from bots.discord.conversations import ask_conversation, chain_conversation, channel_conversation
 from bots.discord.format import RESTARTING_TEXT
-from bots.discord.service import DiscordService, discord_app
-from bots.discord.settings import load_discord_settings
-from core.config import DEFAULT_SYSTEM_PROMPT, load_settings
-from core.llm.client import LLMClient
-from core.rules import load_rules
+from bots.discord.service import DiscordService
+from core.config import DEFAULT_SYSTEM_PROMPT
 from core.state.deferred import DeferredRequest
 from core.state.store import State
 from tests.discord.conftest import (
@@ -404,28 +401,3 @@ async def test_a_message_refused_after_its_lock_wait_is_handed_over(
         assert entry.payload["to"]["reference"] == str(follow_up.id)
         await service.close()
     assert len(llm_server.requests) == 1
-
-
-async def test_discord_app_serves_with_a_responder_of_its_own_and_drains_it_at_exit(
-    fake: FakeDiscord, llm_server: FakeLLMServer, llm: LLMClient, state: State
-) -> None:
-    """The entry point ``chatrelay run`` used before ``DiscordPlatform``: it makes its
-    own responder, and a reply still streaming when its block ends is shown as
-    interrupted before the gateway closes."""
-    llm_server.enqueue(stream([f"part {i}. " for i in range(40)], delay=0.1))
-    settings = load_discord_settings(
-        discord_bot_token=fake.bot_token,
-        discord_api_url=fake.api_url,
-        discord_gateway_url=fake.gateway_url,
-        discord_edit_interval=0.2,
-    )
-    core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
-    async with discord_app(
-        settings, core, state, llm, load_rules(None), guild_ready_timeout=0.05
-    ) as service:
-        assert await service.connected()
-        await fake.inject_message(CHANNEL_ID, "a long one", ALICE, mentions_bot=True)
-        await eventually(lambda: bot_messages(fake, CHANNEL_ID))
-    [reply] = bot_messages(fake, CHANNEL_ID)
-    assert finished(reply) and "interrupted" in state_line(reply)
-    assert fake.connections == []
