@@ -53,7 +53,6 @@ attributes, so ``pointed_at`` sets them for the process while the bot runs
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -487,23 +486,3 @@ async def logged_in(
             "that ping it and DMs"
         )
     return client
-
-
-async def until_ready(client: discord.Client, connection: asyncio.Task[None]) -> None:
-    """Until every shard of ``connection`` is ready; ``ConfigError`` when Discord
-    refuses an intent there."""
-    ready = asyncio.create_task(client.wait_until_ready())
-    try:
-        await asyncio.wait({ready, connection}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        ready.cancel()
-    if not connection.done():
-        return
-    try:
-        connection.result()
-    except discord.PrivilegedIntentsRequired:
-        raise ConfigError(
-            "Discord refused the MESSAGE_CONTENT intent: enable it in the "
-            f"{PORTAL_HINT}, or set DISCORD_MESSAGE_CONTENT=off"
-        ) from None
-    raise RuntimeError("the Discord gateway connection ended before it was ready")

@@ -29,7 +29,7 @@ from typing import Any
 import discord
 from discord import app_commands
 
-from bots.discord.api import logged_in, pointed_at, until_ready
+from bots.discord.api import PORTAL_HINT, logged_in, pointed_at
 from bots.discord.controls import ChannelModels, Controls, build_tree, sync_commands
 from bots.discord.conversations import Conversations
 from bots.discord.events import Access, Cursors, Events
@@ -45,6 +45,7 @@ from bots.discord.limits import (
 )
 from bots.discord.replies import Replies
 from bots.discord.settings import PLATFORM, DiscordSettings
+from core.config import ConfigError
 from core.reply import Budget, RateLimit
 from core.service import (
     IntakeOutcome,
@@ -187,7 +188,7 @@ class DiscordPlatform:
                         # rather than to the address /gateway/bot names.
                         client.shard_count, _, _ = await client.http.get_bot_gateway()
                     connection = asyncio.create_task(client.connect(reconnect=True))
-                    await until_ready(client, connection)
+                    await _until_ready(client, connection)
                     await sync_commands(tree, settings)
                     shards = settings.discord_shard_ids or range(client.shard_count or 1)
                     pickup = asyncio.create_task(
@@ -266,6 +267,26 @@ def _rooms(
         settings=settings, rules=services.rules, access=access, models=models, replies=replies
     )
     return events, replies, controls
+
+
+async def _until_ready(client: discord.Client, connection: asyncio.Task[None]) -> None:
+    """Until every shard of ``connection`` is ready; ``ConfigError`` when Discord
+    refuses an intent there."""
+    ready = asyncio.create_task(client.wait_until_ready())
+    try:
+        await asyncio.wait({ready, connection}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+    if not connection.done():
+        return
+    try:
+        connection.result()
+    except discord.PrivilegedIntentsRequired:
+        raise ConfigError(
+            "Discord refused the MESSAGE_CONTENT intent: enable it in the "
+            f"{PORTAL_HINT}, or set DISCORD_MESSAGE_CONTENT=off"
+        ) from None
+    raise RuntimeError("the Discord gateway connection ended before it was ready")
 
 
 def _finaliser(client: discord.Client, state: State) -> Finalise:
