@@ -182,3 +182,25 @@ def test_a_broken_rule_is_found(module: str, source: str, rule: str) -> None:
 )
 def test_what_the_rules_allow(module: str, source: str) -> None:
     assert violations(source, module, is_package=module == "core.state") == []
+
+
+ROOMED = ("slack", "discord")
+
+
+def test_every_adapter_has_the_same_rooms() -> None:
+    """Knowing one adapter means knowing all: the same files, each for the same
+    job (``docs/design.md`` lists them), and no other."""
+    rooms = {
+        platform: sorted(
+            path.name for path in (ROOT / "bots" / platform).iterdir() if path.suffix == ".py"
+        )
+        for platform in ROOMED
+    }
+    assert rooms["slack"] == rooms["discord"]
+    assert {"events.py", "replies.py", "sink.py", "api.py", "service.py"} <= set(rooms["slack"])
+    assert not [
+        path
+        for platform in ROOMED
+        for path in (ROOT / "bots" / platform).iterdir()
+        if path.is_dir() and path.name != "__pycache__"
+    ]
