@@ -73,7 +73,8 @@ class DiscordSettings(BaseSettings):
     """Messages of a reply chain read back when its conversation is not in memory."""
     discord_invalid_slow: int = Field(1_000, ge=1, lt=10_000)
     """Invalid requests (401, 403, 429) in 10 minutes, across replicas, from which every
-    Discord limit is halved (Discord bans the address at 10,000; ``bots.discord.guard``)."""
+    Discord limit is halved (Discord bans the address at 10,000;
+    ``bots.discord.limits.InvalidRequestGuard``)."""
     discord_invalid_pause: int = Field(5_000, ge=2, lt=10_000)
     """Invalid requests in 10 minutes from which ordinary updates pause too (first and
     final frames still go out)."""
