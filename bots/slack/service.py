@@ -39,13 +39,11 @@ from bots.slack.finalise import finalise_record
 from bots.slack.handover import answer_handed_over
 from bots.slack.replies import Replies
 from bots.slack.settings import SlackSettings
-from core.config import ConfigError, Settings, Unavailable
-from core.llm import LLMClient
-from core.reply import FinalRetry, Pacing, RateLimit
+from core.config import ConfigError, Unavailable
+from core.reply import RateLimit
 from core.rules import RulesSource
-from core.service import ActiveReplies, IntakePolicy, Responder, Routes, Services
-from core.state import DeferredRequest, InflightRecord, State
-from core.telemetry.metrics import ChatrelayMetrics
+from core.service import IntakePolicy, Routes, Services
+from core.state import DeferredRequest, InflightRecord
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +106,6 @@ class SlackService:
     socket: AsyncSocketModeHandler | None = None
     pickup: asyncio.Task[None] | None = None
     """Answers messages other processes handed over while they drained."""
-
-    @property
-    def bot(self) -> Listeners:
-        """The listeners under their old name (``bench/load_replica.py``; to remove)."""
-        return self.listeners
 
     async def connected(self) -> bool:
         """Readiness: the Socket Mode connection is up (HTTP mode needs none)."""
@@ -266,82 +259,3 @@ def _seed_authorization(app: AsyncApp, auth: AsyncSlackResponse) -> None:
     for middleware in app._async_middleware_list:
         if isinstance(middleware, AsyncSingleTeamAuthorization):
             middleware.auth_test_result = auth
-
-
-# -- the entry points of before ``SlackPlatform`` (bots/cli.py, bench/, tests) ----------
-
-
-def _services(
-    settings: SlackSettings,
-    core: Settings,
-    state: State,
-    llm: LLMClient,
-    rules: RulesSource,
-    metrics: ChatrelayMetrics | None,
-    active: ActiveReplies | None,
-    retry: FinalRetry | None,
-) -> Services:
-    """What ``bots.cli`` gives every platform, built for Slack alone."""
-    responder = Responder(
-        state,
-        llm,
-        pacing=Pacing(min_interval=settings.slack_edit_interval),
-        metrics=metrics,
-        active=active,
-        retry=retry,
-    )
-    return Services(core, state, responder, rules, responder.active, metrics)
-
-
-@asynccontextmanager
-async def slack_app(
-    settings: SlackSettings,
-    core: Settings,
-    state: State,
-    llm: LLMClient,
-    rules: RulesSource,
-    *,
-    metrics: ChatrelayMetrics | None = None,
-    active: ActiveReplies | None = None,
-    retry: FinalRetry | None = None,
-) -> AsyncIterator[tuple[AsyncApp, Listeners]]:
-    """The Bolt app with chatrelay's listeners and the orphan sweeper, neither
-    connected nor picking up hand-overs (tests connect it their way)."""
-    services = _services(settings, core, state, llm, rules, metrics, active, retry)
-    async with _connected(settings, services) as connected:
-        yield connected
-
-
-def add_event_routes(
-    web_app: web.Application, app: AsyncApp, draining: Callable[[], bool] = lambda: False
-) -> None:
-    """Serve Slack's Events API and interactivity on ``web_app``."""
-    web_app.router.add_post(EVENTS_PATH, _events_endpoint(lambda: app, draining))
-
-
-def http_routes(app: AsyncApp) -> web.Application:
-    """An aiohttp application serving only Slack's events (tests, embedding)."""
-    web_app = web.Application()
-    add_event_routes(web_app, app)
-    return web_app
-
-
-@asynccontextmanager
-async def running_slack(
-    settings: SlackSettings,
-    core: Settings,
-    state: State,
-    llm: LLMClient,
-    rules: RulesSource,
-    web_app: web.Application,
-    *,
-    metrics: ChatrelayMetrics | None = None,
-    active: ActiveReplies | None = None,
-    retry: FinalRetry | None = None,
-) -> AsyncIterator[SlackService]:
-    """Slack connected and taking events until the block ends."""
-    platform = SlackPlatform(settings)
-    services = _services(settings, core, state, llm, rules, metrics, active, retry)
-    platform.mount(web_app.router, lambda: not services.active.accepting)
-    async with platform.serve(services) as service:
-        yield service

@@ -1,4 +1,7 @@
-"""A running Slack adapter against the fake Slack, a fake model and a real Redis."""
+"""A running Slack adapter against the fake Slack, a fake model and a real Redis,
+served as ``chatrelay run`` serves it: one ``Responder`` in the ``Services`` every
+platform gets, and ``SlackPlatform`` mounting its endpoint and serving with them
+(Socket Mode when the test gives an app token, else HTTP mode)."""
 
 from __future__ import annotations
 
@@ -8,16 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from redis.asyncio import Redis
+from slack_bolt.async_app import AsyncApp
 
 from bots.slack.events import SlackEvents
 from bots.slack.limits import DEFAULT_LIMITS
-from bots.slack.service import Listeners, slack_app
+from bots.slack.service import Listeners, SlackPlatform, SlackService
 from bots.slack.settings import load_slack_settings
 from core.config import load_settings
 from core.llm.client import LLMClient
 from core.reply.engine import FinalRetry
 from core.rules import load_rules
+from core.service import Responder, Services
 from core.service.lifecycle import ActiveReplies
 from core.state.keys import Keys
 from core.state.settings import load_state_settings
@@ -47,9 +53,19 @@ async def state(redis_url: str, keys: Keys, redis: Redis) -> AsyncIterator[State
 
 @dataclass
 class RunningBot:
-    app: object
-    listeners: Listeners
+    service: SlackService
+    web_app: web.Application
+    """Where ``SlackPlatform.mount`` put ``POST /slack/events`` (HTTP mode): a
+    test serves it with aiohttp's ``TestServer``."""
     state: State
+
+    @property
+    def app(self) -> AsyncApp:
+        return self.service.app
+
+    @property
+    def listeners(self) -> Listeners:
+        return self.service.listeners
 
     @property
     def events(self) -> SlackEvents:
@@ -77,9 +93,14 @@ def make_bot(
             **overrides,
         )
         core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
-        async with slack_app(
-            settings, core, state, llm, load_rules(rules_file), active=active, retry=retry
-        ) as (app, listeners):
-            yield RunningBot(app, listeners, state)
+        responder = Responder(state, llm, active=active, retry=retry)
+        services = Services(core, state, responder, load_rules(rules_file), responder.active)
+        platform = SlackPlatform(settings)
+        web_app = web.Application()
+        platform.mount(web_app.router, lambda: not services.active.accepting)
+        async with platform.serve(services) as service:
+            if settings.socket_mode:
+                await slack.wait_connected(timeout=5)
+            yield RunningBot(service, web_app, state)
 
     return start

@@ -1,5 +1,6 @@
-"""Slack replicas as production runs them, for tests that need several: the real
-``running_slack`` service over Socket Mode with its own state connection, all
+"""Slack replicas as production runs them, for tests that need several: each one
+``SlackPlatform`` mounted and served over Socket Mode with ``Services`` of its own
+(its state connection, one ``Responder``), as ``chatrelay run`` serves it, all
 sharing one Redis key prefix (and so budgets, dedupe, locks and the in-flight
 registry), answered by one fake model that knows which question gets which text.
 """
@@ -14,13 +15,14 @@ from pathlib import Path
 from aiohttp import web
 
 from bots.slack.limits import DEFAULT_LIMITS
-from bots.slack.service import SlackService, running_slack
+from bots.slack.service import SlackPlatform, SlackService
 from bots.slack.settings import load_slack_settings
 from core.config import load_settings
 from core.llm.client import LLMClient
 from core.reply.budget import Limit, LimitTable, Window
 from core.reply.engine import FinalRetry
 from core.rules import load_rules
+from core.service import Responder, Services
 from core.service.lifecycle import ActiveReplies
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
@@ -76,18 +78,12 @@ async def start_replica(
     )
     core = load_settings(llm_base_url="http://unused.invalid/v1", llm_model="m")
     active = ActiveReplies()
-    service = await stack.enter_async_context(
-        running_slack(
-            settings,
-            core,
-            state,
-            llm,
-            load_rules(rules_file),
-            web.Application(),
-            active=active,
-            retry=FinalRetry(attempts=3, backoff=0.1, give_up_after=1.5),
-        )
-    )
+    retry = FinalRetry(attempts=3, backoff=0.1, give_up_after=1.5)
+    responder = Responder(state, llm, active=active, retry=retry)
+    services = Services(core, state, responder, load_rules(rules_file), active)
+    platform = SlackPlatform(settings)
+    platform.mount(web.Application().router, lambda: not active.accepting)  # none in Socket Mode
+    service = await stack.enter_async_context(platform.serve(services))
     return Replica(name, state, service, active, stack)
 
 
