@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -96,3 +97,55 @@ async def test_quotas_are_kept_per_platform_and_workspace(
     assert len(llm_server.requests) == 1  # only T2's message reached the model
     assert elsewhere.texts() == ["Hi."]
     assert refused.texts()[0].startswith("Sorry, you have used today's allowance of 100 tokens")
+
+
+async def test_an_answer_cancelled_before_its_reply_was_recorded_is_handed_over(
+    state: State, llm: LLMClient, llm_server: FakeLLMServer
+) -> None:
+    """The process exits while a message waits (here: its thread is being read
+    back): the message was acknowledged and claimed, and nobody else knows of
+    it, so it goes to the next process rather than nowhere."""
+    waiting = asyncio.Event()
+
+    async def read_back_forever() -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    handover = {"v": 1, "text": "hello?"}
+    answering = asyncio.create_task(
+        Responder(state, llm).answer(
+            request(prepare=read_back_forever, handover=handover),
+            lambda reply_id: RecordingSink(MonotonicClock()),
+        )
+    )
+    await asyncio.wait_for(waiting.wait(), 5)
+    answering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await answering
+    [handed] = await state.deferred.take("slack", "")
+    assert handed.payload == handover
+    assert llm_server.requests == []
+
+
+async def test_an_answer_cancelled_after_its_reply_was_recorded_is_left_to_the_registry(
+    state: State, llm: LLMClient, llm_server: FakeLLMServer
+) -> None:
+    """Once in flight, the reply's record (with the same payload) is what another
+    process finishes or answers anew: handing it over too would answer twice."""
+    llm_server.enqueue(
+        FakeResponse(chunks=split_events(chat_stream(["Hi", " there."])), first_byte_delay=30)
+    )
+    sink = RecordingSink(MonotonicClock())
+    answering = asyncio.create_task(
+        Responder(state, llm).answer(request(handover={"v": 1}), lambda reply_id: sink)
+    )
+    records = state.keys.inflight_records("slack")
+    for _ in range(250):
+        if await state.redis.hlen(records):
+            break
+        await asyncio.sleep(0.02)
+    assert await state.redis.hlen(records) == 1
+    answering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await answering
+    assert await state.deferred.take("slack", "") == []

@@ -200,14 +200,11 @@ class Replies:
         if task is not None:
             self._waiting.add(task)
         try:
+            # Evicted by draining before the reply started, the answer is refused
+            # (``Responder.answer`` hands over what it was cancelled before recording).
             return await self.responder.answer(
                 request, started, pacing=self.pacing, refused=refused
             )
-        except asyncio.CancelledError:
-            if task in self._evicted:  # by draining, before the reply started
-                log.info("not waiting in %s any longer: shutting down", request.conversation.id)
-                await refused()
-            raise
         finally:
             self._waiting.discard(task)
 

@@ -174,10 +174,10 @@ class SlackEvents:
         app.event("assistant_thread_started")(self.dms.on_assistant_thread_started)
 
     async def on_mention(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        await self.intake.handle(event_id(body), self._mention(event, body))
+        await self.replies.protected(self.intake.handle(event_id(body), self._mention(event, body)))
 
     async def on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
-        await self.intake.handle(event_id(body), self._message(event, body))
+        await self.replies.protected(self.intake.handle(event_id(body), self._message(event, body)))
 
     async def _mention(self, event: dict[str, Any], body: dict[str, Any]) -> IntakeOutcome:
         if self._ignored(event):

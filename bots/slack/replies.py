@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -31,6 +31,8 @@ from core.service import Incoming, IntakeOutcome, IntakePolicy, Responder, remem
 from core.state import REDIS_FAILURES, State
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 NATIVE_STREAMING = "native"
 """The feature noted in ``State.missing_features`` when a workspace refuses
@@ -61,7 +63,7 @@ class Replies:
         self.threads = threads
         self.pacing = Pacing(min_interval=settings.slack_edit_interval)
         """Slack's: the responder is every platform's."""
-        self._running: set[asyncio.Task[IntakeOutcome]] = set()
+        self._running: set[asyncio.Future[Any]] = set()
 
     async def answer(self, incoming: Incoming, event: Mapping[str, Any]) -> IntakeOutcome:
         """Reply to ``incoming`` (from Slack's ``event``) in its thread, and say what
@@ -108,12 +110,23 @@ class Replies:
             handover=payload(incoming, event),
             prepare=prepare,
         )
-        # The reply runs in a task of its own: Bolt's listener task may be cancelled
-        # when intake stops (shutdown), and a reply must still finish or be finalised.
-        task = asyncio.create_task(self.responder.answer(request, make_sink, pacing=self.pacing))
+        return await self.responder.answer(request, make_sink, pacing=self.pacing)
+
+    async def protected(self, handling: Awaitable[T]) -> T:
+        """Run an event's handling in a task of its own. Bolt's listener task is
+        cancelled when intake stops (Socket Mode closes at a drain), and a
+        message claimed (acknowledged, and deduplicated for every replica) must
+        still be answered or handed over: cut off between the claim and its
+        reply, it would reach nobody."""
+        task = asyncio.ensure_future(self._counted(handling))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
         return await asyncio.shield(task)
+
+    async def _counted(self, handling: Awaitable[T]) -> T:
+        """``handling``, counted as work the drain waits for."""
+        with self.responder.active.handling():
+            return await handling
 
     async def cancel(self) -> None:
         """Cancel the replies still running, as ``asyncio.run`` would at exit."""

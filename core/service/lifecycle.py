@@ -3,12 +3,16 @@
 On SIGTERM a replica stops taking events (the adapters close their intake),
 gives streaming replies ``SHUTDOWN_GRACE_S`` to finish, then stops the ones
 still running as "interrupted": each keeps its text and shows why it ended.
+Messages still being decided on count too: one that was claimed must be
+answered or handed over before the process lets go of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 
 from core.reply.engine import Reply
 
@@ -26,6 +30,7 @@ class ActiveReplies:
 
     def __init__(self) -> None:
         self._replies: set[Reply] = set()
+        self._handling = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self.accepting = True
@@ -44,7 +49,23 @@ class ActiveReplies:
 
     def discard(self, reply: Reply) -> None:
         self._replies.discard(reply)
-        if not self._replies:
+        self._settle()
+
+    @contextlib.contextmanager
+    def handling(self) -> Iterator[None]:
+        """A message is being decided on, its reply not begun: the drain waits
+        for it as for a reply. Once draining it ends quickly (its reply is
+        refused and the message handed over), so it is never interrupted."""
+        self._handling += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._handling -= 1
+            self._settle()
+
+    def _settle(self) -> None:
+        if not self._replies and not self._handling:
             self._idle.set()
 
     async def drain(self, grace: float, finalise_within: float = 15.0) -> int:
@@ -52,7 +73,11 @@ class ActiveReplies:
         then interrupt the rest and wait for them to show it. Returns how many
         were interrupted."""
         self.accepting = False
-        log.info("draining: %d replies in flight", len(self._replies))
+        log.info(
+            "draining: %d replies in flight, %d messages being decided on",
+            len(self._replies),
+            self._handling,
+        )
         try:
             async with asyncio.timeout(grace):
                 await self._idle.wait()

@@ -17,6 +17,7 @@ on (``core.telemetry.tracing``) the reply is one trace, rooted here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -138,11 +139,25 @@ class Responder:
         A message this process can no longer answer (it is draining) was
         acknowledged, and its platform won't send it again: it is handed over
         to the next process of its platform (``hand_over``), or ``refused``
-        does it the adapter's way."""
+        does it the adapter's way. So is one whose answering is cancelled (the
+        process exits) before its reply was recorded in flight: nobody else
+        knows of it. Once recorded, the in-flight registry answers for it."""
+        recorded = False
+
+        def on_recorded() -> None:
+            nonlocal recorded
+            recorded = True
+
+        hand_over = refused if refused is not None else lambda: self.hand_over(request)
         try:
-            await self.respond(request, make_sink, pacing=pacing)
+            await self.respond(request, make_sink, pacing=pacing, on_recorded=on_recorded)
         except ShuttingDown:
-            return await (refused() if refused is not None else self.hand_over(request))
+            return await hand_over()
+        except asyncio.CancelledError:
+            if not recorded:
+                log.info("cancelled before the reply began: handing the message over")
+                await hand_over()
+            raise
         except Exception:
             log.exception("reply failed")
             return "failed"
@@ -160,10 +175,17 @@ class Responder:
         return "handed_over"
 
     async def respond(
-        self, request: ReplyRequest, make_sink: SinkFactory, *, pacing: Pacing | None = None
+        self,
+        request: ReplyRequest,
+        make_sink: SinkFactory,
+        *,
+        pacing: Pacing | None = None,
+        on_recorded: Callable[[], None] | None = None,
     ) -> ReplyResult:
         """Answer ``request``; raises ``ShuttingDown`` once the process is draining.
-        ``pacing``: the platform's, else the responder's default."""
+        ``pacing``: the platform's, else the responder's default; ``on_recorded``:
+        told once the reply is in the in-flight registry."""
+        options = _Options(pacing, on_recorded)
         if not self.active.accepting:
             raise ShuttingDown()
         reply_id = uuid.uuid4().hex
@@ -171,7 +193,7 @@ class Responder:
         if self.tracing is None:
             context = logs.ReplyContext(request.platform, where, request.channel)
             with logs.reply_scope(reply_id, context):
-                return await self._respond(request, make_sink, reply_id, None, pacing)
+                return await self._respond(request, make_sink, reply_id, None, options)
         with self.tracing.reply(
             platform=request.platform,
             workspace=where,
@@ -181,7 +203,7 @@ class Responder:
         ) as trace:
             context = logs.ReplyContext(request.platform, where, request.channel, trace.trace_id)
             with logs.reply_scope(reply_id, context):
-                return await self._respond(request, make_sink, reply_id, trace, pacing)
+                return await self._respond(request, make_sink, reply_id, trace, options)
 
     async def _respond(
         self,
@@ -189,7 +211,7 @@ class Responder:
         make_sink: SinkFactory,
         reply_id: str,
         trace: tracing.ReplyTrace | None,
-        pacing: Pacing | None,
+        options: _Options,
     ) -> ReplyResult:
         state = self.state
         user, channel = request.quota_ids
@@ -203,7 +225,7 @@ class Responder:
             return await self._refuse(make_sink(reply_id), BUSY_TEXT, "busy", trace)
         async with lease:
             try:
-                return await self._stream(request, reply_id, make_sink, lease, trace, pacing)
+                return await self._stream(request, reply_id, make_sink, lease, trace, options)
             except _LockLost:
                 return await self._refuse(make_sink(reply_id), BUSY_TEXT, "busy", trace)
 
@@ -214,7 +236,7 @@ class Responder:
         make_sink: SinkFactory,
         lease: Lease,
         trace: tracing.ReplyTrace | None,
-        pacing: Pacing | None,
+        options: _Options,
     ) -> ReplyResult:
         state = self.state
         observer: ReplyObserver | None = (
@@ -226,7 +248,7 @@ class Responder:
         reply = Reply(
             make_sink(reply_id),
             budget=state.budget,
-            pacing=pacing or self.pacing,
+            pacing=options.pacing or self.pacing,
             observer=observer,
             retry=self.retry,
             progress=recording,
@@ -254,6 +276,8 @@ class Responder:
                 state.inflight.track(record) as tracker,
             ):
                 recording.tracker = tracker
+                if options.on_recorded is not None:
+                    options.on_recorded()
                 result = await reply.run(self.llm.stream(messages, extra=extra, trace=trace))
                 if result.delivered or result.gone:
                     tracker.settled = True
@@ -346,6 +370,14 @@ class Responder:
             trace.outcome = outcome
         log.info("reply refused (%s)", outcome, extra={"outcome": outcome})
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """How one reply is run, as the adapter asked."""
+
+    pacing: Pacing | None
+    on_recorded: Callable[[], None] | None
 
 
 class _LockLost(Exception):

@@ -11,7 +11,7 @@ Each write prunes the slots that left the window and keeps the hash alive for
 one window.
 
 ``add`` and ``count`` are one bounded script call each. Callers decide what a
-count means (``bots.discord.guard``).
+count means (``bots.discord.limits``).
 """
 
 from __future__ import annotations
