@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from core.clock import MonotonicClock
+from core.reply import Reply
 from core.service.lifecycle import ActiveReplies
+from tests.fakes.recording_sink import RecordingSink
 
 
 async def test_the_drain_waits_for_a_message_being_decided_on() -> None:
@@ -36,3 +39,24 @@ async def test_with_nothing_in_hand_the_drain_is_immediate() -> None:
     with active.handling():
         pass
     assert await asyncio.wait_for(active.drain(5.0), 0.5) == 0
+
+
+async def test_a_reply_ending_does_not_end_the_wait_for_a_message_being_decided_on() -> None:
+    active = ActiveReplies()
+    reply = Reply(RecordingSink(MonotonicClock()))
+    active.add(reply)
+    decided = asyncio.Event()
+
+    async def handle() -> None:
+        with active.handling():
+            await decided.wait()
+
+    handling = asyncio.create_task(handle())
+    await asyncio.sleep(0)
+    draining = asyncio.create_task(active.drain(5.0))
+    active.discard(reply)  # the reply finished; the message is still being decided on
+    await asyncio.sleep(0.05)
+    assert not draining.done()
+    decided.set()
+    assert await asyncio.wait_for(draining, 1.0) == 0
+    await handling
