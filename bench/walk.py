@@ -9,9 +9,9 @@ files. Printed per platform: the distinct project files on the path
 (``core/``, ``bots/``; tests and libraries not counted), and every call from
 an adapter's sink back into ``core/reply/engine.py`` (there must be none).
 
-Two budgets: ``LocalBudget`` (the engine's seam alone) and the shared
-``RedisBudget`` through ``FairBudget`` (production: the budget is a room of
-``core/state``).
+Slack (post and edit) and Discord (a channel message). Two budgets:
+``LocalBudget`` (the engine's seam alone) and the shared ``RedisBudget``
+through ``FairBudget`` (production: the budget is a room of ``core/state``).
 
     python -m bench.walk            # needs REDIS_URL for the Redis variant
 """
@@ -19,6 +19,7 @@ Two budgets: ``LocalBudget`` (the engine's seam alone) and the shared
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 import types
@@ -170,6 +171,27 @@ async def slack_walk(budget: Any) -> Walk:
         )
 
 
+async def discord_walk(budget: Any) -> Walk:
+    import discord
+
+    from bots.discord.api import ChannelOutlet
+    from bots.discord.sink import DiscordReplySink
+    from tests.fakes.discord_server import CHANNEL_ID, FakeDiscord, point_discord_py_at
+
+    async with FakeDiscord() as fake:
+        with point_discord_py_at(fake):
+            client = discord.Client(intents=discord.Intents.none())
+            await client.login(fake.bot_token)
+            try:
+                channel = client.get_partial_messageable(CHANNEL_ID)
+                return await _reply(
+                    lambda: DiscordReplySink(ChannelOutlet(channel), reply_id="r1", asker=1),
+                    budget,
+                )
+            finally:
+                await client.close()
+
+
 @asynccontextmanager
 async def budgets() -> AsyncIterator[list[tuple[str, Any]]]:
     from core.reply import LocalBudget
@@ -186,11 +208,14 @@ async def budgets() -> AsyncIterator[list[tuple[str, Any]]]:
         yield [*found, ("RedisBudget (FairBudget over Redis)", state.budget)]
 
 
+WALKS = (("Slack, post+edit", slack_walk), ("Discord, channel message", discord_walk))
+
+
 async def main() -> None:
     async with budgets() as found:
-        for label, budget in found:
-            walk = await slack_walk(budget)
-            print(f"Slack, post+edit, {label}: {len(walk.files)} project files ran")
+        for (platform, walker), (label, budget) in itertools.product(WALKS, found):
+            walk = await walker(budget)
+            print(f"{platform}, {label}: {len(walk.files)} project files ran")
             for name in sorted(walk.files):
                 print(f"  {'*' if name in walk.token_path else ' '} {name}")
             print(f"  * the token's path: {len(walk.token_path)} files")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.walk import Walk, slack_walk
+from bench.walk import Walk, discord_walk, slack_walk
 from core.reply import LocalBudget
 
 STREAM = {"core/llm/client.py", "core/llm/sse.py", "core/llm/chat.py"}
@@ -24,7 +24,9 @@ def adapter(platform: str) -> set[str]:
     return {f"bots/{platform}/sink.py", f"bots/{platform}/format.py", f"bots/{platform}/api.py"}
 
 
-@pytest.mark.parametrize(("platform", "walk"), [("slack", slack_walk)], ids=str)
+@pytest.mark.parametrize(
+    ("platform", "walk"), [("slack", slack_walk), ("discord", discord_walk)], ids=str
+)
 async def test_a_token_crosses_eight_files_and_no_sink_calls_back_into_the_engine(
     platform: str, walk: object
 ) -> None:
