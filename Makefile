@@ -39,6 +39,7 @@ soak: $(VENV)/.installed-dev
 	CHAOS_EXAMPLES=40 $(BIN)/python -m pytest tests/chaos
 
 bench: $(VENV)/.installed-bench
+	mkdir -p bench/results
 	$(BIN)/python -m bench.chunk_cost
 	$(BIN)/python -m bench.cli_cost
 	$(BIN)/python -m bench.bucket
@@ -52,6 +53,7 @@ bench: $(VENV)/.installed-bench
 # the fake platforms and REDIS_URL (default redis://127.0.0.1:6379/0); about 3 minutes.
 # BENCH_LOAD_ARGS=--big adds the 200-mention Slack cells.
 bench-load: $(VENV)/.installed-bench
+	mkdir -p bench/results
 	$(BIN)/python -m bench.load --json bench/results/load.json $(BENCH_LOAD_ARGS)
 
 # deploy/constraints.txt, the exact versions deploy/Dockerfile installs: pyproject.toml's
@@ -75,6 +77,7 @@ constraints:
 # per update, memory per reply, staleness. BENCH_PRODUCTION_ARGS="--replies 200" for a
 # quick run, --profile for a cProfile, --redis-url $$REDIS_URL to use that Redis instead.
 bench-production: $(VENV)/.installed-bench
+	mkdir -p bench/results
 	$(BIN)/python -m bench.production --json bench/results/production.json $(BENCH_PRODUCTION_ARGS)
 
 clean:
