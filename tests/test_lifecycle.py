@@ -10,6 +10,14 @@ from core.service.lifecycle import ActiveReplies
 from tests.fakes.recording_sink import RecordingSink
 
 
+async def turns(count: int = 5) -> None:
+    """Let every ready task run ``count`` times: a drain that has nothing to wait
+    for ends at its first turn (waiting for a set event does not suspend), so
+    whether it ended is decided by turns of the loop, not by time."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 async def test_the_drain_waits_for_a_message_being_decided_on() -> None:
     """A claimed message must be answered or handed over before the process lets
     go of it: the drain returns only once its handling is done."""
@@ -25,7 +33,7 @@ async def test_the_drain_waits_for_a_message_being_decided_on() -> None:
     handling = asyncio.create_task(handle())
     await asyncio.sleep(0)
     draining = asyncio.create_task(active.drain(5.0))
-    await asyncio.sleep(0.05)
+    await turns()
     assert not draining.done() and not active.accepting
     decided.set()
     assert await asyncio.wait_for(draining, 1.0) == 0  # nothing interrupted
@@ -55,7 +63,7 @@ async def test_a_reply_ending_does_not_end_the_wait_for_a_message_being_decided_
     await asyncio.sleep(0)
     draining = asyncio.create_task(active.drain(5.0))
     active.discard(reply)  # the reply finished; the message is still being decided on
-    await asyncio.sleep(0.05)
+    await turns()
     assert not draining.done()
     decided.set()
     assert await asyncio.wait_for(draining, 1.0) == 0
