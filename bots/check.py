@@ -96,17 +96,26 @@ def _check_rules(settings: Settings) -> Finding:
 
 
 async def _check_redis() -> Finding:
-    from core.state.connection import open_redis, redact
+    from core.state.connection import open_redis
     from core.state.settings import load_state_settings
 
     state = load_state_settings()
-    where = redact(state.redis_url) if state.redis_url else f"embedded, under {state.state_dir}"
-    async with open_redis(state.redis_url, state.state_dir, 2) as redis:
+    topology = state.topology
+    where = (
+        topology.describe()
+        if topology.url or topology.sentinels
+        else f"embedded, under {state.state_dir}"
+    )
+    async with open_redis(topology, state.state_dir, 2) as redis:
         started = time.monotonic()
         await redis.ping()
         took = (time.monotonic() - started) * 1000
         info = await redis.info("server")
-    version = info.get("redis_version", "?")
+    if topology.cluster:  # one answer per node: report the oldest version
+        versions = sorted({str(node.get("redis_version", "?")) for node in info.values()})
+        version = f"{versions[0]} on {len(info)} nodes"
+    else:
+        version = info.get("redis_version", "?")
     return Finding("redis", "ok", f"{where}: redis {version}, PING {took:.1f} ms")
 
 

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from core.state.topology import AnyPipeline, RedisClient
 
 WINDOW = 0.02
 """Seconds a write waits for a round trip to ride along with."""
@@ -40,7 +40,7 @@ class _Write:
 
 
 def add_script(
-    pipe: Pipeline, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+    pipe: AnyPipeline, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
 ) -> None:
     """EVALSHA ``script`` in ``pipe``. Not ``script(..., client=pipe)``: that makes
     the pipeline ask ``SCRIPT EXISTS`` first, a round trip of its own every time;
@@ -50,7 +50,7 @@ def add_script(
 
 
 class WriteBatch:
-    def __init__(self, redis: Redis, window: float = WINDOW, timeout: float = 2.0) -> None:
+    def __init__(self, redis: RedisClient, window: float = WINDOW, timeout: float = 2.0) -> None:
         self._redis = redis
         self.window = window
         self.timeout = timeout
@@ -112,7 +112,7 @@ class WriteBatch:
         return queued
 
     @staticmethod
-    def add_to(pipe: Pipeline, queued: Sequence[_Write]) -> None:
+    def add_to(pipe: AnyPipeline, queued: Sequence[_Write]) -> None:
         for pending in queued:
             add_script(pipe, pending.script, pending.keys, pending.args)
 

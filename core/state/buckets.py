@@ -47,7 +47,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from core.clock import Clock, MonotonicClock
@@ -56,6 +55,7 @@ from core.state.batch import WriteBatch, add_script
 from core.state.connection import REDIS_FAILURES as REDIS_FAILURES  # re-exported
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class RedisBudget:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         limits: LimitTable | None = None,
         *,
@@ -285,7 +285,7 @@ class RedisBudget:
         args: list[str | int]
         if isinstance(limit, Window):
             script = self._window_script
-            keys = [self._keys.bucket(scope), _log_key(self._keys, scope)]
+            keys = [self._keys.bucket(scope), self._keys.bucket_log(scope)]
             args = [mode, limit.count, _micros(limit.per), now, _micros(block), held]
         else:
             interval = _micros(limit.interval) if limit else 0
@@ -347,7 +347,7 @@ class RedisBudget:
         # If Redis can't take it back, the slot stays taken: one call fewer in
         # that window, never one more.
         with contextlib.suppress(*REDIS_FAILURES):
-            await bounded(self._redis.zrem(_log_key(self._keys, scope), member), self.timeout)
+            await bounded(self._redis.zrem(self._keys.bucket_log(scope), member), self.timeout)
 
     def _lost(self, exc: BaseException, operation: str) -> None:
         if self.on_redis_error is not None:
@@ -397,12 +397,6 @@ class RedisBudget:
 
 def _micros(seconds: float) -> int:
     return round(seconds * MICROS)
-
-
-def _log_key(keys: Keys, scope: str) -> str:
-    """A window scope's log, next to its state hash (``Keys.bucket``). ``#`` is
-    in no scope name, so no scope's hash can be another's log."""
-    return keys.bucket(scope) + "#log"
 
 
 def _text(value: bytes | str) -> str:

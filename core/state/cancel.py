@@ -31,12 +31,12 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class CancelBus:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         marker_ttl: int = 3600,

@@ -19,17 +19,16 @@ from __future__ import annotations
 import json
 import logging
 
-from redis.asyncio import Redis
-
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
 
 class ReplyChains:
     def __init__(
-        self, redis: Redis, keys: Keys, *, ttl: int, timeout: float = REPLY_PATH_TIMEOUT
+        self, redis: RedisClient, keys: Keys, *, ttl: int, timeout: float = REPLY_PATH_TIMEOUT
     ) -> None:
         """``ttl``: seconds a message is remembered, as long as its conversation lives
         (``CONVERSATION_TTL``), since the index is worth nothing without it."""

@@ -14,16 +14,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 
-from redis.asyncio import Redis
-
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
 
 class ModelChoices:
-    def __init__(self, redis: Redis, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.timeout = timeout

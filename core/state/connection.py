@@ -25,28 +25,47 @@ import importlib.util
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import TypeVar
 
 import redis
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry as SyncRetry
 
 from core.config import Unavailable
+from core.state.topology import (
+    MAX_CONNECTIONS,
+    RedisClient,
+    Topology,
+    connect,
+    connect_to,
+    redact,
+)
+
+__all__ = [
+    "COMMAND_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "REDIS_FAILURES",
+    "REPLY_PATH_TIMEOUT",
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "RedisUnavailable",
+    "Topology",
+    "bounded",
+    "connect",
+    "open_redis",
+    "redact",
+    "redis_server_executable",
+]
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 2.0
-"""Seconds to connect: short, so a dead Redis turns into a fallback quickly."""
 COMMAND_TIMEOUT = 5.0
 """Seconds a call *off* a reply's path (the start-up check, the embedded server's
 shutdown) gives Redis before treating it as unavailable."""
@@ -62,11 +81,6 @@ see ``connect``). One edit interval (``SLACK_EDIT_INTERVAL``,
 ``DISCORD_EDIT_INTERVAL``: 1 s) is the longest such a stall may hold a reply:
 after it the caller degrades exactly as for a refused connection, and a
 user watching the reply sees at most one update come late."""
-HEALTH_CHECK_INTERVAL = 10
-"""Seconds of idleness after which a pooled or pub/sub connection is PINGed
-before use, so a silently dropped connection is found rather than waited on."""
-KEEPALIVE = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3}
-"""A peer that vanished without closing (a partition) is declared dead in ~25 s."""
 
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
 """What "Redis is unavailable" looks like: refused, reset, timed out (``TimeoutError``
@@ -109,83 +123,24 @@ class EmbeddedRedisError(Unavailable):
     """The embedded redis-server could not be started."""
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-MAX_CONNECTIONS = 500
-"""Connections one process may open (``REDIS_MAX_CONNECTIONS``). redis-py's
-default pool stops at 100 and then *fails* the next command, which a process
-with 200 replies in flight hit: its budgets, locks and in-flight records
-degraded as if Redis were down."""
-
-POOL_WAIT = 5.0
-"""Seconds a command waits for a free pooled connection once all are in use
-(a reply's own calls are bounded sooner, by ``bounded``)."""
-
-
-def connect(url: str, max_connections: int = MAX_CONNECTIONS) -> Redis:
-    """A client for ``url`` with chatrelay's timeouts.
-
-    A *blocking* pool of ``max_connections``: at the limit a command waits for a
-    connection to come back instead of failing.
-
-    No ``socket_timeout``: with one, redis-py wraps every write in
-    ``asyncio.wait_for``, which on Python 3.11 swallows a cancellation that
-    lands as the write completes, so a cancelled task would carry on (see
-    ``tests/state/test_connection.py``). Dead peers are found by TCP keepalive
-    instead, and every call on a reply's path is bounded by ``bounded`` (an
-    ``asyncio.timeout``), so a paused server costs a reply at most
-    ``REPLY_PATH_TIMEOUT`` per call rather than holding it for minutes.
-
-    One immediate retry replaces a pooled connection that died with a restarted
-    server; more retries with backoff (redis-py's default) would hold a reply
-    for seconds before its budget can fall back to the local one.
-    """
-    tcp: dict[str, Any] = {}
-    if urlsplit(url).scheme != "unix":  # a local socket has no peer to lose
-        tcp["socket_keepalive"] = True
-        tcp["socket_keepalive_options"] = {
-            getattr(socket, name): value
-            for name, value in KEEPALIVE.items()
-            if hasattr(socket, name)
-        }
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=POOL_WAIT,
-        socket_connect_timeout=CONNECT_TIMEOUT,
-        socket_timeout=None,
-        health_check_interval=HEALTH_CHECK_INTERVAL,
-        retry=Retry(NoBackoff(), 1),
-        **tcp,
-    )
-    return Redis.from_pool(pool)
-
-
 @contextlib.asynccontextmanager
 async def open_redis(
-    url: str | None, state_dir: Path, max_connections: int = MAX_CONNECTIONS
-) -> AsyncIterator[Redis]:
-    """Connect to ``url``, or start an embedded server under ``state_dir`` when it
-    is None; checks the connection once so a wrong URL stops the service at start."""
+    topology: Topology, state_dir: Path, max_connections: int = MAX_CONNECTIONS
+) -> AsyncIterator[RedisClient]:
+    """Connect as ``topology`` says, or start an embedded server under
+    ``state_dir`` when it names no Redis at all; checks the connection once so
+    a wrong address stops the service at start."""
     embedded: EmbeddedRedis | None = None
-    if url is None:
+    if topology.url is None and not topology.sentinels:
         embedded = EmbeddedRedis(state_dir)
-        url = await asyncio.to_thread(embedded.start)
-    client = connect(url, max_connections)
+        topology = replace(topology, url=await asyncio.to_thread(embedded.start))
+    client = connect_to(topology, max_connections)
     try:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await client.ping()
         except REDIS_FAILURES as exc:
-            raise RedisUnavailable(f"cannot reach Redis at {redact(url)}: {exc}") from None
+            raise RedisUnavailable(f"cannot reach Redis at {topology.describe()}: {exc}") from None
         yield client
     finally:
         await client.aclose()

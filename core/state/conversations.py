@@ -41,11 +41,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from redis.asyncio import Redis
-
 from core.llm.messages import ChatMessage
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ def _cost(message: ChatMessage) -> int:
 class Conversations:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         ttl: int = 7 * 86400,

@@ -20,10 +20,9 @@ import logging
 import time
 from collections import OrderedDict
 
-from redis.asyncio import Redis
-
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,12 @@ LOCAL_CAPACITY = 10_000
 
 class Dedupe:
     def __init__(
-        self, redis: Redis, keys: Keys, *, ttl: int = 86_400, timeout: float = REPLY_PATH_TIMEOUT
+        self,
+        redis: RedisClient,
+        keys: Keys,
+        *,
+        ttl: int = 86_400,
+        timeout: float = REPLY_PATH_TIMEOUT,
     ) -> None:
         self._redis = redis
         self._keys = keys

@@ -40,10 +40,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from core.state.connection import COMMAND_TIMEOUT, REDIS_FAILURES
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ the request is not tried again."""
 class DeferredRequests:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         timeout: float = COMMAND_TIMEOUT,

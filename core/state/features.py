@@ -10,14 +10,15 @@ Both calls are bounded by ``timeout`` (``REPLY_PATH_TIMEOUT``) and raise one of
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 
 class MissingFeatures:
-    def __init__(self, redis: Redis, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.timeout = timeout

@@ -9,14 +9,15 @@ is the safe choice: greeting on every visit would be worse than none).
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 
 class Greetings:
-    def __init__(self, redis: Redis, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.timeout = timeout

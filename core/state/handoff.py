@@ -19,14 +19,15 @@ that starts a conversation; for ``hand_over`` and ``resume``, log and go on
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
+from core.state.topology import RedisClient
 
 
 class Handoffs:
-    def __init__(self, redis: Redis, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: Keys, *, timeout: float = REPLY_PATH_TIMEOUT
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.timeout = timeout

@@ -35,14 +35,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from core.clock import Clock, MonotonicClock
 from core.reply.sink import MessageGone
 from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES
 from core.state.deferred import DeferredRequests
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +389,7 @@ class Tracker:
 class InflightRegistry:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         owner: str | None = None,

@@ -16,11 +16,10 @@ count means (``bots.discord.limits``).
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from core.clock import Clock
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 WINDOW = 600.0
 """Seconds Discord counts invalid requests over."""
@@ -67,7 +66,7 @@ class InvalidRequests:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         platform: str,
         *,

@@ -30,10 +30,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from core.state.connection import bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 WINDOW = 3600.0
 """Seconds a channel is remembered after its last message, and how far back a
@@ -95,7 +94,7 @@ class Seen:
 class LastSeen:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         window: float = WINDOW,

@@ -38,12 +38,11 @@ import logging
 import math
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from core.clock import Clock, MonotonicClock
 from core.reply.budget import Limit, LimitTable, RateLimit, Window
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class LearnedLimits:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         platform: str,
         *,

@@ -51,12 +51,11 @@ import logging
 import secrets
 from types import TracebackType
 
-from redis.asyncio import Redis
-
 from core.clock import Clock, MonotonicClock
 from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +342,7 @@ class Lease:
 class ConversationLocks:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         ttl: float = 30.0,

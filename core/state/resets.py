@@ -14,15 +14,14 @@ back everything, as before any reset).
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
+from core.state.topology import RedisClient
 
 
 class ResetMarks:
     def __init__(
-        self, redis: Redis, keys: Keys, *, ttl: int, timeout: float = REPLY_PATH_TIMEOUT
+        self, redis: RedisClient, keys: Keys, *, ttl: int, timeout: float = REPLY_PATH_TIMEOUT
     ) -> None:
         self._redis = redis
         self._keys = keys

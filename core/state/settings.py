@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.config import read_settings
 from core.reply.budget import Limit, LimitTable, RateLimit, Window
+from core.state.topology import Topology
 
 _LIMIT_SPEC = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)\s*(?:/\s*(\d+|window)\s*)?$")
 
@@ -51,7 +52,24 @@ class StateSettings(BaseSettings):
     )
 
     redis_url: str | None = None
-    """``redis://``, ``rediss://`` (TLS) or ``unix://``; unset: an embedded redis-server."""
+    """``redis://``, ``rediss://`` (TLS) or ``unix://``; unset: an embedded redis-server
+    (unless ``REDIS_SENTINELS`` is set)."""
+    redis_cluster: bool = False
+    """``REDIS_URL`` names one node of a Redis Cluster; the others are learnt from it."""
+    redis_sentinels: str = ""
+    """``host:port,host2:port``: ask these sentinels where the master is. redis-py
+    reads no sentinel URL; ``REDIS_URL``, if also set, gives only the master's
+    credentials, database and TLS."""
+    redis_sentinel_service: str = Field("mymaster", min_length=1)
+    """The master's name in the sentinels' configuration."""
+    redis_sentinel_password: SecretStr | None = None
+    """For sentinels that require a password of their own."""
+    redis_wait_replicas: int | None = Field(None, ge=0)
+    """Replicas a dedupe claim or lock grab waits for (``WAIT``) before it counts,
+    so a failover can't forget it; unset: 1 on a cluster or with Sentinel, 0 on
+    one server."""
+    redis_wait_timeout: float = Field(0.1, gt=0, le=1.0)
+    """Seconds such a write waits for its replicas before going on without them."""
     redis_max_connections: int = Field(500, ge=10)
     """Connections this process may open to Redis; at the limit a command waits
     for one (``core.state.connection.MAX_CONNECTIONS``)."""
@@ -97,6 +115,12 @@ class StateSettings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value.strip()
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str) -> str:
+        parse_addresses(value)
+        return value.strip()
+
     @field_validator("rate_limits")
     @classmethod
     def _limits(cls, value: dict[str, str]) -> dict[str, str]:
@@ -106,6 +130,34 @@ class StateSettings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"{pattern}: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _one_topology(self) -> StateSettings:
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("REDIS_CLUSTER and REDIS_SENTINELS exclude each other: pick one")
+        if self.redis_cluster and self.redis_url is None:
+            raise ValueError("REDIS_CLUSTER needs REDIS_URL naming one of the cluster's nodes")
+        if self.redis_cluster and urlsplit(self.redis_url or "").scheme == "unix":
+            raise ValueError("REDIS_CLUSTER needs a redis:// or rediss:// REDIS_URL")
+        return self
+
+    @property
+    def topology(self) -> Topology:
+        """Where Redis is, as ``core.state.connection.open_redis`` wants it."""
+        password = self.redis_sentinel_password
+        return Topology(
+            url=self.redis_url,
+            cluster=self.redis_cluster,
+            sentinels=parse_addresses(self.redis_sentinels),
+            service=self.redis_sentinel_service,
+            sentinel_password=password.get_secret_value() if password else None,
+        )
+
+    @property
+    def wait_replicas(self) -> int:
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_cluster or self.redis_sentinels else 0
 
     @model_validator(mode="after")
     def _heartbeat_below_timeout(self) -> StateSettings:
@@ -123,6 +175,20 @@ class StateSettings(BaseSettings):
         for pattern, limit in (defaults or {}).items():
             rules.setdefault(pattern, limit)
         return LimitTable(rules)
+
+
+def parse_addresses(spec: str) -> tuple[tuple[str, int], ...]:
+    """``"host:26379,host2:26379"`` as (host, port) pairs; ``""``: none."""
+    addresses = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not HOST:PORT")
+        addresses.append((host.strip("[]"), int(port)))
+    return tuple(addresses)
 
 
 def load_state_settings(**overrides: Any) -> StateSettings:

@@ -13,8 +13,6 @@ import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from core.reply.budget import RateLimit
 from core.reply.fairness import FairBudget
 from core.state.batch import WriteBatch
@@ -37,6 +35,7 @@ from core.state.learned import LEARNED_TTL, LearnedLimits
 from core.state.locks import ConversationLocks
 from core.state.resets import ResetMarks
 from core.state.settings import StateSettings, load_state_settings
+from core.state.topology import RedisClient
 from core.state.usage import UsageLedger
 
 SETTLE_ON_EXIT = 10.0
@@ -47,7 +46,7 @@ finished while Redis was away (see ``InflightRegistry.flush``)."""
 @dataclass(frozen=True, slots=True)
 class State:
     settings: StateSettings
-    redis: Redis
+    redis: RedisClient
     keys: Keys
     conversations: Conversations
     budget: FairBudget
@@ -94,10 +93,9 @@ async def open_state(
     ``RedisUnavailable`` / ``EmbeddedRedisError`` when there is no Redis to use.
     """
     settings = settings or load_state_settings()
-    async with open_redis(
-        settings.redis_url, settings.state_dir, settings.redis_max_connections
-    ) as redis:
-        keys = Keys(settings.redis_prefix)
+    topology = settings.topology
+    async with open_redis(topology, settings.state_dir, settings.redis_max_connections) as redis:
+        keys = Keys(settings.redis_prefix, cluster=topology.cluster)
         budget = RedisBudget(redis, keys, settings.limit_table(defaults))
         batch = WriteBatch(redis)
         budget.batch = batch  # its acquires carry the in-flight records' writes

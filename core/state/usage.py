@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from redis.asyncio import Redis
-
 from core.llm.events import Usage
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class QuotaDecision:
 class UsageLedger:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: Keys,
         *,
         user_quota: int = 0,

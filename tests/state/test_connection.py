@@ -18,6 +18,7 @@ from core.state.connection import (
     EmbeddedRedis,
     EmbeddedRedisError,
     RedisUnavailable,
+    Topology,
     bounded,
     connect,
     open_redis,
@@ -28,7 +29,7 @@ from tests.state.pausable import MARGIN, PausableRedis, timed
 
 
 async def test_open_redis_without_url_embeds_a_server_and_stops_it(tmp_path: Path) -> None:
-    async with open_redis(None, tmp_path) as client:
+    async with open_redis(Topology(), tmp_path) as client:
         assert await client.ping() is True
         info = await client.info("server")
         pid = int(info["process_id"])
@@ -40,15 +41,15 @@ async def test_open_redis_without_url_embeds_a_server_and_stops_it(tmp_path: Pat
 
 
 async def test_embedded_data_survives_a_restart(tmp_path: Path) -> None:
-    async with open_redis(None, tmp_path) as client:
+    async with open_redis(Topology(), tmp_path) as client:
         await client.rpush("conv", "turn 1", "turn 2")
-    async with open_redis(None, tmp_path) as client:
+    async with open_redis(Topology(), tmp_path) as client:
         assert await client.lrange("conv", 0, -1) == [b"turn 1", b"turn 2"]
 
 
 async def test_open_redis_with_url_uses_it(redis_url: str, tmp_path: Path) -> None:
     unused = tmp_path / "unused"
-    async with open_redis(redis_url, unused) as client:
+    async with open_redis(Topology(redis_url), unused) as client:
         assert await client.ping() is True
     assert not await asyncio.to_thread(unused.exists)  # nothing embedded
 
@@ -58,7 +59,7 @@ async def test_unreachable_url_fails_at_start_with_one_line_and_no_password(
 ) -> None:
     url = f"unix://:hunter2@{tmp_path / 'nobody.sock'}"
     with pytest.raises(RedisUnavailable) as caught:
-        async with open_redis(url, tmp_path):
+        async with open_redis(Topology(url), tmp_path):
             pass
     message = str(caught.value)
     assert message.startswith("cannot reach Redis at unix://:***@")
