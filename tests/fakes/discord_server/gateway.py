@@ -234,14 +234,17 @@ class Gateway(Payloads):
         guild_id: int | None = None,
         intent: int | None = None,
         transform: Callable[[GatewaySession, Json], Json] | None = None,
+        shard: int | None = None,
     ) -> int:
         """Sends a DISPATCH to every live session of the guild's shard (shard 0 for DMs)
         whose intents include ``intent``; returns how many sessions got it. A session
-        whose connection dropped keeps it for its RESUME."""
+        whose connection dropped keeps it for its RESUME. ``shard``: to the sessions of
+        that shard instead, whatever the guild (a test's choice; Discord never does)."""
         sent = 0
         now = time.monotonic()
         for session in list(self.sessions.values()):
-            if not session.live(now) or not session.owns(guild_id) or not session.wants(intent):
+            owned = session.owns(guild_id) if shard is None else session.shard[0] == shard
+            if not session.live(now) or not owned or not session.wants(intent):
                 continue
             payload = transform(session, data) if transform else data
             conn = session.connection

@@ -119,16 +119,28 @@ class Injection(Messages):
         *,
         component_type: int = 2,
         values: list[str] | None = None,
+        shard: int | None = None,
     ) -> InteractionRecord:
         """A user presses a button (or picks from a select, with ``values``) on a message;
-        dispatched as INTERACTION_CREATE type 3 carrying that message."""
+        dispatched as INTERACTION_CREATE type 3 carrying that message.
+
+        ``shard``: dispatched to the sessions of that shard instead of the guild's.
+        Discord sends a guild's interactions to the guild's shard; this plays a press
+        reaching a process that does not run the message's shard (as after a
+        re-shard), for tests of what works from any process."""
         self._require_client()
         message = self._live_message(channel_id, message_id)
         data: Json = {"custom_id": custom_id, "component_type": component_type}
         if values is not None:
             data["values"] = values
         return await self._inject_interaction(
-            INTERACTION_MESSAGE_COMPONENT, data, user, channel_id, message.guild_id, message
+            INTERACTION_MESSAGE_COMPONENT,
+            data,
+            user,
+            channel_id,
+            message.guild_id,
+            message,
+            shard=shard,
         )
 
     async def _inject_interaction(
@@ -139,6 +151,8 @@ class Injection(Messages):
         channel_id: int,
         guild_id: int | None,
         message: MessageRecord | None = None,
+        *,
+        shard: int | None = None,
     ) -> InteractionRecord:
         channel = self.channels.get(channel_id)
         if channel is None:
@@ -187,7 +201,7 @@ class Injection(Messages):
         if message is not None:
             payload["message"] = self._message_payload(message)
         rec.created_at = time.monotonic()
-        await self.dispatch("INTERACTION_CREATE", payload, guild_id=guild_id)
+        await self.dispatch("INTERACTION_CREATE", payload, guild_id=guild_id, shard=shard)
         return rec
 
 
