@@ -19,6 +19,12 @@ process and returns False; the listener counts the failure as an outage and
 keeps reconnecting in its own task, which no reply ever waits on. A Stop
 whose ``cancel`` timed out may still take effect when Redis resumes: it had
 been sent, and the resumed server stores its marker and publishes it.
+
+On a Redis Cluster the bus uses sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``,
+Redis 7): a plain ``PUBLISH`` there is broadcast over the cluster bus to every
+node, while a sharded channel lives on the one master that owns its slot, and
+its subscribers follow that slot when a replica is promoted (the listener's
+reconnect subscribes anew, at the slot's new owner).
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPubSub
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
-from core.state.topology import RedisClient
+from core.state.topology import RedisClient, is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -129,27 +136,35 @@ class CancelBus:
         return True
 
     async def _publish(self, reply_id: str, payload: str) -> None:
+        marker = self._keys.cancel_marker(reply_id)
+        if is_cluster(self._redis):
+            # The marker's slot and the channel's differ, so no transaction; the
+            # marker goes first, so a reply that registers after missing the
+            # message still finds it.
+            await self._redis.set(marker, payload, ex=self.marker_ttl)
+            await self._redis.spublish(self._channel, payload)
+            return
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.cancel_marker(reply_id), payload, ex=self.marker_ttl)
+            pipe.set(marker, payload, ex=self.marker_ttl)
             pipe.publish(self._channel, payload)
             await pipe.execute()
 
-    async def _subscribe(self) -> PubSub:
-        pubsub = self._redis.pubsub()
+    async def _subscribe(self) -> _Subscription:
+        subscription = _Subscription(self._redis)
         try:
             # Connecting to a paused server succeeds (the kernel accepts) and then
             # the handshake is never answered: bounded, so the loop keeps trying.
-            await bounded(pubsub.subscribe(self._channel), self.timeout)
+            await bounded(subscription.subscribe(self._channel), self.timeout)
             for _ in range(5):
-                message = await pubsub.get_message(timeout=POLL)
+                message = await subscription.get_message(POLL)
                 if message is not None and message["type"] == "subscribe":
-                    return pubsub
+                    return subscription
             raise RedisTimeoutError("no confirmation of the cancel subscription")
         except BaseException:
-            await _close(pubsub)
+            await subscription.aclose()
             raise
 
-    async def _listen(self, pubsub: PubSub | None) -> None:
+    async def _listen(self, pubsub: _Subscription | None) -> None:
         outage = False
         try:
             while True:
@@ -161,7 +176,7 @@ class CancelBus:
                     # redis-py reconnects a dropped subscription inside get_message,
                     # and that handshake has no timeout of its own: bounded, so a
                     # paused server turns into an outage this loop handles.
-                    message = await bounded(pubsub.get_message(timeout=POLL), POLL + self.timeout)
+                    message = await bounded(pubsub.get_message(POLL), POLL + self.timeout)
                     if message is None:
                         continue
                     if message["type"] == "message":
@@ -178,13 +193,13 @@ class CancelBus:
                         )
                     if pubsub is not None:
                         with contextlib.suppress(*REDIS_FAILURES):
-                            await _close(pubsub)
+                            await pubsub.aclose()
                         pubsub = None
                     await asyncio.sleep(self._reconnect_delay)
         finally:
             if pubsub is not None:
                 with contextlib.suppress(*REDIS_FAILURES):
-                    await _close(pubsub)
+                    await pubsub.aclose()
 
     async def _resubscribed(self, after_outage: bool) -> None:
         """The subscription is active (again): every Stop from now on arrives as a
@@ -205,12 +220,19 @@ class CancelBus:
         if target is not None:
             target.stop("stopped", reason if isinstance(reason, str) else None)
 
+    async def _markers(self, ids: list[str]) -> list[Any]:
+        """The markers of ``ids``: one round trip on one server; on a cluster, the
+        pipeline is split by node (the markers' slots differ, so no MGET)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for reply_id in ids:
+                pipe.get(self._keys.cancel_marker(reply_id))
+            return list(await pipe.execute())
+
     async def _check_markers(self) -> None:
         ids = list(self._watched)
         if not ids:
             return
-        keys = [self._keys.cancel_marker(i) for i in ids]
-        markers = await bounded(self._redis.mget(keys), self.timeout)
+        markers = await bounded(self._markers(ids), self.timeout)
         for reply_id, marker in zip(ids, markers, strict=True):
             target = self._watched.get(reply_id)
             if marker is not None and target is not None:
@@ -225,5 +247,32 @@ def _reason(marker: bytes | str) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
-async def _close(pubsub: PubSub) -> None:
-    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+_PLAIN_KINDS = {"ssubscribe": "subscribe", "smessage": "message", "sunsubscribe": "unsubscribe"}
+
+
+class _Subscription:
+    """One channel's subscription, plain (one server) or sharded (a cluster),
+    with the sharded kinds of message named as the plain ones."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        self._pubsub: PubSub = redis.pubsub()
+
+    async def subscribe(self, channel: str) -> None:
+        if isinstance(self._pubsub, ClusterPubSub):
+            await self._pubsub.ssubscribe(channel)
+        else:
+            await self._pubsub.subscribe(channel)
+
+    async def get_message(self, poll: float) -> dict[str, Any] | None:
+        if not isinstance(self._pubsub, ClusterPubSub):
+            message: dict[str, Any] | None = await self._pubsub.get_message(timeout=poll)
+            return message
+        sharded = await self._pubsub.get_sharded_message(timeout=poll)
+        if sharded is None:
+            return None
+        kind = sharded["type"]
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        return {**sharded, "type": _PLAIN_KINDS.get(kind, kind)}
+
+    async def aclose(self) -> None:
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated

@@ -22,6 +22,7 @@ from collections import OrderedDict
 
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
+from core.state.replicated import ReplicatedWrites
 from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,11 @@ class Dedupe:
         *,
         ttl: int = 86_400,
         timeout: float = REPLY_PATH_TIMEOUT,
+        writes: ReplicatedWrites | None = None,
     ) -> None:
         self._redis = redis
+        self._writes = writes or ReplicatedWrites(redis)
+        """Claims wait for a replica where there are any (``core.state.replicated``)."""
         self._keys = keys
         self.ttl = ttl
         self.timeout = timeout
@@ -53,7 +57,7 @@ class Dedupe:
         """
         try:
             claimed = await bounded(
-                self._redis.set(self._keys.dedupe(event_id), b"1", nx=True, ex=self.ttl),
+                self._writes.set(self._keys.dedupe(event_id), b"1", nx=True, ex=self.ttl),
                 self.timeout,
             )
         except REDIS_FAILURES as exc:

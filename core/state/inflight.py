@@ -481,7 +481,7 @@ class InflightRegistry:
         not empty (skipped for a reply already forgotten). Raises ``REDIS_FAILURES``.
         ``batched``: ride along with the next round trip (``core.state.batch``) —
         the streaming writes; a reply's first record and its last are sent alone."""
-        keys = self._beat_keys(record.platform)
+        keys = self._beat_keys(record.platform, record.reply_id)
         args: list[str | int] = [record.reply_id, _millis(due_in) if due_in > 0 else 0, payload]
         if batched and self.batch is not None:
             await self.batch.write(
@@ -499,28 +499,36 @@ class InflightRegistry:
         if self.clock.now() < self._quiet_until:
             return 0  # Redis just came back: owners first get to beat again
         for platform, finalise in finalisers.items():
-            keys = self._keys_for(platform)
+            # On a cluster the registry is split into partitions (core.state.keys),
+            # each claimed on its own; on one server there is one.
+            for partition in range(self._keys.inflight_partitions):
+                finalised += await self._sweep_partition(platform, partition, finalise, limit)
+        return finalised
+
+    async def _sweep_partition(
+        self, platform: str, partition: int, finalise: Finalise, limit: int
+    ) -> int:
+        finalised = 0
+        keys = self._keys_for(platform, partition)
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                claimed = await self._claim_script(keys=keys, args=[limit, _millis(self.timeout)])
+        except REDIS_FAILURES:
+            # Every heartbeat missed this outage too: once Redis answers, the
+            # records of live replies look expired. Give them a timeout to beat.
+            self._quiet_until = self.clock.now() + self.timeout
+            raise
+        for i in range(0, len(claimed), 3):
+            reply_id = _text(claimed[i])
+            raw, tries = claimed[i + 1], int(claimed[i + 2])
             try:
-                async with asyncio.timeout(self.write_timeout):
-                    claimed = await self._claim_script(
-                        keys=keys, args=[limit, _millis(self.timeout)]
-                    )
-            except REDIS_FAILURES:
-                # Every heartbeat missed this outage too: once Redis answers, the
-                # records of live replies look expired. Give them a timeout to beat.
-                self._quiet_until = self.clock.now() + self.timeout
-                raise
-            for i in range(0, len(claimed), 3):
-                reply_id = _text(claimed[i])
-                raw, tries = claimed[i + 1], int(claimed[i + 2])
-                try:
-                    record = InflightRecord.from_json(raw)
-                except ValueError as exc:
-                    log.warning("dropping undecodable in-flight record %s: %s", reply_id, exc)
-                    await self._forget(platform, reply_id)
-                    continue
-                if await self._finalise(platform, finalise, record, tries):
-                    finalised += 1
+                record = InflightRecord.from_json(raw)
+            except ValueError as exc:
+                log.warning("dropping undecodable in-flight record %s: %s", reply_id, exc)
+                await self._forget(platform, reply_id)
+                continue
+            if await self._finalise(platform, finalise, record, tries):
+                finalised += 1
         return finalised
 
     async def _finalise(
@@ -659,33 +667,46 @@ class InflightRegistry:
         """Replies of every replica whose final state a finaliser tried to show and
         could not yet (a platform outage, a 429 storm): the records that carry a
         try count. One bounded HLEN."""
+        keys = self._keys
         async with asyncio.timeout(self.write_timeout):
-            return int(await self._redis.hlen(self._keys.inflight_tries(platform)))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for partition in range(keys.inflight_partitions):
+                    pipe.hlen(keys.inflight_tries(platform, partition))
+                return sum(int(count) for count in await pipe.execute())
 
     async def _reschedule(self, platform: str, reply_id: str, delay: float) -> None:
+        partition = self._keys.inflight_partition(reply_id)
         await self._reschedule_script(
-            keys=self._keys_for(platform)[:1], args=[reply_id, _millis(delay)]
+            keys=self._keys_for(platform, partition)[:1], args=[reply_id, _millis(delay)]
         )
 
     async def _forget(self, platform: str, reply_id: str) -> None:
+        partition = self._keys.inflight_partition(reply_id)
         await self._forget_script(
-            keys=[*self._keys_for(platform), self._keys.inflight_done(platform)],
+            keys=[
+                *self._keys_for(platform, partition),
+                self._keys.inflight_done(platform, partition),
+            ],
             args=[reply_id, _millis(self.final_retry_for)],
         )
 
-    def _beat_keys(self, platform: str) -> list[str]:
-        return [*self._keys_for(platform)[:2], self._keys.inflight_done(platform)]
+    def _beat_keys(self, platform: str, reply_id: str) -> list[str]:
+        partition = self._keys.inflight_partition(reply_id)
+        return [
+            *self._keys_for(platform, partition)[:2],
+            self._keys.inflight_done(platform, partition),
+        ]
 
     def _event(self, event: str, platform: str) -> None:
         if self.events is not None:
             self.events(event, platform)
 
-    def _keys_for(self, platform: str) -> list[str]:
+    def _keys_for(self, platform: str, partition: int) -> list[str]:
         keys = self._keys
         return [
-            keys.inflight_beats(platform),
-            keys.inflight_records(platform),
-            keys.inflight_tries(platform),
+            keys.inflight_beats(platform, partition),
+            keys.inflight_records(platform, partition),
+            keys.inflight_tries(platform, partition),
         ]
 
 

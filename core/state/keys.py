@@ -68,7 +68,7 @@ class Keys:
             raise ValueError("the key prefix must not be empty")
         if cluster and ("{" in prefix or "}" in prefix):
             # A brace in the prefix would be every key's hash tag: one slot for all.
-            raise ValueError("on a Redis Cluster the key prefix must not contain { or }")
+            raise ValueError("on a Redis Cluster the key prefix must not contain a brace ({ or })")
         self.prefix = prefix
         self.cluster = cluster
         self.inflight_partitions = INFLIGHT_PARTITIONS if cluster else 1

@@ -55,6 +55,7 @@ from core.clock import Clock, MonotonicClock
 from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
+from core.state.replicated import ReplicatedWrites
 from core.state.topology import RedisClient
 
 log = logging.getLogger(__name__)
@@ -350,8 +351,11 @@ class ConversationLocks:
         poll: float = 0.1,
         clock: Clock | None = None,
         timeout: float = REPLY_PATH_TIMEOUT,
+        writes: ReplicatedWrites | None = None,
     ) -> None:
         self._redis = redis
+        self._writes = writes or ReplicatedWrites(redis)
+        """Grabs wait for a replica where there are any (``core.state.replicated``)."""
         self._keys = keys
         self.ttl = ttl
         self.wait = wait
@@ -402,7 +406,7 @@ class ConversationLocks:
                         # first, so it takes the lock in Redis before we ask.
                         await holder.extend()
                     stale = self._stale(conversation)
-                    call = self._acquire(keys=keys, args=[*args, *stale])
+                    call = self._writes.script(self._acquire, keys, [*args, *stale])
                     granted = bool(await bounded(call, self.timeout))
                     self._dropped(conversation, stale)
                     answered = True
@@ -487,7 +491,8 @@ class ConversationLocks:
     async def _claim(self, conversation: ConversationKey, token: str) -> int:
         keys = self._lock_keys(conversation)
         stale = self._stale(conversation)
-        claimed = int(await self._claim_script(keys=keys, args=[token, _millis(self.ttl), *stale]))
+        args = [token, _millis(self.ttl), *stale]
+        claimed = int(await self._writes.script(self._claim_script, keys, args))
         self._dropped(conversation, stale)
         return claimed
 

@@ -33,6 +33,7 @@ from core.state.keys import Keys
 from core.state.lastseen import LastSeen
 from core.state.learned import LEARNED_TTL, LearnedLimits
 from core.state.locks import ConversationLocks
+from core.state.replicated import ReplicatedWrites
 from core.state.resets import ResetMarks
 from core.state.settings import StateSettings, load_state_settings
 from core.state.topology import RedisClient
@@ -96,6 +97,9 @@ async def open_state(
     topology = settings.topology
     async with open_redis(topology, settings.state_dir, settings.redis_max_connections) as redis:
         keys = Keys(settings.redis_prefix, cluster=topology.cluster)
+        writes = ReplicatedWrites(
+            redis, replicas=settings.wait_replicas, timeout=settings.redis_wait_timeout
+        )
         budget = RedisBudget(redis, keys, settings.limit_table(defaults))
         batch = WriteBatch(redis)
         budget.batch = batch  # its acquires carry the in-flight records' writes
@@ -116,9 +120,13 @@ async def open_state(
                     ),
                     budget=FairBudget(budget),
                     shared_budget=budget,
-                    dedupe=Dedupe(redis, keys, ttl=settings.dedupe_ttl),
+                    dedupe=Dedupe(redis, keys, ttl=settings.dedupe_ttl, writes=writes),
                     locks=ConversationLocks(
-                        redis, keys, ttl=settings.lock_ttl, wait=settings.lock_wait
+                        redis,
+                        keys,
+                        ttl=settings.lock_ttl,
+                        wait=settings.lock_wait,
+                        writes=writes,
                     ),
                     cancel=cancel,
                     inflight=InflightRegistry(

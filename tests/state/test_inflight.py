@@ -398,5 +398,5 @@ async def test_a_write_that_lands_after_the_forget_does_not_bring_the_record_bac
     async with live.track(InflightRecord("r1", "slack")) as tracker:
         stale = tracker.record.to_json()
         tracker.settled = True
-    await live._beat_script(keys=live._beat_keys("slack"), args=["r1", 30_000, stale])
+    await live._beat_script(keys=live._beat_keys("slack", "r1"), args=["r1", 30_000, stale])
     assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
