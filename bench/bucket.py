@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 
 from core.reply.budget import Budget, Limit, LimitTable, LocalBudget
 from core.state.buckets import RedisBudget
-from core.state.connection import open_redis, redact
+from core.state.connection import Topology, open_redis, redact
 from core.state.keys import Keys
 
 SCOPE = "bench:T1:chat.update"
@@ -79,7 +79,7 @@ async def main_async(url: str | None, seconds: float) -> None:
     results: list[tuple[str, list[tuple[int, float, float, float]]]] = []
     for name, target in targets:
         with tempfile.TemporaryDirectory(prefix="crb") as state_dir:
-            async with open_redis(target, Path(state_dir)) as redis:
+            async with open_redis(Topology(target), Path(state_dir)) as redis:
                 results.append((name, await bench_redis(redis, seconds)))
 
     print(f"{seconds:g} s per row; limit far above the rate reached, so nothing waits\n")
