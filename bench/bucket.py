@@ -26,12 +26,11 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from core.reply.budget import Budget, Limit, LimitTable, LocalBudget
 from core.state.buckets import RedisBudget
 from core.state.connection import Topology, open_redis, redact
 from core.state.keys import Keys
+from core.state.topology import RedisClient
 
 SCOPE = "bench:T1:chat.update"
 LIMITS = LimitTable({SCOPE: Limit(1_000_000, 1)})
@@ -57,7 +56,7 @@ async def run(budget: Budget, tasks: int, seconds: float) -> tuple[float, float,
     return len(latencies) / elapsed, quantiles[49] * 1e6, quantiles[98] * 1e6
 
 
-async def bench_redis(redis: Redis, seconds: float) -> list[tuple[int, float, float, float]]:
+async def bench_redis(redis: RedisClient, seconds: float) -> list[tuple[int, float, float, float]]:
     keys = Keys(f"chatrelay-bench:{uuid.uuid4().hex[:8]}:")
     budget = RedisBudget(redis, keys, LIMITS)
     await run(budget, 1, 0.2)  # warm up: connection, script cache
