@@ -56,6 +56,7 @@ from tests.fakes.discord_server import (
     ALICE,
     CHANNEL_ID,
     GUILD_ID,
+    OTHER_CHANNEL_ID,
     FakeChannel,
     FakeDiscord,
     FakeGuild,
@@ -79,7 +80,15 @@ GUILD_1 = GUILD_ID
 GUILD_0 = GUILD_ID + (1 << 22)
 """A second guild, one step of the shard hash further: on shard 0 of 2."""
 CHANNEL_0 = 1_200_000_000_000_000_300
-"""A text channel of ``GUILD_0``."""
+CHANNEL_0B = 1_200_000_000_000_000_301
+"""The text channels of ``GUILD_0``."""
+
+GLOBAL_LIMIT = 8
+"""Requests per second the fake allows the bot token (Discord: 50), from when both
+pods are ready; each pod's budget alone lets 5 per second through (with a burst
+of 2), so two pods keep under it only by sharing the budget."""
+BUDGETS = {**BUDGET_LIMITS, "discord:global": "5/1/2"}
+"""``RATE_LIMITS``: the Discord suite's scaled-down budgets, the token's included."""
 
 LONG = ["word "] * 400
 """A reply streaming for about 20 s (a Stop ends it long before)."""
@@ -202,7 +211,7 @@ class Cluster:
             LLM_EXTRA_HEADERS=json.dumps({POD_HEADER: pod}),
             REDIS_URL=self.redis_url,
             REDIS_PREFIX=self.keys.prefix,
-            RATE_LIMITS=json.dumps(BUDGET_LIMITS),
+            RATE_LIMITS=json.dumps(BUDGETS),
             INFLIGHT_HEARTBEAT="0.5",
             INFLIGHT_TIMEOUT="2",
             CHANNELS_FILE=str(self.tmp_path / "channels.toml"),
@@ -306,7 +315,10 @@ async def fake() -> AsyncIterator[FakeDiscord]:
     guild_0 = FakeGuild(
         id=GUILD_0,
         name="shard zero",
-        channels=[FakeChannel(id=CHANNEL_0, name="zero")],
+        channels=[
+            FakeChannel(id=CHANNEL_0, name="zero"),
+            FakeChannel(id=CHANNEL_0B, name="zero-b", position=1),
+        ],
         members=[ALICE],
         owner_id=ALICE.id,
     )
@@ -422,41 +434,46 @@ async def test_each_pod_serves_its_shards_guilds_and_a_stop_works_from_the_other
         # only the pod of shard 0 publishes the slash commands
         assert len(fake.calls_to("PUT", "applications/{application_id}/commands")) == 1
 
-        # (b) a mention in each guild, at once: each answered once, by its shard's pod
-        llm_server.enqueue(
-            *[
-                by_prompt(
-                    {
-                        "question zero": stream(["Zero", " answers", " here."]),
-                        "question one": stream(["One", " answers", " there."]),
-                    }
-                )
-            ]
-            * 2
+        # (b) two mentions in each guild (one per channel), all at once: each answered
+        # once, by its shard's pod, with the model's exact text; meanwhile both pods
+        # stream together under the bot token's limit, which neither could keep alone
+        fake.limits.global_per_second = GLOBAL_LIMIT
+        questions = {
+            (CHANNEL_0, "zero a"): zero,
+            (CHANNEL_0B, "zero b"): zero,
+            (CHANNEL_ID, "one a"): one,
+            (OTHER_CHANNEL_ID, "one b"): one,
+        }
+        texts = {prompt: f"Answer to {prompt}:" + " word" * 40 for _, prompt in questions}
+        pick = by_prompt(
+            {
+                prompt: stream([f"Answer to {prompt}:"] + [" word"] * 40, delay=0.05)
+                for prompt in texts
+            }
         )
-        q0, q1 = await asyncio.gather(
-            fake.inject_message(CHANNEL_0, "question zero", ALICE, mentions_bot=True),
-            fake.inject_message(CHANNEL_ID, "question one", ALICE, mentions_bot=True),
+        llm_server.enqueue(*[pick] * len(questions))
+        asked = await asyncio.gather(
+            *[
+                fake.inject_message(channel, prompt, ALICE, mentions_bot=True)
+                for channel, prompt in questions
+            ]
         )
         await eventually(
             lambda: all(
-                len(reply_to(fake, q)) == 1 and finished(reply_to(fake, q)[0]) for q in (q0, q1)
+                len(reply_to(fake, q)) == 1 and finished(reply_to(fake, q)[0]) for q in asked
             ),
-            within=15,
+            within=20,
         )
-        [a0], [a1] = reply_to(fake, q0), reply_to(fake, q1)
-        assert (answer(a0), answer(a1)) == ("Zero answers here.", "One answers there.")
-        assert bot_messages(fake, CHANNEL_0) == [a0] and bot_messages(fake, CHANNEL_ID) == [a1]
-        assert received_by(fake, "MESSAGE_CREATE", q0.id) == [0]
-        assert received_by(fake, "MESSAGE_CREATE", q1.id) == [1]
-        assert asked_by(llm_server, "question zero") == [zero.name]
-        assert asked_by(llm_server, "question one") == [one.name]
-        await eventually(
-            lambda: in_guild(zero.replies(), GUILD_0) and in_guild(one.replies(), GUILD_1)
-        )
-        assert [r["outcome"] for r in in_guild(zero.replies(), GUILD_0)] == ["done"]
-        assert [r["outcome"] for r in in_guild(one.replies(), GUILD_1)] == ["done"]
-        assert not in_guild(zero.replies(), GUILD_1) and not in_guild(one.replies(), GUILD_0)
+        for question, ((channel, prompt), pod) in zip(asked, questions.items(), strict=True):
+            [reply] = reply_to(fake, question)
+            assert answer(reply) == texts[prompt]
+            assert bot_messages(fake, channel) == [reply]
+            assert received_by(fake, "MESSAGE_CREATE", question.id) == [pod.ordinal]
+            assert asked_by(llm_server, prompt) == [pod.name]
+        await eventually(lambda: len(zero.replies()) == 2 and len(one.replies()) == 2)
+        assert [r["outcome"] for r in in_guild(zero.replies(), GUILD_0)] == ["done"] * 2
+        assert [r["outcome"] for r in in_guild(one.replies(), GUILD_1)] == ["done"] * 2
+        assert fake.natural_429s() == 0
 
         # (c) a long reply by pod 1; the Stop press reaches pod 0 (shard 0's session)
         llm_server.enqueue(stream(LONG, delay=0.05))
@@ -485,7 +502,11 @@ async def test_each_pod_serves_its_shards_guilds_and_a_stop_works_from_the_other
         text = answer(long_reply)
         assert text and "".join(LONG).startswith(text) and len(text) < len("".join(LONG))
         await eventually(lambda: one.replies("stopped"))
-        assert [r["outcome"] for r in in_guild(one.replies(), GUILD_1)] == ["done", "stopped"]
+        assert [r["outcome"] for r in in_guild(one.replies(), GUILD_1)] == [
+            "done",
+            "done",
+            "stopped",
+        ]
         assert not zero.replies("stopped")
 
         # (d) nothing was rate limited, and every reply keeps the delivery promise
@@ -494,8 +515,9 @@ async def test_each_pod_serves_its_shards_guilds_and_a_stop_works_from_the_other
             check_discord(
                 fake,
                 {
-                    q0.id: Expected("Zero answers here."),
-                    q1.id: Expected("One answers there."),
+                    **{
+                        q.id: Expected(texts[p]) for q, (_, p) in zip(asked, questions, strict=True)
+                    },
                     q2.id: Expected("".join(LONG), may_end_early=True),
                 },
             )
