@@ -9,7 +9,7 @@ import pytest
 from core.llm.client import LLMClient
 from tests.fakes.llm_server import FakeLLMServer
 
-pytest_plugins = ["tests.log_guard"]
+pytest_plugins = ["tests.log_guard", "tests.redis_fixtures"]
 """No credential the suite uses may reach a log line (see tests/log_guard.py)."""
 
 
