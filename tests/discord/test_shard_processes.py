@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -322,7 +323,8 @@ async def fake() -> AsyncIterator[FakeDiscord]:
         members=[ALICE],
         owner_id=ALICE.id,
     )
-    async with FakeDiscord(limits=FAKE_LIMITS, guilds=[*default_guilds(), guild_0]) as server:
+    limits = dataclasses.replace(FAKE_LIMITS)  # a copy: the test tightens it
+    async with FakeDiscord(limits=limits, guilds=[*default_guilds(), guild_0]) as server:
         yield server
 
 
@@ -422,6 +424,11 @@ async def cursor_at(redis: Redis, keys: Keys, channel: int, message_id: int) -> 
 async def test_each_pod_serves_its_shards_guilds_and_a_stop_works_from_the_other(
     fake: FakeDiscord, llm_server: FakeLLMServer, cluster: Cluster
 ) -> None:
+    """Discord sends a guild's interactions to the guild's shard, so a Stop normally
+    reaches the pod writing the reply; here the press is dispatched to shard 0's
+    session (``inject_component(shard=0)``), as one can reach a pod that does not run
+    the reply (a re-shard's rolling restart, say): only the cancel bus in Redis can
+    carry it to pod 1."""
     assert (shard_of(GUILD_0, COUNT), shard_of(GUILD_1, COUNT)) == (0, 1)
     try:
         zero, one = await start_both(cluster)
