@@ -43,7 +43,7 @@ class ModelChoices:
             return None
         names = [self._keys.model_choice(platform, channel) for channel in channels]
         try:
-            values = await bounded(self._redis.mget(names), self.timeout)
+            values = await bounded(self._read(names), self.timeout)
         except REDIS_FAILURES as exc:
             log.warning("could not read the model chosen for %s: %s", ", ".join(channels), exc)
             return None
@@ -54,6 +54,18 @@ class ModelChoices:
             if model in offered:
                 return model
         return None
+
+    async def _read(self, names: list[str]) -> list[bytes | None]:
+        """One GET per channel in one pipeline, not an MGET: on a cluster a thread's
+        and its parent's choices live in different slots, which MGET refuses, and a
+        pipeline goes to each key's node. Nothing is lost by reading them apart:
+        each is a setting of its own, and a choice made between two reads counts
+        as made just before or just after the whole read."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(name)
+            values: list[bytes | None] = await pipe.execute()
+        return values
 
 
 __all__ = ["ModelChoices"]

@@ -80,6 +80,16 @@ redis.call('PEXPIRE', KEYS[1], window)
 return 1
 """
 
+# KEYS: the hash. Returns {now in ms, field, value, ...}: the clock of the server
+# that wrote the entries' times.
+_READ = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local answer = redis.call('HGETALL', KEYS[1])
+table.insert(answer, 1, string.format('%d', now))
+return answer
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Seen:
@@ -107,6 +117,7 @@ class LastSeen:
         self.max_channels = max_channels
         self.timeout = timeout
         self._advance = redis.register_script(_ADVANCE)
+        self._read = redis.register_script(_READ)
 
     async def advance(self, platform: str, partition: str, seen: Mapping[str, str]) -> None:
         """Move each channel's cursor to its message id (unless it is further on)."""
@@ -124,19 +135,17 @@ class LastSeen:
         )
 
     async def recent(self, platform: str, partition: str, limit: int) -> list[Seen]:
-        """Up to ``limit`` channels seen within the window, most recently active first."""
+        """Up to ``limit`` channels seen within the window, most recently active first.
 
-        async def read() -> tuple[tuple[int, int], dict[bytes | str, bytes | str]]:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.time()
-                pipe.hgetall(self._keys.last_seen(platform, partition))
-                clock, entries = await pipe.execute()
-                return clock, entries
-
-        (seconds, micros), entries = await bounded(read(), self.timeout)
-        now = int(seconds) * 1000 + int(micros) // 1000
+        One script reads the entries and the time on the server that holds them,
+        the clock ``advance`` wrote their times with. (Not TIME and HGETALL in a
+        transaction: a cluster client refuses TIME in a pipeline, and would ask
+        another node's clock for it.)"""
+        key = self._keys.last_seen(platform, partition)
+        now_ms, *flat = await bounded(self._read(keys=[key], args=[]), self.timeout)
+        now = int(now_ms)
         found = []
-        for channel, value in entries.items():
+        for channel, value in zip(flat[::2], flat[1::2], strict=True):
             message, _, at = _text(value).partition(" ")
             if not message.isdigit() or not at.isdigit():
                 continue

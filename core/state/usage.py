@@ -96,7 +96,12 @@ class UsageLedger:
             log.warning("could not record token usage of %s in %s: %s", user, channel, exc)
 
     async def _add(self, keys: tuple[str, ...], fields: dict[str, int]) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
+        # No transaction: the user's and the channel's counts are independent sums
+        # (HINCRBY commutes with every other replica's), nobody reads both at once,
+        # and each key's expiry follows its increments in order on its own server.
+        # On a cluster the two keys live in different slots, where a MULTI fails;
+        # the pipeline goes to each key's node.
+        async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 for name, value in fields.items():
                     if value:
