@@ -26,9 +26,10 @@ every slot past the ``Retry-After``.
 If Redis stops answering, replies must not stop with it: acquires and blocks
 go to a per-process ``LocalBudget`` with the same limits, a warning is logged
 once per outage, and a background probe switches back when Redis answers
-again (replaying any 429 blocks learnt meanwhile). While degraded each replica
-spends the whole limit on its own, so a few 429s are possible; the engine
-handles those as it always does.
+again for the scopes that failed (on a cluster, their own masters: another
+node answering proves nothing), replaying any 429 blocks learnt meanwhile.
+While degraded each replica spends the whole limit on its own, so a few 429s
+are possible; the engine handles those as it always does.
 
 "Stops answering" includes a server that is paused or cut off, which never
 refuses anything: each script call is bounded by ``timeout``
@@ -199,6 +200,7 @@ class RedisBudget:
         self._fallback = LocalBudget(self.limits, self._clock)
         self._degraded = False
         self._pending_blocks: dict[str, float] = {}  # learnt while degraded: scope -> until
+        self._failed_scopes: set[str] = set()  # whose calls failed in this outage
         self._probe: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Timeout] = set()  # deadlines of script calls in flight
         self._releases: set[asyncio.Task[None]] = set()  # window slots being given back
@@ -239,7 +241,7 @@ class RedisBudget:
                 if not self._degraded:
                     return clock.now() - start
             except REDIS_FAILURES as exc:
-                self._lost(exc, "acquire")
+                self._lost(exc, "acquire", scope)
         await self._fallback.acquire(scope)
         return clock.now() - start
 
@@ -250,7 +252,7 @@ class RedisBudget:
                 wait, _ = await self._call("try", scope)
                 return wait <= 0
             except REDIS_FAILURES as exc:
-                self._lost(exc, "try_acquire")
+                self._lost(exc, "try_acquire", scope)
         return await self._fallback.try_acquire(scope)
 
     async def block(self, scope: str, seconds: float) -> None:
@@ -262,7 +264,7 @@ class RedisBudget:
                 await self._call("block", scope, seconds)
                 return
             except REDIS_FAILURES as exc:
-                self._lost(exc, "block")
+                self._lost(exc, "block", scope)
         until = self._clock.now() + seconds
         self._pending_blocks[scope] = max(until, self._pending_blocks.get(scope, 0.0))
 
@@ -349,7 +351,8 @@ class RedisBudget:
         with contextlib.suppress(*REDIS_FAILURES):
             await bounded(self._redis.zrem(self._keys.bucket_log(scope), member), self.timeout)
 
-    def _lost(self, exc: BaseException, operation: str) -> None:
+    def _lost(self, exc: BaseException, operation: str, scope: str) -> None:
+        self._failed_scopes.add(scope)
         if self.on_redis_error is not None:
             self.on_redis_error(operation)
         if not self._degraded:
@@ -375,17 +378,36 @@ class RedisBudget:
         while True:
             await self._clock.sleep(self._retry_interval)
             try:
-                await bounded(self._redis.ping(), self.timeout)
+                await bounded(self._answers(), self.timeout)
                 await self._replay_blocks()
             except REDIS_FAILURES:
                 if self.on_redis_error is not None:
                     self.on_redis_error("probe")
                 continue
+            self._failed_scopes.clear()
             self._degraded = False
             log.info("Redis is back: rate budgets are shared again")
             if self.on_degraded is not None:
                 self.on_degraded(False)
             return
+
+    async def _answers(self) -> None:
+        """Redis answers for every scope whose call failed in this outage.
+
+        A PING would say as much of one server, but a cluster client sends it to
+        some node, which may answer while the one holding a failed scope does not
+        (its master dead, the replica not promoted yet): the budget would turn
+        shared, fail at the next acquire and degrade again, once per probe for as
+        long as the failover takes. So one PTTL per failed scope's key, in a
+        pipeline a cluster splits by node (one round trip on one server)."""
+        scopes = sorted(self._failed_scopes)
+        if not scopes:
+            await self._redis.ping()
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for scope in scopes:
+                pipe.pttl(self._keys.bucket(scope))
+            await pipe.execute()
 
     async def _replay_blocks(self) -> None:
         now = self._clock.now()
