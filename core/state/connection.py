@@ -35,7 +35,7 @@ from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry as SyncRetry
 
 from core.config import Unavailable
@@ -82,9 +82,11 @@ see ``connect``). One edit interval (``SLACK_EDIT_INTERVAL``,
 after it the caller degrades exactly as for a refused connection, and a
 user watching the reply sees at most one update come late."""
 
-REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, RedisClusterException)
 """What "Redis is unavailable" looks like: refused, reset, timed out (``TimeoutError``
-is an ``OSError``), loading, out of memory."""
+is an ``OSError``), loading, out of memory; on a cluster also a slot no reachable
+node serves yet (a master died and its replica is not promoted) or no node to
+ask at all (redis-py's ``RedisClusterException``, which is no ``RedisError``)."""
 
 MAX_SOCKET_PATH = 100
 """``sun_path`` holds 104 (macOS) to 108 (Linux) bytes, terminator included."""

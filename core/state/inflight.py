@@ -421,6 +421,7 @@ class InflightRegistry:
         """Told after every sweep, per platform: how many replies' final states
         some replica tried to show and could not yet (fleet-wide; ``waiting``)."""
         self._quiet_until = 0.0
+        self._outage_seen = False
         self._unsettled: dict[str, str] = {}  # finished replies not yet forgotten: id -> platform
         self._clearing: asyncio.Task[None] | None = None  # the one pass retrying them
         self._beat_script = redis.register_script(_BEAT)
@@ -496,6 +497,15 @@ class InflightRegistry:
         other platforms' to replicas that serve them); returns how many."""
         finalised = 0
         await self._forget_settled()
+        if self._outage_seen:
+            # Every heartbeat missed the outage too, so the records of live replies
+            # look expired. Once Redis answers *us*, owners get a whole timeout to
+            # beat again: counted from then, not from our last failure, because
+            # the outage may outlast a timeout (a failover takes seconds).
+            async with asyncio.timeout(self.write_timeout):
+                await self._redis.ping()
+            self._outage_seen = False
+            self._quiet_until = self.clock.now() + self.timeout
         if self.clock.now() < self._quiet_until:
             return 0  # Redis just came back: owners first get to beat again
         for platform, finalise in finalisers.items():
@@ -514,9 +524,7 @@ class InflightRegistry:
             async with asyncio.timeout(self.write_timeout):
                 claimed = await self._claim_script(keys=keys, args=[limit, _millis(self.timeout)])
         except REDIS_FAILURES:
-            # Every heartbeat missed this outage too: once Redis answers, the
-            # records of live replies look expired. Give them a timeout to beat.
-            self._quiet_until = self.clock.now() + self.timeout
+            self._outage_seen = True  # (see ``sweep``)
             raise
         for i in range(0, len(claimed), 3):
             reply_id = _text(claimed[i])

@@ -31,6 +31,7 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from core.state.topology import AnyPipeline, RedisClient
@@ -74,6 +75,21 @@ class ReplicatedWrites:
             return await self._run(keys[0], add)
 
     async def _run(self, key: str, add: Callable[[AnyPipeline], Any]) -> Any:
+        written, acked = await self._send(key, add)
+        if isinstance(written, RedisConnectionError | TimeoutError) and isinstance(
+            self._redis, RedisCluster
+        ):
+            # A pipeline that met a dead node hands back its error instead of
+            # retrying (we ask for errors as results): re-read the slot map and
+            # go once more, to the promoted replica, with WAIT pinned afresh.
+            await self._redis.nodes_manager.initialize()
+            written, acked = await self._send(key, add)
+        if isinstance(written, BaseException):
+            raise written
+        self._note(acked)
+        return written
+
+    async def _send(self, key: str, add: Callable[[AnyPipeline], Any]) -> tuple[Any, Any]:
         wait: dict[str, Any] = {}
         if isinstance(self._redis, RedisCluster):
             wait["target_nodes"] = self._redis.get_node_from_key(key)  # the write's node
@@ -81,10 +97,7 @@ class ReplicatedWrites:
             add(pipe)
             pipe.execute_command("WAIT", self.replicas, self.timeout_ms, **wait)
             written, acked = await pipe.execute(raise_on_error=False)
-        if isinstance(written, BaseException):
-            raise written
-        self._note(acked)
-        return written
+        return written, acked
 
     def _waiting(self) -> bool:
         return self.replicas > 0 and time.monotonic() >= self._unwaited_until

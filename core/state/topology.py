@@ -41,6 +41,8 @@ MAX_CONNECTIONS = 500
 (``REDIS_MAX_CONNECTIONS``). redis-py's default pool stops at 100 and then
 *fails* the next command, which a process with 200 replies in flight hit: its
 budgets, locks and in-flight records degraded as if Redis were down."""
+CLUSTER_ATTEMPTS = 3
+"""Retries of a cluster command after a connection error (see ``connect_cluster``)."""
 POOL_WAIT = 5.0
 """Seconds a command waits for a free pooled connection once all are in use
 (a reply's own calls are bounded sooner, by ``bounded``)."""
@@ -148,6 +150,11 @@ def connect_cluster(url: str, max_connections: int = MAX_CONNECTIONS) -> RedisCl
     """
     options = _common(url)
     options.pop("health_check_interval")  # cluster nodes take no health checks
+    # A failover leaves pooled connections to the dead master: the first attempt
+    # finds one, the next re-reads the slot map, the one after reaches the
+    # promoted replica. Refused connections fail at once and ``bounded`` caps
+    # the total, so the extra attempts cost nothing while Redis is really gone.
+    options["retry"] = Retry(NoBackoff(), CLUSTER_ATTEMPTS)
     return RedisCluster.from_url(
         url,
         max_connections=max_connections,

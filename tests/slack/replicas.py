@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -47,21 +49,30 @@ class Replica:
         await self.service.listeners.cancel_replies()
 
 
-def answer(request: RecordedRequest, questions: dict[str, str]) -> FakeResponse:
+def answer(
+    request: RecordedRequest, questions: dict[str, str], chunk_delay: float = 0.03
+) -> FakeResponse:
     """The text ``questions`` maps the request's last user message to, streamed in
-    small pieces."""
+    small pieces ``chunk_delay`` seconds apart."""
     asked = request.json["messages"][-1]["content"]
     text = questions[asked.strip()]
     pieces = chunk_text(text, seed=len(text), max_size=6)
-    return FakeResponse(chunks=split_events(chat_stream(pieces)), chunk_delay=0.03)
+    return FakeResponse(chunks=split_events(chat_stream(pieces)), chunk_delay=chunk_delay)
 
 
 async def start_replica(
-    name: str, slack: FakeSlack, llm: LLMClient, redis_url: str, prefix: str, tmp_path: Path
+    name: str,
+    slack: FakeSlack,
+    llm: LLMClient,
+    redis: str | Mapping[str, Any],
+    prefix: str,
+    tmp_path: Path,
 ) -> Replica:
+    """``redis``: a ``REDIS_URL``, or the state settings naming a cluster or sentinels."""
     stack = contextlib.AsyncExitStack()
+    where = {"redis_url": redis} if isinstance(redis, str) else dict(redis)
     state_settings = load_state_settings(
-        redis_url=redis_url,
+        **where,
         redis_prefix=prefix,
         inflight_heartbeat=0.2,
         inflight_timeout=1.0,
