@@ -373,6 +373,7 @@ class Tracker:
             await registry._store(record, payload, due_in=registry.timeout, batched=batched)
         except REDIS_FAILURES as exc:
             self._dirty = self._dirty or bool(payload)
+            registry._outage_seen = True  # our own beats missed: others' may have too
             log.warning("could not record reply %s as in flight: %s", record.reply_id, exc)
 
     async def _write_forever(self) -> None:
@@ -497,15 +498,7 @@ class InflightRegistry:
         other platforms' to replicas that serve them); returns how many."""
         finalised = 0
         await self._forget_settled()
-        if self._outage_seen:
-            # Every heartbeat missed the outage too, so the records of live replies
-            # look expired. Once Redis answers *us*, owners get a whole timeout to
-            # beat again: counted from then, not from our last failure, because
-            # the outage may outlast a timeout (a failover takes seconds).
-            async with asyncio.timeout(self.write_timeout):
-                await self._redis.ping()
-            self._outage_seen = False
-            self._quiet_until = self.clock.now() + self.timeout
+        await self._check_reachable(finalisers)
         if self.clock.now() < self._quiet_until:
             return 0  # Redis just came back: owners first get to beat again
         for platform, finalise in finalisers.items():
@@ -514,6 +507,36 @@ class InflightRegistry:
             for partition in range(self._keys.inflight_partitions):
                 finalised += await self._sweep_partition(platform, partition, finalise, limit)
         return finalised
+
+    async def _check_reachable(self, finalisers: Mapping[str, Finalise]) -> None:
+        """Raise ``REDIS_FAILURES`` unless every partition to sweep answers; after
+        an outage, start a quiet period once they all do.
+
+        Every heartbeat missed the outage too, so the records of live replies
+        look expired. Once Redis answers *us*, owners get a whole timeout to
+        beat again: counted from then, not from our last failure, because the
+        outage may outlast a timeout (a failover takes seconds). On a cluster a
+        dead master is an outage for every partition, not only its own: the
+        streaming writes of all replies ride in shared round trips
+        (``core.state.batch``), which fail as one. So the partitions are probed
+        together before any is claimed; one server has one, probed only after
+        an outage (the claim itself tells us otherwise)."""
+        partitions = self._keys.inflight_partitions
+        if not self._outage_seen and partitions == 1:
+            return
+        try:
+            async with asyncio.timeout(self.write_timeout):
+                pipe = self._redis.pipeline(transaction=False)
+                for platform in finalisers:
+                    for partition in range(partitions):
+                        pipe.exists(self._keys.inflight_beats(platform, partition))
+                await pipe.execute()
+        except REDIS_FAILURES:
+            self._outage_seen = True
+            raise
+        if self._outage_seen:
+            self._outage_seen = False
+            self._quiet_until = self.clock.now() + self.timeout
 
     async def _sweep_partition(
         self, platform: str, partition: int, finalise: Finalise, limit: int
@@ -524,7 +547,7 @@ class InflightRegistry:
             async with asyncio.timeout(self.write_timeout):
                 claimed = await self._claim_script(keys=keys, args=[limit, _millis(self.timeout)])
         except REDIS_FAILURES:
-            self._outage_seen = True  # (see ``sweep``)
+            self._outage_seen = True  # (see ``_check_reachable``)
             raise
         for i in range(0, len(claimed), 3):
             reply_id = _text(claimed[i])
