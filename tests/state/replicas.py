@@ -12,22 +12,20 @@ from collections.abc import AsyncIterator, Sequence
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 
-from redis.asyncio import Redis
-
 from core.llm.events import TextDelta
 from core.reply.budget import LimitTable, RateLimit
 from core.reply.engine import Reply
 from core.reply.pacing import Pacing
 from core.reply.sink import Frame, Outcome, SinkCall
 from core.state.buckets import RedisBudget
-from core.state.connection import connect
 from core.state.inflight import InflightRecord, InflightRegistry, Tracker
 from core.state.keys import Keys
 from core.state.settings import parse_limit
+from core.state.topology import RedisClient, Topology, connect_to
 
 
 def hammer(
-    url: str,
+    topology: Topology,
     prefix: str,
     scope: str,
     limit: str,
@@ -41,11 +39,11 @@ def hammer(
     window) allows from ``tasks`` tasks for ``seconds`` after ``go``; put the
     wall-clock time of every grant in ``results``."""
     budget_limit = parse_limit(limit)
-    asyncio.run(_hammer(url, prefix, scope, budget_limit, tasks, seconds, ready, go, results))
+    asyncio.run(_hammer(topology, prefix, scope, budget_limit, tasks, seconds, ready, go, results))
 
 
 async def _hammer(
-    url: str,
+    topology: Topology,
     prefix: str,
     scope: str,
     limit: RateLimit,
@@ -55,8 +53,8 @@ async def _hammer(
     go: Event,
     results: Queue[list[float]],
 ) -> None:
-    client = connect(url)
-    budget = RedisBudget(client, Keys(prefix), LimitTable({scope: limit}))
+    client = connect_to(topology)
+    budget = RedisBudget(client, Keys(prefix, cluster=topology.cluster), LimitTable({scope: limit}))
     await client.ping()  # connected and scripts ready before the clock starts
     ready.set()
     await asyncio.to_thread(go.wait, 30)
@@ -82,7 +80,7 @@ class TrackedSink:
     limit = 100_000
     append_only = False
 
-    def __init__(self, tracker: Tracker, shown_key: str, client: Redis, ready: Event) -> None:
+    def __init__(self, tracker: Tracker, shown_key: str, client: RedisClient, ready: Event) -> None:
         self._tracker = tracker
         self._shown_key = shown_key
         self._client = client
@@ -104,14 +102,14 @@ class TrackedSink:
         raise AssertionError("this replica is killed before its reply can finish")
 
 
-def stream_until_killed(url: str, prefix: str, reply_id: str, ready: Event) -> None:
+def stream_until_killed(topology: Topology, prefix: str, reply_id: str, ready: Event) -> None:
     """Stream a never-ending reply with the real engine, tracked in flight."""
-    asyncio.run(_stream(url, prefix, reply_id, ready))
+    asyncio.run(_stream(topology, prefix, reply_id, ready))
 
 
-async def _stream(url: str, prefix: str, reply_id: str, ready: Event) -> None:
-    client = connect(url)
-    keys = Keys(prefix)
+async def _stream(topology: Topology, prefix: str, reply_id: str, ready: Event) -> None:
+    client = connect_to(topology)
+    keys = Keys(prefix, cluster=topology.cluster)
     registry = InflightRegistry(client, keys, heartbeat=0.1, timeout=0.5, owner="doomed")
     record = InflightRecord(reply_id, "slack", {"channel": "C1"})
     async with registry.track(record) as tracker:

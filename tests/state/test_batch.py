@@ -73,17 +73,18 @@ async def test_a_streaming_replys_record_rides_with_a_budget_round_trip(
     budget.batch = batch
     registry = InflightRegistry(redis, keys, heartbeat=10.0, timeout=30.0)
     registry.batch = batch
+    records = keys.inflight_records("slack", partition=keys.inflight_partition("r1"))
     async with registry.track(InflightRecord("r1", "slack", {"ts": "1"})) as tracker:
         tracker.confirmed(0, "Hello there", False)
         async with asyncio.timeout(5):  # the writer queues the record (else: fail)
             while not batch._queue:  # noqa: ASYNC110
                 await asyncio.sleep(0.001)
-        stored = await redis.hget(keys.inflight_records("slack"), "r1")
+        stored = await redis.hget(records, "r1")
         assert stored is not None and b"Hello there" not in stored  # not sent alone
         await budget.acquire("s")  # another reply's update: the record rides along
         async with asyncio.timeout(5):
             while True:
-                stored = await redis.hget(keys.inflight_records("slack"), "r1")
+                stored = await redis.hget(records, "r1")
                 if stored and b"Hello there" in stored:
                     break
                 await asyncio.sleep(0.005)

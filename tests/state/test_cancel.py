@@ -18,6 +18,7 @@ from core.reply.pacing import Pacing
 from core.state.cancel import CancelBus
 from core.state.connection import EmbeddedRedis, connect
 from core.state.keys import Keys
+from core.state.topology import RedisClient, is_cluster
 from tests.fakes.recording_sink import RecordingSink
 
 
@@ -39,6 +40,14 @@ async def endless_model() -> AsyncIterator[object]:
         n += 1
         yield TextDelta(f"token{n} ")
         await asyncio.sleep(0.01)
+
+
+async def publish(client: RedisClient, channel: str, data: bytes) -> None:
+    """Publish as ``CancelBus`` does: sharded (``SPUBLISH``) on a cluster."""
+    if is_cluster(client):
+        await client.spublish(channel, data)
+    else:
+        await client.publish(channel, data)
 
 
 async def test_stop_on_one_replica_stops_a_reply_streaming_on_another(
@@ -89,9 +98,14 @@ async def test_other_replies_are_not_stopped(
 async def test_a_stop_pressed_before_the_reply_registered_still_stops_it(
     redis: Redis, second_client: Redis, keys: Keys
 ) -> None:
-    early = Stops()
+    early, sentinel = Stops(), Stops()
     async with CancelBus(redis, keys) as replica_a, CancelBus(second_client, keys) as replica_b:
-        await replica_b.cancel("r1", "too slow")
+        async with replica_a.watching("sentinel", sentinel):
+            await replica_b.cancel("r1", "too slow")
+            await replica_b.cancel("sentinel")
+            # Messages arrive in order: once the sentinel stops, r1's Stop has come
+            # and gone with nobody watching r1; only its marker is left to stop it.
+            await asyncio.wait_for(sentinel.stopped.wait(), 1.0)
         async with replica_a.watching("r1", early):
             assert early.calls == [("stopped", "too slow")]
 
@@ -120,8 +134,8 @@ async def test_malformed_messages_are_ignored(
         CancelBus(second_client, keys) as other,
         bus.watching("r1", target),
     ):
-        await second_client.publish(keys.cancel_channel(), b"\xff garbage")
-        await second_client.publish(keys.cancel_channel(), b'{"no": "id"}')
+        await publish(second_client, keys.cancel_channel(), b"\xff garbage")
+        await publish(second_client, keys.cancel_channel(), b'{"no": "id"}')
         await other.cancel("r1")
         await asyncio.wait_for(target.stopped.wait(), 1.0)
     assert target.calls == [("stopped", None)]
@@ -129,6 +143,7 @@ async def test_malformed_messages_are_ignored(
     assert sum("malformed cancel" in r.getMessage() for r in caplog.records) == 4
 
 
+@pytest.mark.single_server
 async def test_stops_sent_while_redis_was_down_arrive_after_it_returns(
     tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -157,6 +172,7 @@ async def test_stops_sent_while_redis_was_down_arrive_after_it_returns(
         server.stop()
 
 
+@pytest.mark.single_server
 async def test_a_stop_sent_while_the_subscription_reconnects_is_not_lost(
     tmp_path: Path, keys: Keys
 ) -> None:
@@ -191,6 +207,7 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     raise AssertionError("timed out")
 
 
+@pytest.mark.single_server
 async def test_without_redis_a_stop_still_stops_a_local_reply(tmp_path: Path, keys: Keys) -> None:
     server = EmbeddedRedis(tmp_path)
     client = connect(server.start())

@@ -63,6 +63,7 @@ async def test_an_unreadable_entry_is_not_known(
     ]
 
 
+@pytest.mark.single_server
 async def test_without_redis_nothing_is_remembered_nor_found_and_nothing_raises(
     tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:

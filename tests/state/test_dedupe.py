@@ -44,6 +44,7 @@ async def test_an_event_may_be_handled_again_after_the_ttl(redis: Redis, keys: K
     assert await dedupe.claim("discord:42") is True
 
 
+@pytest.mark.single_server
 async def test_without_redis_claims_are_remembered_locally(
     tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -153,6 +153,7 @@ async def silent_redis() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
+@pytest.mark.single_server
 async def test_a_redis_that_never_answers_fails_push_and_take_within_the_timeout(
     silent_redis: str, keys: Keys
 ) -> None:

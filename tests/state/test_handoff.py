@@ -19,10 +19,15 @@ async def test_hand_over_then_resume(redis: Redis, keys: Keys) -> None:
     await handoffs.hand_over(CONV, quiet_minutes=0)
     assert await handoffs.is_handed_over(CONV)
     assert not await handoffs.is_handed_over(OTHER)
-    assert await redis.ttl(f"{keys.prefix}handoff:{CONV.id}") == -1  # until resumed
+    assert await redis.ttl(keys.handoff(CONV)) == -1  # until resumed
     assert await handoffs.resume(CONV)
     assert not await handoffs.is_handed_over(CONV)
     assert not await handoffs.resume(CONV)
+
+
+def test_a_single_redis_keeps_the_key_earlier_versions_wrote(keys: Keys) -> None:
+    conversation = "{" + CONV.id + "}" if keys.cluster else CONV.id  # its slot, on a cluster
+    assert keys.handoff(CONV) == f"{keys.prefix}handoff:{conversation}"
 
 
 async def test_quiet_time_expires(redis: Redis, keys: Keys) -> None:

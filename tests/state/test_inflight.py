@@ -20,6 +20,7 @@ from core.state.connection import connect
 from core.state.deferred import DeferredRequests
 from core.state.inflight import InflightRecord, InflightRegistry, MessageRecord
 from core.state.keys import Keys
+from core.state.topology import RedisClient, Topology
 from tests.state import replicas
 from tests.state.pausable import PausableRedis
 
@@ -42,6 +43,26 @@ def registry(redis: Redis, keys: Keys, timeout: float = 0.3, **kwargs: Any) -> I
     return InflightRegistry(redis, keys, heartbeat=0.05, timeout=timeout, **kwargs)
 
 
+def beats(keys: Keys, platform: str, reply_id: str) -> str:
+    """The heartbeats ``reply_id`` is in: its partition's, on a cluster."""
+    return keys.inflight_beats(platform, keys.inflight_partition(reply_id))
+
+
+def records(keys: Keys, platform: str, reply_id: str) -> str:
+    """The records ``reply_id``'s is in: its partition's, on a cluster."""
+    return keys.inflight_records(platform, keys.inflight_partition(reply_id))
+
+
+async def registry_left(redis: RedisClient, keys: Keys, platform: str) -> int:
+    """How many of ``platform``'s heartbeat and record keys exist, over every partition."""
+    left = 0
+    for partition in range(keys.inflight_partitions):
+        left += await redis.exists(
+            keys.inflight_beats(platform, partition), keys.inflight_records(platform, partition)
+        )
+    return left
+
+
 async def eventually(sweep: Callable[[], Awaitable[int]], seconds: float = 5.0) -> int:
     """Sweep until something is finalised (bounded); returns how many."""
     for _ in range(int(seconds / 0.05)):
@@ -58,17 +79,19 @@ async def orphan(redis: Redis, keys: Keys, record: InflightRecord) -> None:
     if not record.messages:
         message = MessageRecord(dict(record.target) or {"ts": "1"}, record.text)
         record = dataclasses.replace(record, messages=(message,))
-    await redis.zadd(keys.inflight_beats(record.platform), {record.reply_id: 0})
-    await redis.hset(keys.inflight_records(record.platform), record.reply_id, record.to_json())
+    await redis.zadd(beats(keys, record.platform, record.reply_id), {record.reply_id: 0})
+    await redis.hset(
+        records(keys, record.platform, record.reply_id), record.reply_id, record.to_json()
+    )
 
 
 async def test_a_killed_replicas_reply_is_finalised_by_another(
-    redis: Redis, redis_url: str, keys: Keys
+    redis: Redis, topology: Topology, keys: Keys
 ) -> None:
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
     doomed = context.Process(
-        target=replicas.stream_until_killed, args=(redis_url, keys.prefix, "slack:C1:1700.1", ready)
+        target=replicas.stream_until_killed, args=(topology, keys.prefix, "slack:C1:1700.1", ready)
     )
     doomed.start()
     try:
@@ -90,7 +113,7 @@ async def test_a_killed_replicas_reply_is_finalised_by_another(
     assert record.text.startswith("word1 word2 ")
     assert record.text.startswith(shown)  # at least what the user saw
     assert await survivor.sweep({"slack": finalise}) == 0  # exactly once
-    assert await redis.exists(keys.inflight_records("slack")) == 0
+    assert await registry_left(redis, keys, "slack") == 0
 
 
 async def test_a_live_reply_is_never_finalised(redis: Redis, keys: Keys) -> None:
@@ -101,14 +124,14 @@ async def test_a_live_reply_is_never_finalised(redis: Redis, keys: Keys) -> None
             await tracker.update(text=f"text {n}")
             assert await sweeper.sweep({"slack": finalise}) == 0
             await asyncio.sleep(0.05)
-        stored = await redis.hget(keys.inflight_records("slack"), "r1")
+        stored = await redis.hget(records(keys, "slack", "r1"), "r1")
         assert stored is not None
         assert InflightRecord.from_json(stored).text == "text 11"
         tracker.settled = True  # its final state was shown
     assert finalise.calls == 0
     # Finished: its entry is gone, and a late update does not bring it back.
     await tracker.update(text="too late")
-    assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
+    assert await registry_left(redis, keys, "slack") == 0
 
 
 async def test_two_sweepers_finalise_an_orphan_once(
@@ -141,7 +164,7 @@ async def test_an_orphan_that_keeps_failing_is_retried_with_backoff_then_dropped
     finalise = Finaliser(fail_first=99)
     sweeper = registry(redis, keys, backoff=(30.0, 60.0))
     assert await sweeper.sweep({"slack": finalise}) == 0
-    due = await redis.zscore(keys.inflight_beats("slack"), "r1")
+    due = await redis.zscore(beats(keys, "slack", "r1"), "r1")
     seconds, micros = await redis.time()
     server_now = seconds * 1000 + micros // 1000
     assert due is not None and 29_000 < due - server_now <= 30_500  # the first backoff
@@ -149,7 +172,7 @@ async def test_an_orphan_that_keeps_failing_is_retried_with_backoff_then_dropped
     await orphan(redis, keys, InflightRecord("r1", "slack", started=time.time() - 3601))
     assert await sweeper.sweep({"slack": finalise}) == 0
     assert finalise.calls == 2
-    assert await redis.exists(keys.inflight_beats("slack")) == 0
+    assert await registry_left(redis, keys, "slack") == 0
     assert any("giving up" in r.getMessage() for r in caplog.records)
 
 
@@ -160,21 +183,21 @@ async def test_a_message_gone_ends_the_record_at_once(redis: Redis, keys: Keys) 
         raise MessageGone("message_not_found")
 
     assert await registry(redis, keys).sweep({"slack": finalise}) == 1
-    assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
+    assert await registry_left(redis, keys, "slack") == 0
 
 
 async def test_sweeps_touch_only_their_platforms_and_skip_garbage(
     redis: Redis, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     await orphan(redis, keys, InflightRecord("d1", "discord"))
-    await redis.zadd(keys.inflight_beats("slack"), {"bad": 0})
-    await redis.hset(keys.inflight_records("slack"), "bad", b"\xff{not json")
+    await redis.zadd(beats(keys, "slack", "bad"), {"bad": 0})
+    await redis.hset(records(keys, "slack", "bad"), "bad", b"\xff{not json")
     finalise = Finaliser()
     with caplog.at_level(logging.WARNING, logger="core.state.inflight"):
         assert await registry(redis, keys).sweep({"slack": finalise}) == 0
     assert finalise.calls == 0
     assert any("undecodable in-flight record bad" in r.getMessage() for r in caplog.records)
-    assert await redis.zscore(keys.inflight_beats("discord"), "d1") == 0  # untouched
+    assert await redis.zscore(beats(keys, "discord", "d1"), "d1") == 0  # untouched
 
 
 async def test_finals_that_failed_are_counted_as_waiting_until_shown(
@@ -276,9 +299,10 @@ async def test_a_settled_reply_leaves_nothing_behind(redis: Redis, keys: Keys) -
     async with registry(redis, keys).track(InflightRecord("r1", "slack")) as tracker:
         tracker.confirmed(0, "all", True)
         tracker.settled = True
-    assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
+    assert await registry_left(redis, keys, "slack") == 0
 
 
+@pytest.mark.single_server
 async def test_recording_never_waits_for_a_redis_that_does_not_answer(keys: Keys) -> None:
     """A server that accepts and never replies (a paused Redis, a partition)."""
 
@@ -381,7 +405,7 @@ async def test_a_reply_that_finished_during_an_outage_is_forgotten_once_redis_is
                 pausable.resume()
         assert await owner.flush(within=2.0)
         assert owner.unsettled == 0
-        assert await client.zcard(keys.inflight_beats("slack")) == 0
+        assert await client.zcard(beats(keys, "slack", "r1")) == 0
         finalise = Finaliser()
         assert await registry(client, keys).sweep({"slack": finalise}) == 0
         assert finalise.calls == 0
@@ -399,4 +423,4 @@ async def test_a_write_that_lands_after_the_forget_does_not_bring_the_record_bac
         stale = tracker.record.to_json()
         tracker.settled = True
     await live._beat_script(keys=live._beat_keys("slack", "r1"), args=["r1", 30_000, stale])
-    assert await redis.exists(keys.inflight_beats("slack"), keys.inflight_records("slack")) == 0
+    assert await registry_left(redis, keys, "slack") == 0

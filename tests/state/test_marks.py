@@ -16,13 +16,17 @@ from core.state.features import MissingFeatures
 from core.state.greetings import Greetings
 from core.state.keys import ConversationKey, Keys
 from core.state.resets import ResetMarks
+from core.state.topology import Topology, connect_to
+from tests.state.conftest import unreachable
 
 THREAD = ConversationKey("discord", "1", "2")
 
 
 def test_keys_keep_the_layout_the_adapters_wrote(keys: Keys) -> None:
     prefix = keys.prefix
-    assert keys.reset_mark(THREAD) == f"{prefix}discord:reset:{THREAD.id}"
+    # On a cluster a reset mark lives in its conversation's slot: a new layout there.
+    conversation = "{" + THREAD.id + "}" if keys.cluster else THREAD.id
+    assert keys.reset_mark(THREAD) == f"{prefix}discord:reset:{conversation}"
     assert keys.model_choice("discord", "42") == f"{prefix}discord:model:42"
     assert keys.greeted("slack", "T1", "U1") == f"{prefix}slack:greeted:T1:U1"
     assert keys.missing_feature("slack", "T1", "native") == f"{prefix}slack:no-native:T1"
@@ -73,12 +77,10 @@ async def test_a_missing_feature_is_noted_for_a_while(redis: Redis, keys: Keys) 
 
 
 async def test_unreadable_redis_reads_as_nothing_chosen_and_no_reset(
-    keys: Keys, redis_url: str, caplog: pytest.LogCaptureFixture
+    keys: Keys, topology: Topology, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The readers on a reply's path degrade; the writers raise (see test_paused)."""
-    from core.state.connection import connect
-
-    broken = connect("redis://127.0.0.1:1/0")  # nothing listens there
+    broken = connect_to(unreachable(topology))
     try:
         with caplog.at_level(logging.WARNING, logger="core.state.choices"):
             assert await ModelChoices(broken, keys).chosen("discord", ["1"], ["m"]) is None

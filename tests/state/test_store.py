@@ -10,6 +10,8 @@ from core.state.conversations import Turn
 from core.state.keys import ConversationKey, Keys
 from core.state.settings import StateSettings
 from core.state.store import open_state
+from core.state.topology import Topology
+from tests.state.conftest import state_settings
 
 
 class Stops:
@@ -21,10 +23,10 @@ class Stops:
 
 
 async def test_open_state_builds_everything_from_settings(
-    redis: Redis, redis_url: str, keys: Keys
+    redis: Redis, topology: Topology, keys: Keys
 ) -> None:
     settings = StateSettings(
-        redis_url=redis_url, redis_prefix=keys.prefix, context_tokens=500, rate_limits={}
+        **state_settings(topology, redis_prefix=keys.prefix, context_tokens=500, rate_limits={})
     )
     conversation = ConversationKey("slack", "T1", "C1")
     async with open_state(settings) as state:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 from redis.asyncio import Redis
 
 from core.llm.events import Usage
-from core.state.connection import connect
 from core.state.keys import Keys
+from core.state.topology import Topology, connect_to
 from core.state.usage import UsageLedger, UsageTotals
+from tests.state.conftest import unreachable
 
 
 class Wall:
@@ -72,9 +72,9 @@ async def test_channel_quota_covers_everyone_in_it(redis: Redis, keys: Keys) -> 
 
 
 async def test_accounting_never_stops_a_reply_when_redis_is_away(
-    tmp_path: Path, keys: Keys
+    topology: Topology, keys: Keys
 ) -> None:
-    nowhere = connect(f"unix://{tmp_path / 'no.sock'}")
+    nowhere = connect_to(unreachable(topology))
     try:
         without_quota = UsageLedger(nowhere, keys)
         assert (await without_quota.check(user="U1", channel="C1")).allowed  # no round trip

@@ -36,8 +36,8 @@ from hypothesis import strategies as st
 
 from core.reply.budget import Budget, LimitTable, LocalBudget, Window
 from core.state.buckets import RedisBudget
-from core.state.connection import connect
 from core.state.keys import Keys
+from core.state.topology import Topology, connect_to
 from tests.state.conftest import SESSION_PREFIX, delete_prefix
 from tests.state.stepped import SteppedClock
 
@@ -220,11 +220,11 @@ def window_settings(examples: int) -> PropertySettings:
 @window_settings(examples=300)
 @given(schedule=schedules())
 def test_replicas_sharing_a_redis_window_never_exceed_the_platforms_limit(
-    schedule: Schedule, redis_url: str
+    schedule: Schedule, topology: Topology
 ) -> None:
     async def scenario() -> Played:
-        keys = Keys(f"{SESSION_PREFIX}{uuid.uuid4().hex[:12]}:")
-        clients = [connect(redis_url) for _ in range(schedule.processes)]
+        keys = Keys(f"{SESSION_PREFIX}{uuid.uuid4().hex[:12]}:", cluster=topology.cluster)
+        clients = [connect_to(topology) for _ in range(schedule.processes)]
         clock = SteppedClock()
         table = LimitTable({SCOPE: Window(schedule.count, schedule.per_ms / 1000)})
         replicas = [
