@@ -12,6 +12,7 @@ us like a short outage, which every caller on a reply's path already survives.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -22,8 +23,9 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 RedisClient: TypeAlias = Redis | RedisCluster
 """What ``core.state`` is handed: one server's (or Sentinel's master's) client, or a cluster's."""
@@ -40,12 +42,19 @@ MAX_CONNECTIONS = 500
 """Connections one process may open to Redis (to each node, on a cluster)
 (``REDIS_MAX_CONNECTIONS``). redis-py's default pool stops at 100 and then
 *fails* the next command, which a process with 200 replies in flight hit: its
-budgets, locks and in-flight records degraded as if Redis were down."""
+budgets, locks and in-flight records degraded as if Redis were down. Our pools
+wait instead (``POOL_WAIT``), except a cluster's (see ``connect_cluster``)."""
 CLUSTER_ATTEMPTS = 3
 """Retries of a cluster command after a connection error (see ``connect_cluster``)."""
 POOL_WAIT = 5.0
 """Seconds a command waits for a free pooled connection once all are in use
-(a reply's own calls are bounded sooner, by ``bounded``)."""
+(a reply's own calls are bounded sooner, by ``bounded``). One server's and a
+Sentinel master's pools wait; a cluster's cannot (see ``connect_cluster``)."""
+SENTINEL_TIMEOUT = 0.5
+"""Seconds one sentinel may take to say where the master is before the next is
+asked. A sentinel answers from memory in a millisecond; one that accepts and
+never answers (paused, partitioned) would otherwise hold every new connection
+to the master, it being asked first until another answers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,11 @@ class Topology:
         if self.cluster:
             return "cluster"
         return "sentinel" if self.sentinels else "single"
+
+    def __repr__(self) -> str:
+        # The dataclass's own repr would print the URL's and the sentinels' passwords
+        # wherever a topology is logged, or shown in a traceback's locals.
+        return f"Topology({self.kind}: {self.describe()})"
 
     def describe(self) -> str:
         """Where we looked, for an error message (no password)."""
@@ -147,6 +161,14 @@ def connect_cluster(url: str, max_connections: int = MAX_CONNECTIONS) -> RedisCl
     outage. Scripts are loaded per node: ``EVALSHA`` answered ``NOSCRIPT`` by a
     node that never saw the script (a promoted replica) is loaded there and
     run again (``Script.__call__``, ``batch.answers``).
+
+    Unlike ``connect``'s and ``connect_sentinel``'s pools, a cluster's cannot
+    wait for a free connection: redis-py keeps one pool per node
+    (``ClusterNode``, which ``RedisCluster`` builds itself, no pool class to
+    swap in), and at ``max_connections`` to one node the next command to it
+    fails at once with ``MaxConnectionsError``, a ``ConnectionError``: callers
+    degrade as for an outage until connections come back. ``max_connections``
+    counts per node, and a busy process's keys spread over the nodes.
     """
     options = _common(url)
     options.pop("health_check_interval")  # cluster nodes take no health checks
@@ -163,9 +185,47 @@ def connect_cluster(url: str, max_connections: int = MAX_CONNECTIONS) -> RedisCl
     )
 
 
+class _SentinelClient(Redis):
+    """A client of one sentinel whose every command gives up after
+    ``SENTINEL_TIMEOUT``, so that ``Sentinel.discover_master`` asks the next.
+
+    Bounded by ``asyncio.timeout`` rather than a ``socket_timeout``: redis-py
+    wraps a socket timeout in ``asyncio.wait_for``, which on Python 3.11 can
+    swallow the cancellation of the task asking (see ``_common``), and a reply's
+    task asks whenever its command needs a new connection to the master. Expiry
+    is a redis-py ``TimeoutError``, the kind ``discover_master`` moves on after.
+    """
+
+    def __repr__(self) -> str:  # in MasterNotFoundError's message: short, no options
+        where = self.connection_pool.connection_kwargs
+        return f"sentinel {where.get('host')}:{where.get('port')}"
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        try:
+            async with asyncio.timeout(SENTINEL_TIMEOUT) as deadline:
+                return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        except TimeoutError:
+            if deadline.expired():
+                raise RedisTimeoutError(f"no answer within {SENTINEL_TIMEOUT:g} s") from None
+            raise
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A Sentinel master's pool that, like ``connect``'s, waits up to ``timeout``
+    for a connection once ``max_connections`` are in use: redis-py's
+    ``SentinelConnectionPool`` alone fails the command ("Too many connections").
+    Sentinel's pool contributes finding the master and dropping connections to
+    a demoted one; the blocking pool, getting and releasing connections."""
+
+
 def connect_sentinel(topology: Topology, max_connections: int = MAX_CONNECTIONS) -> Redis:
     """A client for the master Sentinel names for ``topology.service``; after a
-    failover its next connection goes to the new master."""
+    failover its next connection goes to the new master.
+
+    The sentinels are asked with one attempt each, no retries (redis-py's default
+    retries with backoff took ~8.5 s to report that no sentinel answers), and
+    each for at most ``SENTINEL_TIMEOUT``; the master's connections retry as
+    ``_common``'s do, each retry asking the sentinels again."""
     master: dict[str, Any] = {}
     if topology.url:
         master = dict(parse_url(topology.url))
@@ -174,13 +234,25 @@ def connect_sentinel(topology: Topology, max_connections: int = MAX_CONNECTIONS)
         if urlsplit(topology.url).scheme == "rediss":
             master["ssl"] = True
     options = _common(topology.url)
-    asking: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": 2.0}
+    asking: dict[str, Any] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": None,  # see _SentinelClient
+        "retry": Retry(NoBackoff(), 0),
+        **_tcp_options(None),
+    }
     if topology.sentinel_password:
         asking["password"] = topology.sentinel_password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(topology.sentinels), sentinel_kwargs=asking, **options, **master
+    # Sentinel's own clients of the sentinels would be plain ``Redis``: none are made.
+    sentinel = Sentinel([], **options, **master)  # type: ignore[no-untyped-call]
+    sentinel.sentinels = [
+        _SentinelClient(host=host, port=port, **asking) for host, port in topology.sentinels
+    ]
+    client: Redis = sentinel.master_for(
+        topology.service,
+        connection_pool_class=_BlockingSentinelPool,
+        max_connections=max_connections,
+        timeout=POOL_WAIT,
     )
-    client: Redis = sentinel.master_for(topology.service, max_connections=max_connections)
     return client
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis.exceptions import MaxConnectionsError
 
 from core.state.connection import (
     REDIS_FAILURES,
@@ -25,6 +26,9 @@ from core.state.connection import (
     redact,
 )
 from core.state.keys import Keys
+from core.state.topology import SENTINEL_TIMEOUT, connect_to
+from tests.redis_servers import LocalSentinel
+from tests.state.conftest import unreachable
 from tests.state.pausable import MARGIN, PausableRedis, timed
 
 
@@ -47,9 +51,9 @@ async def test_embedded_data_survives_a_restart(tmp_path: Path) -> None:
         assert await client.lrange("conv", 0, -1) == [b"turn 1", b"turn 2"]
 
 
-async def test_open_redis_with_url_uses_it(redis_url: str, tmp_path: Path) -> None:
+async def test_open_redis_with_url_uses_it(topology: Topology, tmp_path: Path) -> None:
     unused = tmp_path / "unused"
-    async with open_redis(Topology(redis_url), unused) as client:
+    async with open_redis(topology, unused) as client:
         assert await client.ping() is True
     assert not await asyncio.to_thread(unused.exists)  # nothing embedded
 
@@ -65,6 +69,46 @@ async def test_unreachable_url_fails_at_start_with_one_line_and_no_password(
     assert message.startswith("cannot reach Redis at unix://:***@")
     assert "hunter2" not in message
     assert "\n" not in message
+
+
+async def test_an_unreachable_topology_fails_at_start_at_once(
+    topology: Topology, tmp_path: Path
+) -> None:
+    """Refused connections are not retried with backoff (redis-py's default asked
+    unreachable sentinels for ~8.5 s)."""
+    nowhere = unreachable(topology)
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailable) as caught:
+        async with open_redis(nowhere, tmp_path):
+            pass
+    assert time.monotonic() - started < 0.5
+    message = str(caught.value)
+    assert message.startswith(f"cannot reach Redis at {nowhere.describe()}: ")
+    assert "\n" not in message
+    assert len(message) < 300  # no client's options spelt out
+
+
+async def test_a_sentinel_that_never_answers_is_passed_over(
+    redis_sentinel: LocalSentinel,
+) -> None:
+    """A paused or partitioned sentinel accepts and stays silent: the master is
+    asked of the next one after ``SENTINEL_TIMEOUT``, not never."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 20)
+        await asyncio.Event().wait()
+
+    silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    first_silent = (("127.0.0.1", port), *redis_sentinel.sentinels)
+    client = connect_to(Topology(sentinels=first_silent, service=redis_sentinel.service))
+    try:
+        outcome, seconds = await timed(bounded(client.ping(), 3.0))
+        assert outcome is True
+        assert SENTINEL_TIMEOUT <= seconds < SENTINEL_TIMEOUT + MARGIN
+    finally:
+        await client.aclose()
+        silent.close()
 
 
 def test_redact() -> None:
@@ -156,10 +200,10 @@ def test_stop_kills_a_server_that_ignores_sigterm(tmp_path: Path) -> None:
         os.kill(pid, 0)
 
 
-async def test_cancelling_a_task_waiting_on_redis_always_cancels_it(redis_url: str) -> None:
+async def test_cancelling_a_task_waiting_on_redis_always_cancels_it(topology: Topology) -> None:
     """With a ``socket_timeout``, redis-py wraps writes in ``asyncio.wait_for``,
     which on Python 3.11 swallowed about one cancellation in five here."""
-    client = connect(redis_url)
+    client = connect_to(topology)
 
     async def busy() -> None:
         while True:
@@ -216,17 +260,31 @@ async def test_bounded_passes_results_and_the_calls_own_errors_through() -> None
 
 
 async def test_more_commands_than_pooled_connections_wait_for_one(
-    redis_url: str, keys: Keys
+    topology: Topology, keys: Keys
 ) -> None:
-    # 30 commands that each hold a connection for 0.2 s, through a pool of 10:
-    # redis-py's default pool would fail the 11th ("Too many connections").
-    client = connect(redis_url, max_connections=10)
+    """30 commands that each hold a connection for 0.2 s, through a pool of 10
+    (to each node, on a cluster: the keys share a slot so all go to one).
+
+    One server's pool and a Sentinel master's wait for a connection to come back,
+    where redis-py's default pools would fail the 11th ("Too many connections").
+    A cluster's per-node pools cannot wait (``connect_cluster``): there the 11th
+    to 30th fail at once, as an outage does, and the pool serves again as soon
+    as connections come back."""
+    client = connect_to(topology, max_connections=10)
     try:
+        await client.ping()  # a cluster client learns its nodes first
         started = time.monotonic()
         results = await asyncio.gather(
-            *(client.blpop([keys.prefix + f"pool-{i}"], timeout=0.2) for i in range(30))
+            *(client.blpop([keys.prefix + f"{{pool}}-{i}"], timeout=0.2) for i in range(30)),
+            return_exceptions=True,
         )
-        assert results == [None] * 30
-        assert time.monotonic() - started >= 0.55  # three rounds of ten, not one
+        if topology.cluster:
+            assert results[:10] == [None] * 10
+            assert all(isinstance(r, MaxConnectionsError) for r in results[10:]), results
+            assert all(isinstance(r, REDIS_FAILURES) for r in results[10:])  # degrade, not crash
+            assert await client.blpop([keys.prefix + "{pool}-0"], timeout=0.01) is None
+        else:
+            assert results == [None] * 30
+            assert time.monotonic() - started >= 0.55  # three rounds of ten, not one
     finally:
         await client.aclose()
