@@ -139,6 +139,8 @@ class StateSettings(BaseSettings):
             raise ValueError("REDIS_CLUSTER needs REDIS_URL naming one of the cluster's nodes")
         if self.redis_cluster and urlsplit(self.redis_url or "").scheme == "unix":
             raise ValueError("REDIS_CLUSTER needs a redis:// or rediss:// REDIS_URL")
+        if self.redis_cluster and urlsplit(self.redis_url or "").path.strip("/") not in ("", "0"):
+            raise ValueError("REDIS_CLUSTER: a cluster has only database 0; end REDIS_URL in /0")
         return self
 
     @property
