@@ -28,10 +28,11 @@ from core.service import Responder, Services
 from core.service.lifecycle import ActiveReplies
 from core.state.settings import load_state_settings
 from core.state.store import State, open_state
-from tests.fakes.llm_server import FakeResponse, RecordedRequest
+from tests.fakes.llm_server import FakeLLMServer, FakeResponse, RecordedRequest
 from tests.fakes.slack_server import FakeSlack
 from tests.fakes.slack_server import Limit as FakeLimit
 from tests.fakes.streams import chat_stream, chunk_text, split_events
+from tests.invariants import Expected, check_slack
 
 
 @dataclass
@@ -115,3 +116,23 @@ def squeeze_minutes(slack: FakeSlack, tables: list[LimitTable], seconds: float) 
             squeezed = Limit(default.count, seconds, burst=default.burst)
         for table in tables:
             table.set(f"slack:*:{method}", squeezed)
+
+
+def assert_answered_once_by_all(
+    slack: FakeSlack,
+    llm_server: FakeLLMServer,
+    replicas: list[Replica],
+    expected: dict[str, Expected],
+    mentions: int,
+) -> None:
+    """Every mention in C1 answered once, exactly, without a 429, by replicas that
+    all took events, sharing one window of stream starts: 19 streamed, the rest
+    posted at once (``squeeze_minutes``' window)."""
+    assert not check_slack(slack, "C1", expected)
+    assert len(llm_server.requests) == mentions  # no event answered twice
+    assert sum(slack.rate_limited.values()) == 0
+    served = [sum(r.service.listeners.events.intake.counts.values()) for r in replicas]
+    assert all(served), f"every replica took events: {served}"
+    starts = [c for c in slack.calls if c.method == "chat.startStream"]
+    assert len(starts) == 19
+    assert len([c for c in slack.calls if c.method == "chat.postMessage"]) == mentions - 19
