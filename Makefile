@@ -43,6 +43,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.chunk_cost
 	$(BIN)/python -m bench.cli_cost
 	$(BIN)/python -m bench.bucket
+	$(BIN)/python -m bench.topologies --json bench/results/topologies.json
 	$(BIN)/python -m bench.walk
 	$(BIN)/python -m bench.pacing --json bench/results/pacing.json
 	$(BIN)/python -m bench.plot_pacing bench/results/pacing.json

@@ -8,7 +8,10 @@ whole process (nothing in ``core`` changes):
   a whole pipeline (MULTI … EXEC included) in one write. Connection set-up
   (``CLIENT SETINFO``, ``SELECT``) and health checks are counted too.
 - **commands**: one per ``Redis.execute_command``; a pipeline counts the
-  commands it queued (plus MULTI and EXEC for a transaction).
+  commands it queued (plus MULTI and EXEC for a transaction). On a Redis
+  Cluster the same, through ``RedisCluster.execute_command`` and
+  ``ClusterPipeline.execute`` (whose commands go to several nodes: one round
+  trip per node, sent at once).
 
 Each round trip is labelled with its first command, and an ``EVALSHA`` with
 the name of the Lua script whose SHA1 it carries (every Lua source string of
@@ -29,6 +32,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio.client import Pipeline, Redis
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 
 BIN = 0.1
@@ -70,10 +74,25 @@ class RedisCounter:
             counter.commands[int(time.monotonic() / BIN)] += queued
             return await pipeline(pipe, raise_on_error)
 
+        cluster_execute = RedisCluster.execute_command
+        cluster_pipeline = ClusterPipeline.execute
+
+        async def cluster_execute_command(client: RedisCluster, *args: Any, **options: Any) -> Any:
+            counter.commands[int(time.monotonic() / BIN)] += 1
+            return await cluster_execute(client, *args, **options)
+
+        async def cluster_pipeline_execute(
+            pipe: ClusterPipeline, raise_on_error: bool = True, allow_redirections: bool = True
+        ) -> Any:
+            counter.commands[int(time.monotonic() / BIN)] += len(pipe)
+            return await cluster_pipeline(pipe, raise_on_error, allow_redirections)
+
         for owner, name, new in (
             (AbstractConnection, "send_packed_command", send_packed_command),
             (Redis, "execute_command", execute_command),
             (Pipeline, "execute", pipeline_execute),
+            (RedisCluster, "execute_command", cluster_execute_command),
+            (ClusterPipeline, "execute", cluster_pipeline_execute),
         ):
             self._undo.append((owner, name, owner.__dict__[name]))
             setattr(owner, name, new)
