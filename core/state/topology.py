@@ -218,6 +218,20 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     a demoted one; the blocking pool, getting and releasing connections."""
 
 
+class _SentinelMaster(Redis):
+    """The master's client, which on closing also closes its connections to the
+    sentinels (redis-py leaves those to whoever made the ``Sentinel``, which
+    only ``connect_sentinel`` ever sees: they stayed open until collected)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        pool = self.connection_pool
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            if isinstance(pool, SentinelConnectionPool):
+                await pool.sentinel_manager.aclose()
+
+
 def connect_sentinel(topology: Topology, max_connections: int = MAX_CONNECTIONS) -> Redis:
     """A client for the master Sentinel names for ``topology.service``; after a
     failover its next connection goes to the new master.
@@ -249,6 +263,7 @@ def connect_sentinel(topology: Topology, max_connections: int = MAX_CONNECTIONS)
     ]
     client: Redis = sentinel.master_for(
         topology.service,
+        redis_class=_SentinelMaster,
         connection_pool_class=_BlockingSentinelPool,
         max_connections=max_connections,
         timeout=POOL_WAIT,

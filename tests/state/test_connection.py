@@ -94,9 +94,11 @@ async def test_a_sentinel_that_never_answers_is_passed_over(
     """A paused or partitioned sentinel accepts and stays silent: the master is
     asked of the next one after ``SENTINEL_TIMEOUT``, not never."""
 
+    accepted: list[asyncio.StreamWriter] = []
+
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
         await reader.read(1 << 20)
-        await asyncio.Event().wait()
 
     silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
@@ -109,6 +111,23 @@ async def test_a_sentinel_that_never_answers_is_passed_over(
     finally:
         await client.aclose()
         silent.close()
+        for writer in accepted:
+            writer.close()
+        await silent.wait_closed()
+
+
+async def test_closing_a_sentinel_masters_client_closes_its_sentinel_connections(
+    redis_sentinel: LocalSentinel,
+) -> None:
+    client = connect_to(
+        Topology(sentinels=tuple(redis_sentinel.sentinels), service=redis_sentinel.service)
+    )
+    await client.ping()  # a sentinel was asked where the master is
+    sentinels = client.connection_pool.sentinel_manager.sentinels  # type: ignore[attr-defined]
+    connections = [c for s in sentinels for c in s.connection_pool._available_connections]
+    assert any(c.is_connected for c in connections)
+    await client.aclose()
+    assert not any(c.is_connected for c in connections)
 
 
 def test_redact() -> None:
