@@ -3,7 +3,8 @@
 ``topology`` (one server, a Redis Cluster or a Sentinel-managed master) and
 ``connection`` (their clients, or an embedded redis-server), ``keys`` (names,
 all under one prefix, hash-tagged on a cluster), ``replicated`` (writes that
-wait for a replica, so a failover can't forget them), ``conversations`` (turns and the model's context),
+wait for a replica, so a failover can't forget them), ``conversations``
+(turns and the model's context),
 ``buckets`` (the shared rate budget), ``dedupe`` (one reply per event),
 ``locks`` (one reply per conversation), ``cancel`` (Stop from any replica),
 ``inflight`` (finishing a dead replica's replies), ``usage`` (tokens and
