@@ -92,6 +92,8 @@ class ReplicatedWrites:
     async def _send(self, key: str, add: Callable[[AnyPipeline], Any]) -> tuple[Any, Any]:
         wait: dict[str, Any] = {}
         if isinstance(self._redis, RedisCluster):
+            # A client that has sent nothing yet has no slot map to find the node in.
+            await self._redis.initialize()  # (returns at once once it has one)
             wait["target_nodes"] = self._redis.get_node_from_key(key)  # the write's node
         async with self._redis.pipeline(transaction=False) as pipe:
             add(pipe)

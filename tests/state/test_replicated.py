@@ -17,6 +17,7 @@ from core.state.keys import ConversationKey, Keys
 from core.state.locks import ConversationLocks
 from core.state.replicated import ReplicatedWrites
 from core.state.topology import Topology, connect_to
+from tests.redis_fixtures import SESSION_PREFIX
 from tests.redis_servers import LocalCluster, LocalSentinel, Node
 from tests.state.pausable import PausableRedis
 
@@ -102,4 +103,22 @@ async def test_without_replicas_a_claim_warns_once_and_stops_waiting(
     finally:
         for i in range(20):
             await client.delete(keys.dedupe(f"ev{i}"))
+        await client.aclose()
+
+
+async def test_a_cluster_clients_first_command_can_be_a_claim(
+    redis_cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that has sent nothing yet has no slot map: the claim must learn it,
+    not fail over to this process's memory (a claim other replicas can't see)."""
+    keys = Keys(f"{SESSION_PREFIX}replicated-{uuid.uuid4().hex[:8]}:", cluster=True)
+    client = connect_to(Topology(url=redis_cluster.url, cluster=True))
+    dedupe = Dedupe(client, keys, writes=ReplicatedWrites(client, replicas=1, timeout=0.5))
+    try:
+        with caplog.at_level(logging.WARNING, "core.state.dedupe"):
+            assert await dedupe.claim("ev-first")
+        assert not [r for r in caplog.records if "per-process" in r.getMessage()]
+        assert await client.exists(keys.dedupe("ev-first")) == 1
+    finally:
+        await client.delete(keys.dedupe("ev-first"))
         await client.aclose()
