@@ -23,7 +23,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from core.reply.budget import Budget, Limit, LimitTable, LocalBudget
@@ -37,8 +37,18 @@ LIMITS = LimitTable({SCOPE: Limit(1_000_000, 1)})
 CONCURRENCY = (1, 8, 64)
 
 
-async def run(budget: Budget, tasks: int, seconds: float) -> tuple[float, float, float]:
-    """Acquires per second, and p50 / p99 latency in µs, with ``tasks`` callers."""
+def quantiles_us(latencies: list[float]) -> tuple[float, float]:
+    """p50 and p99 of ``latencies`` (seconds), in µs."""
+    if len(latencies) < 2:
+        return (latencies[0] * 1e6,) * 2 if latencies else (0.0, 0.0)
+    q = statistics.quantiles(latencies, n=100)
+    return q[49] * 1e6, q[98] * 1e6
+
+
+async def timed(
+    operation: Callable[[], Awaitable[None]], callers: int, seconds: float
+) -> tuple[float, float, float]:
+    """Operations per second and p50 / p99 µs of ``operation()``, by ``callers`` at once."""
     latencies: list[float] = []
     end = time.perf_counter() + seconds
 
@@ -46,14 +56,22 @@ async def run(budget: Budget, tasks: int, seconds: float) -> tuple[float, float,
         clock = time.perf_counter
         while clock() < end:
             start = clock()
-            await budget.acquire(SCOPE)
+            await operation()
             latencies.append(clock() - start)
 
     started = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(tasks)))
-    elapsed = time.perf_counter() - started
-    quantiles = statistics.quantiles(latencies, n=100)
-    return len(latencies) / elapsed, quantiles[49] * 1e6, quantiles[98] * 1e6
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    rate = len(latencies) / (time.perf_counter() - started)
+    return (rate, *quantiles_us(latencies))
+
+
+async def run(budget: Budget, tasks: int, seconds: float) -> tuple[float, float, float]:
+    """Acquires per second, and p50 / p99 latency in µs, with ``tasks`` callers."""
+
+    async def acquire() -> None:
+        await budget.acquire(SCOPE)
+
+    return await timed(acquire, tasks, seconds)
 
 
 async def bench_redis(redis: RedisClient, seconds: float) -> list[tuple[int, float, float, float]]:

@@ -38,16 +38,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.bucket import quantiles_us
 from bench.redis_count import RedisCounter
 from bench.topology_servers import KINDS, Target, started
-from bench.topology_writes import (
-    LIMITS,
-    claims,
-    connected,
-    quantiles_us,
-    server_cpu,
-    updates,
-)
+from bench.topology_writes import LIMITS, claims, connected, server_cpu, updates
 from core.state.buckets import RedisBudget
 from core.state.keys import Keys
 from core.state.topology import Topology

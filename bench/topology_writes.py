@@ -20,15 +20,14 @@ import asyncio
 import itertools
 import random
 import resource
-import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
 
+from bench.bucket import quantiles_us, timed
 from bench.redis_count import RedisCounter
 from bench.topology_servers import Target
 from core.reply.budget import Limit, LimitTable
@@ -45,14 +44,6 @@ LIMITS = LimitTable({"bench:*": Limit(1_000_000, 1)})
 """Far above any rate reached: nothing waits for a slot."""
 WAIT_TIMEOUT = 0.1
 """``REDIS_WAIT_TIMEOUT``'s default."""
-
-
-def quantiles_us(latencies: list[float]) -> tuple[float, float]:
-    """p50 and p99 of ``latencies`` (seconds), in µs."""
-    if len(latencies) < 2:
-        return (latencies[0] * 1e6,) * 2 if latencies else (0.0, 0.0)
-    q = statistics.quantiles(latencies, n=100)
-    return q[49] * 1e6, q[98] * 1e6
 
 
 async def connected(topology: Topology) -> RedisClient:
@@ -169,26 +160,6 @@ async def updates(
         "acquire_p50_us": p50,
         "acquire_p99_us": p99,
     }
-
-
-async def timed(
-    operation: Callable[[], Awaitable[None]], callers: int, seconds: float
-) -> tuple[float, float, float]:
-    """Operations per second and p50 / p99 µs of ``operation()``, by ``callers`` at once."""
-    latencies: list[float] = []
-    end = time.perf_counter() + seconds
-
-    async def caller() -> None:
-        clock = time.perf_counter
-        while clock() < end:
-            start = clock()
-            await operation()
-            latencies.append(clock() - start)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(callers)))
-    rate = len(latencies) / (time.perf_counter() - started)
-    return (rate, *quantiles_us(latencies))
 
 
 async def claims(target: Target, replicas: int, callers: int, seconds: float) -> dict[str, Any]:
