@@ -9,6 +9,12 @@ pipeline, and if none comes in time one pipeline carries them all. At load
 (hundreds of updates a second) the records ride for free; when idle they
 cost one round trip for all that are waiting, ``window`` later than before,
 so a record lags what its message shows by at most that.
+
+Calls somebody waits for (the budget's acquires) go out at the end of the
+turn of the event loop they were made in (``call``), in one pipeline with
+every other call of that turn and every write waiting: replies that update
+together (they do: a burst of replies reads its model in step) share one
+round trip instead of one each, and nobody waits longer than a turn.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class WriteBatch:
         """Seconds a pipeline of its own may take (a paused server must not keep it)."""
         self._queue: list[_Write] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._turn: asyncio.Handle | None = None  # a call is waiting: flush this turn
         self._flushes: set[asyncio.Task[None]] = set()
         self._by_key: dict[str, set[asyncio.Future[Any]]] = {}  # writes not answered yet
 
@@ -90,6 +97,22 @@ class WriteBatch:
                 pending.done.cancel()
             raise
 
+    async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run ``script`` in a round trip leaving at the end of this turn of the
+        loop, with the other calls of the turn and every write waiting; its
+        answer, or what failed it. The caller bounds the wait."""
+        pending = _Write(script, list(keys), list(args))
+        self._queue.append(pending)
+        if self._turn is None:
+            self._turn = asyncio.get_running_loop().call_soon(self._on_timer)
+        try:
+            return await asyncio.shield(pending.done)
+        except BaseException:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(pending)
+                pending.done.cancel()
+            raise
+
     async def quiet(self, key: str, within: float) -> None:
         """Until every write made with ``key`` was answered (at most ``within``
         seconds): a reply's last record must not be overtaken by an older one
@@ -108,9 +131,10 @@ class WriteBatch:
     def take(self) -> list[_Write]:
         """The writes waiting, for a pipeline about to go out (``add_to``)."""
         queued, self._queue = self._queue, []
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for handle in (self._timer, self._turn):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._turn = None
         return queued
 
     @staticmethod
@@ -146,7 +170,6 @@ class WriteBatch:
                 pending.done.set_result(outcome[i])
 
     def _on_timer(self) -> None:
-        self._timer = None
         queued = self.take()
         if queued:
             task = asyncio.create_task(self._flush(queued))
@@ -154,11 +177,15 @@ class WriteBatch:
             task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, queued: list[_Write]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        self.add_to(pipe, queued)
         try:
             async with asyncio.timeout(self.timeout):
-                results = await self.answers(queued, await pipe.execute(raise_on_error=False))
+                if len(queued) == 1:  # alone: no pipeline to build
+                    only = queued[0]
+                    results = [await only.script(keys=only.keys, args=only.args)]
+                else:
+                    pipe = self._redis.pipeline(transaction=False)
+                    self.add_to(pipe, queued)
+                    results = await self.answers(queued, await pipe.execute(raise_on_error=False))
         except BaseException as exc:  # every write hears it; their callers retry
             self.settle(queued, exc)
             if isinstance(exc, asyncio.CancelledError):

@@ -46,13 +46,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
-
-from redis.exceptions import NoScriptError
 
 from core.clock import Clock, MonotonicClock
 from core.reply.budget import LimitTable, LocalBudget, Turn, Window
-from core.state.batch import WriteBatch, add_script
+from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES as REDIS_FAILURES  # re-exported
 from core.state.connection import REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import Keys
@@ -297,12 +294,11 @@ class RedisBudget:
             args = [mode, interval, tolerance, now, _micros(block)]
         # A hung Redis must not hold replies: bounded, and cut short by ``_lost``
         # as soon as any other call finds Redis gone.
-        riders = self.batch.take() if self.batch is not None else []
         try:
             async with asyncio.timeout(self.timeout) as deadline:
                 self._calls.add(deadline)
-                if riders:  # writes waiting for a round trip: this one carries them
-                    answer = await self._call_with(riders, script, keys, args)
+                if self.batch is not None:  # one round trip with this turn's others
+                    answer = await self.batch.call(script, keys, args)
                 else:
                     answer = await script(keys=keys, args=args)
         except TimeoutError:
@@ -315,27 +311,6 @@ class RedisBudget:
             wait, member = answer
             return int(wait) / MICROS, _text(member)
         return int(answer) / MICROS, ""
-
-    async def _call_with(
-        self, riders: list[Any], script: Any, keys: list[str], args: list[str | int]
-    ) -> Any:
-        """``script`` and the waiting writes in one pipeline; each write hears its
-        own answer, the acquire raises only for its own failure."""
-        pipe = self._redis.pipeline(transaction=False)
-        add_script(pipe, script, keys, args)
-        WriteBatch.add_to(pipe, riders)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-            WriteBatch.settle(riders, await WriteBatch.answers(riders, results[1:]))
-        except BaseException as exc:
-            WriteBatch.settle(riders, exc)
-            raise
-        answer = results[0]
-        if isinstance(answer, NoScriptError):  # the server forgot it: load and run again
-            return await script(keys=keys, args=args)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
 
     def _give_back(self, scope: str, member: str) -> None:
         """Free a window slot a cancelled waiter held, in the background: the

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from core.reply.budget import LimitTable
+from core.reply.budget import Limit, LimitTable
 from core.state.batch import WriteBatch
 from core.state.buckets import RedisBudget
 from core.state.connection import connect
@@ -148,4 +148,31 @@ async def test_a_write_already_on_its_way_is_waited_for_before_a_later_one(
     finally:
         await batch.aclose()
         await client.delete(keys.prefix + "k", keys.prefix + "warm")
+        await client.aclose()
+
+
+async def _reads(client: Redis) -> int:
+    """Read events the server processed: one per round trip that reached it."""
+    stats = await client.info("stats")
+    return int(stats["total_reads_processed"])
+
+
+async def test_acquires_made_in_one_turn_share_one_round_trip(
+    pausable: PausableRedis, keys: Keys
+) -> None:
+    client = connect(pausable.url)
+    batch = WriteBatch(client, window=30.0)
+    budget = RedisBudget(client, keys, LimitTable({"*": Limit(5, 1)}))
+    budget.batch = batch
+    try:
+        await budget.acquire("warm")  # the script loaded, a connection open
+        before = await _reads(client)
+        waits = await asyncio.gather(*(budget.acquire(f"s{n}") for n in range(10)))
+        assert all(wait < 1.0 for wait in waits)
+        # Ten acquires in one pipeline, plus the INFO that counts them.
+        assert await _reads(client) - before <= 2
+        assert await client.exists(*(keys.bucket(f"s{n}") for n in range(10))) == 10
+    finally:
+        await budget.aclose()
+        await batch.aclose()
         await client.aclose()
