@@ -40,9 +40,15 @@ class _Write:
     keys: list[Any]
     args: list[Any]
     key: str | None = None
-    done: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[Any] = field(default_factory=lambda: _answer())
+
+
+def _answer() -> asyncio.Future[Any]:
+    """A write's answer, its failure marked as seen: the caller who waited for
+    it hears it, and one who gave up (its bound passed) needs not."""
+    answer = asyncio.get_running_loop().create_future()
+    answer.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return answer
 
 
 def add_script(
@@ -51,7 +57,7 @@ def add_script(
     """EVALSHA ``script`` in ``pipe``. Not ``script(..., client=pipe)``: that makes
     the pipeline ask ``SCRIPT EXISTS`` first, a round trip of its own every time;
     our scripts are loaded by their first direct call, and one the server forgot
-    comes back as ``NoScriptError``, run again on its own (``answers``).
+    comes back as ``NoScriptError``, loaded and run again (``WriteBatch.answers``).
     ``execute_command``, because redis-py refuses ``pipe.evalsha`` on a cluster
     lest its keys span slots; ours never do (``core.state.keys``)."""
     pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -142,16 +148,23 @@ class WriteBatch:
         for pending in queued:
             add_script(pipe, pending.script, pending.keys, pending.args)
 
-    @staticmethod
-    async def answers(queued: Sequence[_Write], results: Sequence[Any]) -> list[Any]:
-        """``results`` with a script the server had forgotten (a restart, a
-        ``SCRIPT FLUSH``) run again on its own, which loads it."""
-        return [
-            await pending.script(keys=pending.keys, args=pending.args)
-            if isinstance(result, NoScriptError)
-            else result
-            for pending, result in zip(queued, results, strict=True)
-        ]
+    async def answers(self, queued: Sequence[_Write], results: Sequence[Any]) -> list[Any]:
+        """``results``, with the scripts the server had forgotten (a restart, a
+        ``SCRIPT FLUSH``, a process's first round trip) loaded once each and
+        their calls run again in one pipeline: a burst's first round trip may
+        carry hundreds of calls of the same script."""
+        forgotten = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if not forgotten:
+            return list(results)
+        scripts = {queued[i].script.sha: queued[i].script for i in forgotten}
+        for script in scripts.values():
+            await self._redis.script_load(script.script)
+        pipe = self._redis.pipeline(transaction=False)
+        self.add_to(pipe, [queued[i] for i in forgotten])
+        answered = list(results)
+        for i, result in zip(forgotten, await pipe.execute(raise_on_error=False), strict=True):
+            answered[i] = result
+        return answered
 
     @staticmethod
     def settle(queued: Sequence[_Write], outcome: Sequence[Any] | BaseException) -> None:

@@ -4,6 +4,7 @@ in-flight records of streaming replies, carried by budget acquires. Real Redis."
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from redis.asyncio import Redis
@@ -174,5 +175,46 @@ async def test_acquires_made_in_one_turn_share_one_round_trip(
         assert await client.exists(*(keys.bucket(f"s{n}") for n in range(10))) == 10
     finally:
         await budget.aclose()
+        await batch.aclose()
+        await client.aclose()
+
+
+async def test_a_script_forgotten_by_many_calls_of_one_turn_is_loaded_once(
+    pausable: PausableRedis, keys: Keys
+) -> None:
+    client = connect(pausable.url)
+    batch = WriteBatch(client, window=30.0)
+    budget = RedisBudget(client, keys, LimitTable({"*": Limit(5, 1)}))
+    budget.batch = batch
+    try:
+        await budget.acquire("warm")
+        await client.script_flush()  # a restart: the budget's script forgotten
+        before = await _reads(client)
+        waits = await asyncio.gather(*(budget.acquire(f"s{n}") for n in range(10)))
+        assert all(wait < 1.0 for wait in waits)
+        # The pipeline, one SCRIPT LOAD, the pipeline again, and the INFO.
+        assert await _reads(client) - before <= 4
+        assert await client.exists(*(keys.bucket(f"s{n}") for n in range(10))) == 10
+    finally:
+        await budget.aclose()
+        await batch.aclose()
+        await client.aclose()
+
+
+async def test_a_write_nobody_waits_for_any_more_fails_without_a_complaint(
+    pausable: PausableRedis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = connect(pausable.url)
+    batch = WriteBatch(client, window=0.01, timeout=0.2)
+    script = client.register_script(SET)
+    await script(keys=[keys.prefix + "warm"], args=["up"])
+    try:
+        with pausable.paused():
+            with pytest.raises(TimeoutError):  # the writer gives up first
+                await batch.write(script, [keys.prefix + "k"], ["v"], within=0.05, key="r1")
+            await batch.quiet("r1", within=5.0)  # then the pipeline fails too
+        gc.collect()  # an unheard failure is reported when its future is collected
+        assert "never retrieved" not in caplog.text
+    finally:
         await batch.aclose()
         await client.aclose()
