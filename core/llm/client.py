@@ -21,6 +21,7 @@ Every stream this client yields ends with exactly one ``Finish`` or ``StreamErro
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import random
 import re
@@ -44,23 +45,29 @@ try:  # the fast path's pieces of httpx, httpcore and h11 (see ``ChunkedBody``)
 except ImportError:  # pragma: no cover - another httpx, httpcore or h11: the ordinary path
     FAST_PATH = False
 
-from core.llm.anthropic import AnthropicMessages
-from core.llm.chat import ChatCompletions
 from core.llm.dialect import Dialect
 from core.llm.events import CONTENT_EVENTS, Event, Finish, StreamError, Usage
 from core.llm.messages import ChatMessage
 from core.llm.provider import Provider
-from core.llm.responses import OpenAIResponses
 from core.llm.sse import SSEDecoder
 from core.reply.observe import LLMObserver
 
 log = logging.getLogger(__name__)
 
-DIALECTS: dict[str, Dialect] = {
-    "chat": ChatCompletions(),
-    "anthropic": AnthropicMessages(),
-    "responses": OpenAIResponses(),
+DIALECTS: dict[str, tuple[str, str]] = {
+    "chat": ("core.llm.chat", "ChatCompletions"),
+    "anthropic": ("core.llm.anthropic", "AnthropicMessages"),
+    "responses": ("core.llm.responses", "OpenAIResponses"),
 }
+"""Each wire format's module and class, imported only for a provider that uses
+it: ``chatrelay ask`` with one Chat Completions provider needs neither of the others."""
+
+
+def dialect_for(api: str) -> Dialect:
+    """The dialect of ``api`` (``chat``, ``anthropic`` or ``responses``)."""
+    module, name = DIALECTS[api]
+    dialect: Dialect = getattr(importlib.import_module(module), name)()
+    return dialect
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +153,7 @@ class LLMClient:
                     f"unknown LLM API {provider.api!r}: use chat, anthropic or responses"
                 )
         self.providers = list(providers)
+        self._dialects = {api: dialect_for(api) for api in {p.api for p in self.providers}}
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self._own_http = http is None
@@ -246,7 +254,7 @@ class LLMClient:
         messages: Sequence[ChatMessage],
         extra: Mapping[str, Any] | None,
     ) -> AsyncGenerator[Event, None]:
-        dialect = DIALECTS[provider.api]
+        dialect = self._dialects[provider.api]
         body = dialect.body(provider.model, messages, {**provider.extra_body, **(extra or {})})
         headers = {
             "accept": "text/event-stream",
