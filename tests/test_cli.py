@@ -125,3 +125,27 @@ async def test_ask_failing_mid_reply_keeps_text_and_says_why(
     assert code == 1
     assert out.startswith("Partial answer")
     assert err.strip().splitlines()[-1] == "chatrelay: error: upstream exploded"
+
+
+FREEZES = """
+import atexit, gc
+calls = []
+atexit.register(lambda: print(len(calls), gc.freeze is counted))  # runs last
+def counted():
+    calls.append(1)
+gc.freeze = counted
+from bots.cli import _skip_collections_at_exit
+_skip_collections_at_exit()
+_skip_collections_at_exit()
+"""
+
+
+def test_ask_freezes_the_collector_once_at_exit(tmp_path: Path) -> None:
+    """``ask`` has ``gc.freeze`` run at exit (finalisation then skips its full
+    collections), once however often ``main`` runs in one process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZES], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "1 True\n"
