@@ -12,6 +12,7 @@ import ssl
 import pytest
 
 from core.llm.client import LLMClient
+from core.llm.pool import ShardedTransport
 from core.llm.provider import Provider
 
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -26,7 +27,12 @@ def no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def verify_mode(*urls: str) -> ssl.VerifyMode:
     client = LLMClient([Provider(url, "m") for url in urls])
-    context: ssl.SSLContext = client._http._transport._pool._ssl_context  # type: ignore[attr-defined]
+    transport = client._http._transport
+    assert isinstance(transport, ShardedTransport)
+    pools = transport.pools
+    contexts = {id(pool._pool._ssl_context) for pool in pools}  # type: ignore[attr-defined]
+    assert len(contexts) == 1  # one context, built once, for every pool
+    context: ssl.SSLContext = pools[0]._pool._ssl_context  # type: ignore[attr-defined]
     return context.verify_mode
 
 

@@ -54,6 +54,8 @@ class RawServer:
 
     scripts: list[Script] = field(default_factory=list)
     connections: int = 0
+    closed: int = 0
+    """Connections ended (by either side)."""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -79,6 +81,7 @@ class RawServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             return
         finally:
+            self.closed += 1
             writer.close()
 
 

@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover - another httpx, httpcore or h11: the or
 from core.llm.dialect import Dialect
 from core.llm.events import CONTENT_EVENTS, Event, Finish, StreamError, Usage
 from core.llm.messages import ChatMessage
+from core.llm.pool import SHARDS, ShardedTransport
 from core.llm.provider import Provider
 from core.llm.sse import SSEDecoder
 from core.reply.observe import LLMObserver
@@ -157,16 +158,7 @@ class LLMClient:
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=self.timeouts.connect,
-                read=self.timeouts.idle,
-                write=self.timeouts.idle,
-                pool=self.timeouts.connect,
-            ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-            verify=_needs_tls(self.providers),
-        )
+        self._http = http or http_client(self.timeouts, _needs_tls(self.providers))
         self._sleep = sleep
         self._jitter = jitter
         self.observer = observer
@@ -351,6 +343,28 @@ class LLMClient:
         finally:
             if response is not None:
                 await response.aclose()
+
+
+def http_client(timeouts: Timeouts, verify: bool, *, shards: int = SHARDS) -> httpx.AsyncClient:
+    """The client's HTTP client: its requests spread over up to ``shards`` pools
+    (``core.llm.pool``; 1: httpx's own single pool). A proxy from the environment
+    gets httpx's own transport with the same TLS context and limits."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
+    context = httpx.create_ssl_context(verify=verify)
+    transport = (
+        ShardedTransport(verify=context, limits=limits, shards=shards) if shards > 1 else None
+    )
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=timeouts.connect,
+            read=timeouts.idle,
+            write=timeouts.idle,
+            pool=timeouts.connect,
+        ),
+        limits=limits,
+        verify=context,
+        transport=transport,
+    )
 
 
 def error_reason(error: StreamError) -> str:
