@@ -12,6 +12,13 @@ rules are:
   waiting for the response to start); ``first_token`` (no content yet, even if
   keep-alive comments keep arriving).
 - Closing the iterator (a user's Stop) closes the HTTP response at once.
+- When the stream says it is over (``[DONE]``, or the dialect's last event), the
+  rest of the body (normally only HTTP's last, empty chunk) is read before the
+  last event is yielded, if it arrives within ``Timeouts.body_end`` and is at
+  most ``BODY_END_BYTES``, so the connection goes back to the pool instead of
+  being closed (every reply would otherwise pay a new TCP connection and TLS
+  handshake). A server that keeps the body open after its end holds the reply
+  no longer than that bound; its connection is then closed.
 - The body's chunks are read off httpx's connection by ``ChunkedBody`` (a fast
   path past httpx's per-chunk layers and h11), and the body's end by httpx.
 
@@ -76,6 +83,16 @@ class Timeouts:
     connect: float = 10.0
     first_token: float = 90.0
     idle: float = 60.0
+    body_end: float = 0.1
+    """Seconds the rest of a body may take once the stream said it is over (its
+    last, empty chunk is normally right behind): read in time, the connection
+    is reused; otherwise it is closed."""
+
+
+BODY_END_BYTES = 64 * 1024
+"""Most bytes read for the rest of a body after the read that brought the
+stream's end, to reuse its connection; a server that sends more is not worth
+it (its connection is closed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +295,7 @@ class LLMClient:
             # per-chunk layers and h11 (~8 µs a chunk); it hands the body back to httpx at
             # its end or at anything unusual (``ChunkedBody`` says what and why).
             fast = None if encoded else ChunkedBody.take(response)
+            ending: list[Event] | None = None  # the events of the chunk that ended the stream
             while fast is not None and not got_content:
                 async with asyncio.timeout_at(deadline):
                     pieces = await fast.read()
@@ -285,41 +303,63 @@ class LLMClient:
                     fast = None
                     break
                 for chunk in pieces:
-                    for event in decoder.feed_to(chunk, parser):
+                    events = decoder.feed_to(chunk, parser)
+                    if parser.done:
+                        ending = events
+                        break
+                    for event in events:
                         got_content = got_content or type(event) in CONTENT_EVENTS
                         yield event
-                    if parser.done:
-                        return
-            while fast is not None:
+                if ending is not None:
+                    break
+            while fast is not None and ending is None:
                 pieces = await fast.read()
                 if pieces is None:
                     break
                 for chunk in pieces:
-                    for event in decoder.feed_to(chunk, parser):
-                        yield event
+                    events = decoder.feed_to(chunk, parser)
                     if parser.done:
-                        return
-            chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-            while not got_content:
-                # Until the first token, every read is bounded by the first-token deadline.
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
-                for event in decoder.feed_to(chunk, parser):
-                    got_content = got_content or type(event) in CONTENT_EVENTS
+                        ending = events
+                        break
+                    for event in events:
+                        yield event
+            chunks: AsyncIterator[bytes] | None = None
+            if ending is None:
+                raw = chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+                while not got_content:
+                    # Until the first token, every read is bounded by the first-token deadline.
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            chunk = await anext(raw)
+                    except StopAsyncIteration:
+                        break
+                    events = decoder.feed_to(chunk, parser)
+                    if parser.done:
+                        ending = events
+                        break
+                    for event in events:
+                        got_content = got_content or type(event) in CONTENT_EVENTS
+                        yield event
+                if ending is None and got_content:
+                    async for chunk in raw:
+                        events = decoder.feed_to(chunk, parser)
+                        if parser.done:
+                            ending = events
+                            break
+                        for event in events:
+                            yield event
+            if ending is None:  # the body ended before the stream said it was over
+                decoder.close()
+                for event in parser.end():
                     yield event
-                if parser.done:
-                    return
-            if got_content:
-                async for chunk in chunks:
-                    for event in decoder.feed_to(chunk, parser):
-                        yield event
-                    if parser.done:
-                        return
-            decoder.close()
-            for event in parser.end():
+                return
+            # The stream is over: what came before its last event, then the rest of the
+            # body (bounded) so the connection can be reused, then the last event.
+            last = _terminal_at(ending)
+            for event in ending[:last]:
+                yield event
+            await self._finish_body(response, fast, chunks)
+            for event in ending[last:]:
                 yield event
         except TimeoutError:
             yield StreamError(
@@ -343,6 +383,49 @@ class LLMClient:
         finally:
             if response is not None:
                 await response.aclose()
+
+    async def _finish_body(
+        self,
+        response: httpx.Response,
+        fast: ChunkedBody | None,
+        chunks: AsyncIterator[bytes] | None,
+    ) -> None:
+        """Read what is left of ``response``'s body after the stream's end (through
+        ``fast`` while it reads, then ``chunks`` or ``aiter_raw``), so httpx sees the
+        body end and returns the connection to its pool. Only if it all arrives within
+        ``timeouts.body_end`` seconds and is at most ``BODY_END_BYTES`` (what came in
+        the same read as the stream's end is already read, and skipped): otherwise, or
+        if reading it fails, it stops there and the caller's ``aclose`` closes the
+        connection (the reply is complete either way)."""
+        left = BODY_END_BYTES
+        try:
+            async with asyncio.timeout(self.timeouts.body_end):
+                while fast is not None:
+                    pieces = await fast.read()
+                    if pieces is None:
+                        break
+                    left -= sum(len(piece) for piece in pieces)
+                    if left < 0:
+                        return
+                if chunks is None:
+                    chunks = response.aiter_raw()
+                async for chunk in chunks:
+                    left -= len(chunk)
+                    if left < 0:
+                        return
+        except (TimeoutError, httpx.HTTPError, httpx.StreamError) as exc:
+            log.debug("the body after the stream's end was not read: %r", exc)
+
+
+_TERMINAL = (Finish, StreamError)
+
+
+def _terminal_at(events: Sequence[Event]) -> int:
+    """Where the stream's last event (``Finish`` or ``StreamError``) is in ``events``."""
+    for index, event in enumerate(events):
+        if type(event) in _TERMINAL:
+            return index
+    return len(events)
 
 
 def http_client(timeouts: Timeouts, verify: bool, *, shards: int = SHARDS) -> httpx.AsyncClient:
