@@ -473,9 +473,11 @@ def table(f: Figures) -> str:
     all_trips = sum(f.trips.values())
     steady_total = sum(f.steady_trips.values())
     per_update = steady_total / steady_edits if steady_len >= MIN_STEADY and steady_edits else None
-    degraded_steady = f.degraded.seconds(steady_start, steady_end) if per_update else 0.0
+    # A phase in which Redis calls missed their bounds (a saturated process) has
+    # no steady path: its calls queue for connections and its budgets turn
+    # per-process, so a window's few round trips say nothing of the design.
     degraded_all = f.degraded.seconds(*f.phase)
-    steady_ok = per_update is not None and not degraded_steady and per_update <= ROUND_TRIP_TARGET
+    steady_ok = per_update is not None and not degraded_all and per_update <= ROUND_TRIP_TARGET
 
     def share(trips: Counter[str], word: str) -> int:
         return sum(v for k, v in trips.items() if word in k)
@@ -497,10 +499,10 @@ def table(f: Figures) -> str:
             f"in-flight {inflight_trips / steady_edits:.2f}, other {other / steady_edits:.2f}; "
             f"{steady_edits:,} edits in {steady_len:.1f} s)"
         )
-        if degraded_steady:
+        if degraded_all:
             steady_trips_text += (
-                f"; budgets per-process (Redis calls past their bound) for "
-                f"{degraded_steady:.1f} s of it: not the design's figure"
+                f"; not judged: budgets ran per-process (Redis calls past their bound) "
+                f"for {degraded_all:.1f} s of the phase"
             )
         steady_commands_text = f"{f.steady_commands / steady_edits:.2f}"
         steady_cores_text = f"{steady_cores:.2f} in the steady window"
