@@ -57,8 +57,19 @@ class Frame:
     @property
     def visible(self) -> str:
         """What the message shows once this frame is confirmed, on an append-only
-        sink (replace-style sinks show ``text``)."""
-        return self.text[: self.sent] + self.delta
+        sink (replace-style sinks show ``text``): ``text[:sent] + delta``.
+
+        The engine's frames hold ``delta`` in ``text`` at ``sent`` (it is the text
+        after ``sent``, minus any held-back tail), so this costs a comparison of
+        ``delta``, not a copy of the whole message per delivery (which made a long
+        reply quadratic); other frames get the concatenation."""
+        text = self.text
+        sent = self.sent
+        delta = self.delta
+        if sent >= 0 and text.startswith(delta, sent):
+            end = sent + len(delta)
+            return text if end == len(text) else text[:end]
+        return text[:sent] + delta
 
 
 class SinkCall(enum.Enum):
