@@ -163,6 +163,8 @@ class Reply:
         self._covered = 0  # offset in the model's text up to which it is visible
         self._held: list[str] = []  # budget slots acquired for a call that was replaced
         self._undelivered: list[Frame] = []
+        self._paged: tuple[int, bool, int] | None = None  # what ``_paged_pages`` were made of
+        self._paged_pages: list[Page] = []
         self._started = 0.0
         self._reader: asyncio.Task[None] | None = None
 
@@ -368,7 +370,9 @@ class Reply:
                 self._after_call(call, started, waited)
                 self._after_text(covered, shown)
                 self._created = max(self._created, index + 1)
-                self._report(index, frame.visible if self._append_only else frame.text, page_final)
+                if self._progress is not None:
+                    shows = frame.visible if self._append_only else frame.text
+                    self._report(index, shows, page_final)
                 sent = True
                 if not page_final:
                     self._sent = frame.sent + len(frame.delta)
@@ -524,7 +528,13 @@ class Reply:
         # An append-only sink can't take back text: its open page is never cut
         # before what it already showed.
         floor = self._covered if self._append_only else 0
-        return self._paginator.freeze(self._text(), final, floor)
+        # The text only grows, so its length names it: a delivery asks twice (before
+        # and after its budget wait) and mostly nothing came in between.
+        key = (self._length, final, floor)
+        if key != self._paged:
+            self._paged = key
+            self._paged_pages = self._paginator.freeze(self._text(), final, floor)
+        return self._paged_pages
 
     def _frame(self, index: int, page: Page, final: bool) -> Frame:
         rendered = page.render(self._text())
