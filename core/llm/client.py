@@ -501,6 +501,16 @@ _PARTIAL_HEADER = re.compile(rb"[0-9A-Fa-f]{0,16}\r?")
 """What may still become a ``_HEADER`` with more bytes."""
 
 
+_LAYERS: tuple[tuple[str, type], ...] = (
+    ("_stream", AsyncResponseStream),
+    ("_httpcore_stream", PoolByteStream),
+    ("_stream", HTTP11ConnectionByteStream),
+    ("_connection", AsyncHTTP11Connection),
+)
+"""From httpx's response stream down to httpcore's HTTP/1.1 connection: the
+attribute that leads to each layer, and the layer's exact type."""
+
+
 class ChunkedBody:
     """Whole HTTP/1.1 chunks read straight off the connection httpx opened: the fast
     path of a streamed model reply.
@@ -555,21 +565,13 @@ class ChunkedBody:
         httpx transport), or None when anything is not as expected."""
         if not FAST_PATH or response.is_stream_consumed or response.is_closed:
             return None
-        stream: Any = response.stream
-        if type(stream) is not BoundAsyncStream:
+        connection: Any = response.stream
+        if type(connection) is not BoundAsyncStream:
             return None
-        stream = getattr(stream, "_stream", None)
-        if type(stream) is not AsyncResponseStream:
-            return None
-        stream = getattr(stream, "_httpcore_stream", None)
-        if type(stream) is not PoolByteStream:
-            return None
-        stream = getattr(stream, "_stream", None)
-        if type(stream) is not HTTP11ConnectionByteStream:
-            return None
-        connection = getattr(stream, "_connection", None)
-        if type(connection) is not AsyncHTTP11Connection:
-            return None
+        for attribute, expected in _LAYERS:  # down to the connection, each as known
+            connection = getattr(connection, attribute, None)
+            if type(connection) is not expected:
+                return None
         state = getattr(connection, "_h11_state", None)
         network = response.extensions.get("network_stream")
         if (
