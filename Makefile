@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-bench
 	mkdir -p bench/results
 	$(BIN)/python -m bench.chunk_cost
 	$(BIN)/python -m bench.cli_cost
+	$(BIN)/python -m bench.llm_pool --streams 2000 --rounds 2
 	$(BIN)/python -m bench.bucket
 	$(BIN)/python -m bench.topologies --json bench/results/topologies.json
 	$(BIN)/python -m bench.walk
