@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -308,3 +311,23 @@ async def test_without_httpx_s_internals_the_ordinary_path_reads(
         with contextlib.suppress(Exception):
             await client.aclose()
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hello"
+
+
+def test_without_the_fast_paths_pieces_the_client_loads_and_takes_the_ordinary_path() -> None:
+    """Another httpx, httpcore or h11 may lack a piece ``ChunkedBody`` relies on:
+    the module must still import, with the fast path off (``take`` then gives
+    every body to httpx)."""
+    script = textwrap.dedent(
+        """
+        import httpcore._async.connection_pool as pool
+        del pool.PoolByteStream  # as if another httpcore had no such class
+        from core.llm import client
+        assert client.FAST_PATH is False
+        print("ordinary path")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ordinary path"

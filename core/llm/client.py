@@ -49,6 +49,14 @@ try:  # the fast path's pieces of httpx, httpcore and h11 (see ``ChunkedBody``)
     from httpx._transports.default import AsyncResponseStream, map_httpcore_exceptions
 
     FAST_PATH = True
+    _LAYERS: tuple[tuple[str, type], ...] = (
+        ("_stream", AsyncResponseStream),
+        ("_httpcore_stream", PoolByteStream),
+        ("_stream", HTTP11ConnectionByteStream),
+        ("_connection", AsyncHTTP11Connection),
+    )
+    """From httpx's response stream down to httpcore's HTTP/1.1 connection: the
+    attribute that leads to each layer, and the layer's exact type."""
 except ImportError:  # pragma: no cover - another httpx, httpcore or h11: the ordinary path
     FAST_PATH = False
 
@@ -295,59 +303,34 @@ class LLMClient:
             # per-chunk layers and h11 (~8 µs a chunk); it hands the body back to httpx at
             # its end or at anything unusual (``ChunkedBody`` says what and why).
             fast = None if encoded else ChunkedBody.take(response)
+            chunks: AsyncIterator[bytes] | None = None  # httpx's, once ``fast`` hands back
             ending: list[Event] | None = None  # the events of the chunk that ended the stream
-            while fast is not None and not got_content:
-                async with asyncio.timeout_at(deadline):
-                    pieces = await fast.read()
+            while ending is None:
+                if fast is not None:
+                    read = fast.read()
+                else:
+                    if chunks is None:
+                        chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+                    read = _next_chunk(chunks)
+                if got_content:
+                    pieces = await read
+                else:  # until the first token, every read is bounded by its deadline
+                    async with asyncio.timeout_at(deadline):
+                        pieces = await read
                 if pieces is None:
-                    fast = None
-                    break
+                    if fast is None:
+                        break  # the body's end
+                    fast = None  # handed back to httpx: read on through ``chunks``
+                    continue
                 for chunk in pieces:
                     events = decoder.feed_to(chunk, parser)
                     if parser.done:
                         ending = events
                         break
                     for event in events:
-                        got_content = got_content or type(event) in CONTENT_EVENTS
+                        if not got_content:
+                            got_content = type(event) in CONTENT_EVENTS
                         yield event
-                if ending is not None:
-                    break
-            while fast is not None and ending is None:
-                pieces = await fast.read()
-                if pieces is None:
-                    break
-                for chunk in pieces:
-                    events = decoder.feed_to(chunk, parser)
-                    if parser.done:
-                        ending = events
-                        break
-                    for event in events:
-                        yield event
-            chunks: AsyncIterator[bytes] | None = None
-            if ending is None:
-                raw = chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-                while not got_content:
-                    # Until the first token, every read is bounded by the first-token deadline.
-                    try:
-                        async with asyncio.timeout_at(deadline):
-                            chunk = await anext(raw)
-                    except StopAsyncIteration:
-                        break
-                    events = decoder.feed_to(chunk, parser)
-                    if parser.done:
-                        ending = events
-                        break
-                    for event in events:
-                        got_content = got_content or type(event) in CONTENT_EVENTS
-                        yield event
-                if ending is None and got_content:
-                    async for chunk in raw:
-                        events = decoder.feed_to(chunk, parser)
-                        if parser.done:
-                            ending = events
-                            break
-                        for event in events:
-                            yield event
             if ending is None:  # the body ended before the stream said it was over
                 decoder.close()
                 for event in parser.end():
@@ -415,6 +398,15 @@ class LLMClient:
                         return
         except (TimeoutError, httpx.HTTPError, httpx.StreamError) as exc:
             log.debug("the body after the stream's end was not read: %r", exc)
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes]) -> list[bytes] | None:
+    """The next chunk of httpx's body as ``ChunkedBody.read`` gives them; None at
+    the end."""
+    try:
+        return [await anext(chunks)]
+    except StopAsyncIteration:
+        return None
 
 
 _TERMINAL = (Finish, StreamError)
@@ -499,16 +491,6 @@ whole; a larger one goes back to h11, which delivers its pieces as they come."""
 _HEADER = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 _PARTIAL_HEADER = re.compile(rb"[0-9A-Fa-f]{0,16}\r?")
 """What may still become a ``_HEADER`` with more bytes."""
-
-
-_LAYERS: tuple[tuple[str, type], ...] = (
-    ("_stream", AsyncResponseStream),
-    ("_httpcore_stream", PoolByteStream),
-    ("_stream", HTTP11ConnectionByteStream),
-    ("_connection", AsyncHTTP11Connection),
-)
-"""From httpx's response stream down to httpcore's HTTP/1.1 connection: the
-attribute that leads to each layer, and the layer's exact type."""
 
 
 class ChunkedBody:
