@@ -93,15 +93,9 @@ class WriteBatch:
             self._by_key.setdefault(key, set()).add(pending.done)
             pending.done.add_done_callback(lambda done: self._answered(key, done))
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.window, self._on_timer)
-        try:
-            async with asyncio.timeout(within):
-                return await asyncio.shield(pending.done)
-        except BaseException:
-            with contextlib.suppress(ValueError):
-                self._queue.remove(pending)  # not sent yet: it never will be
-                pending.done.cancel()
-            raise
+            self._timer = asyncio.get_running_loop().call_later(self.window, self._send)
+        async with asyncio.timeout(within):
+            return await self._answer_of(pending)
 
     async def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` in a round trip leaving at the end of this turn of the
@@ -110,12 +104,17 @@ class WriteBatch:
         pending = _Write(script, list(keys), list(args))
         self._queue.append(pending)
         if self._turn is None:
-            self._turn = asyncio.get_running_loop().call_soon(self._on_timer)
+            self._turn = asyncio.get_running_loop().call_soon(self._send)
+        return await self._answer_of(pending)
+
+    async def _answer_of(self, pending: _Write) -> Any:
+        """``pending``'s answer; one its caller stopped waiting for before it was
+        sent is never sent."""
         try:
             return await asyncio.shield(pending.done)
         except BaseException:
             with contextlib.suppress(ValueError):
-                self._queue.remove(pending)
+                self._queue.remove(pending)  # not sent yet: it never will be
                 pending.done.cancel()
             raise
 
@@ -182,7 +181,8 @@ class WriteBatch:
             else:
                 pending.done.set_result(outcome[i])
 
-    def _on_timer(self) -> None:
+    def _send(self) -> None:
+        """The window passed, or a turn with a call in it ended: send what waits."""
         queued = self.take()
         if queued:
             task = asyncio.create_task(self._flush(queued))
