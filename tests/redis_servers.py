@@ -242,7 +242,7 @@ class Node:
         self._process = process
 
     def wait_answers(self, deadline: float) -> None:
-        """Until the server answers PING; a port taken meanwhile (the race between
+        """Until this process answers; a port taken meanwhile (the race between
         finding it free and binding it) is retried on another."""
         assert self._argv is not None
         for _ in range(5):
@@ -258,11 +258,15 @@ class Node:
         raise RuntimeError(f"{self.name} exited at start: {self.tail()}")
 
     def answers(self) -> bool:
+        """Whether *this* process answers on the port. Another server that took
+        the port while this node was down (a restart's race) would answer PING
+        too, and a topology would wait for it to turn replica for ever."""
         try:
             with self.client(timeout=0.5) as client:
-                return bool(client.ping())
-        except (redis.RedisError, OSError):
+                serving = int(client.info("server")["process_id"])
+        except (redis.RedisError, OSError, KeyError, ValueError):
             return False
+        return serving == self.pid
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
         """A synchronous client with decoded answers (close it: ``with``)."""
@@ -803,7 +807,16 @@ class LocalSentinel(_Topology):
         assert old is not None, "no failover happened"
         old.restart(self._server_argv(self.master.port))
         self._replica, self.old_master = old, None
-        wait_until(self.check_ready, timeout, f"{old.name} back as a replica")
+
+        def rejoined() -> str:
+            problem = self.check_ready()
+            if problem and self.named_master(self._sentinels[0]) == old.address:
+                # Sentinels fail over again when the new master stops answering
+                # for down-after-milliseconds: say so rather than "not a replica".
+                problem += f" (the sentinels failed over back to {old.name})"
+            return problem
+
+        wait_until(rejoined, timeout, f"{old.name} back as a replica")
         return old
 
 

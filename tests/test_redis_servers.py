@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis, RedisCluster
@@ -21,6 +23,7 @@ from tests.redis_servers import (
     SLOTS,
     LocalCluster,
     LocalSentinel,
+    Node,
     RedisServerMissing,
     info,
     redis_binaries,
@@ -46,6 +49,26 @@ def test_without_a_redis_7_server_the_error_names_the_package(
             redis_binaries()
     finally:
         redis_binaries.cache_clear()
+
+
+def test_a_restart_whose_port_another_server_took_moves_to_a_free_port(tmp_path: Path) -> None:
+    def argv(port: int) -> list[str]:
+        return ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+
+    node, squatter = Node(tmp_path, "node"), Node(tmp_path, "squatter")
+    try:
+        node.spawn(argv)
+        node.wait_answers(time.monotonic() + 10)
+        port = node.port
+        node.kill()
+        squatter.spawn(argv, port)  # a server that answers PING on the node's port
+        squatter.wait_answers(time.monotonic() + 10)
+        node.restart()
+        assert node.port != port
+        assert info(node, "server")["process_id"] == str(node.pid)
+    finally:
+        node.kill()
+        squatter.kill()
 
 
 def test_the_cluster_has_three_masters_with_a_replica_each_and_serves_every_slot(

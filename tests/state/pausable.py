@@ -107,12 +107,13 @@ class PausableRedis:
 
     def _answers(self) -> bool:
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
+        try:  # this process, not another server that took the port first
+            serving = int(client.info("server")["process_id"])
+        except (redis.RedisError, OSError, KeyError, ValueError):
             return False
         finally:
             client.close()
+        return self._process is not None and serving == self._process.pid
 
 
 MARGIN = 0.5
