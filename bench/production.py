@@ -42,7 +42,15 @@ reply has ended at the fake and none is active here:
 
 Run: ``python -m bench.production`` (``--help``); ``--replies 200`` for a quick
 run; ``--profile`` adds a cProfile of the streaming phase (which slows it: its
-CPU figures are then not the target's).
+CPU figures are then not the target's). ``--tracemalloc [SECONDS]`` traces
+this process's Python allocations from just before the burst and, SECONDS
+after it (default 10, while the replies stream), prints what is still held
+per active reply: by source (the first frame, from the allocation outwards, in
+an installed package or a chatrelay package; else the stdlib module that
+allocated), by line, and the largest tracebacks. Tracing slows the process
+several times over and adds its own memory: CPU and RSS figures are then not
+the target's, and a burst misses deferrals, so spread it (``--replies 200
+--ramp 10 --tracemalloc 14``).
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -309,6 +318,7 @@ class Figures:
     profiled: bool
     load: tuple[float, float]
     degraded: Degraded
+    memory: MemoryProfile | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -386,6 +396,10 @@ async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
             peers0 = {p.kind: (await p.call("rusage"))["cpu"] for p in (discord_peer, model_peer)}
             if profiler is not None:
                 profiler.enable()
+            snapshot: asyncio.Task[MemoryProfile] | None = None
+            if args.tracemalloc is not None:
+                tracemalloc.start(TRACE_FRAMES)
+                snapshot = asyncio.create_task(memory_profile(active, args.tracemalloc))
             asked = await discord_peer.call("ask", n=args.replies, ramp=args.ramp)
             waited = await discord_peer.call(
                 "wait", timeout=args.cutoff + 60, within=args.cutoff, idle=IDLE
@@ -395,6 +409,9 @@ async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
                 await asyncio.sleep(0.05)  # the replies' last Redis writes
             if profiler is not None:
                 profiler.disable()
+            memory = await snapshot if snapshot is not None else None
+            if snapshot is not None:
+                tracemalloc.stop()
             end = time.monotonic()
             cpu = cpu_seconds() - cpu0
             peers1 = {p.kind: (await p.call("rusage"))["cpu"] for p in (discord_peer, model_peer)}
@@ -442,6 +459,7 @@ async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
                 profiled=profiler is not None,
                 load=(load[0], load[1]),
                 degraded=degraded,
+                memory=memory,
                 notes=report.get("notes", []),
             )
     finally:
@@ -450,6 +468,77 @@ async def run(args: argparse.Namespace, redis_url: str, tmp: Path) -> Figures:
         logging.getLogger().removeHandler(warnings)
         if not args.private_redis:
             await forget_prefix(redis_url, prefix)
+
+
+# --------------------------------------------------------------------------- tracemalloc
+
+TRACE_FRAMES = 16
+"""Frames kept per traced allocation: enough to reach past asyncio and the
+libraries' own layers to the code that asked."""
+
+
+@dataclass
+class MemoryProfile:
+    """Python allocations traced since just before the burst and still held at
+    one moment, with the replies active then."""
+
+    active: int
+    at: float
+    """Seconds after tracing started."""
+    snapshot: tracemalloc.Snapshot
+
+
+async def memory_profile(active: Any, after: float) -> MemoryProfile:
+    start = time.monotonic()
+    await asyncio.sleep(after)
+    gc.collect()  # only what is reachable: garbage is not what a reply holds
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    return MemoryProfile(active.count, time.monotonic() - start, snapshot)
+
+
+def source_of(traceback: tracemalloc.Traceback) -> str:
+    """Who allocated: the first frame, from the allocation outwards, in an
+    installed package (``aiohttp``) or a chatrelay package (``core/reply``);
+    else the stdlib module of the allocation itself."""
+    for frame in reversed(traceback):  # most recent last
+        filename = frame.filename
+        if "site-packages/" in filename:
+            return filename.split("site-packages/")[1].split("/")[0].removesuffix(".py")
+        if filename.startswith(str(ROOT)):
+            return "/".join(Path(filename).relative_to(ROOT).parts[:2])
+    frame = traceback[-1]
+    parent, module = Path(frame.filename).parent.name, Path(frame.filename).stem
+    return f"stdlib {parent}/{module}" if parent in ("asyncio", "json") else f"stdlib {module}"
+
+
+def print_memory(memory: MemoryProfile, top: int = 25) -> None:
+    n = max(1, memory.active)
+    stats = memory.snapshot.statistics("traceback")
+    total = sum(s.size for s in stats)
+    print(
+        f"\ntracemalloc, {memory.at:.1f} s after the burst, {memory.active} replies active: "
+        f"{total / 2**20:.1f} MB held, {total / n / 1024:.1f} KB per active reply\n"
+    )
+    by_source: Counter[str] = Counter()
+    blocks: Counter[str] = Counter()
+    for stat in stats:
+        by_source[source_of(stat.traceback)] += stat.size
+        blocks[source_of(stat.traceback)] += stat.count
+    print("By source (KB per active reply, blocks per reply):\n")
+    for name, size in by_source.most_common(top):
+        print(f"- {name}: {size / n / 1024:.2f} KB ({blocks[name] / n:.1f})")
+    print(f"\nBy line, top {top} (KB per active reply):\n")
+    for stat in memory.snapshot.statistics("lineno")[:top]:
+        frame = stat.traceback[0]
+        kb = stat.size / n / 1024
+        print(f"- {frame.filename}:{frame.lineno}: {kb:.2f} KB ({stat.count / n:.1f})")
+    print(f"\nLargest tracebacks, top {top // 2}:\n")
+    for stat in stats[: top // 2]:
+        print(f"{stat.size / n / 1024:.2f} KB per reply ({stat.count / n:.1f} blocks):")
+        for line in stat.traceback.format(limit=12):
+            print(f"    {line}")
 
 
 # --------------------------------------------------------------------------- the table
@@ -692,6 +781,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         const="bench/results/production.prof",
         help="cProfile the streaming phase into this file (default %(const)s)",
     )
+    parser.add_argument(
+        "--tracemalloc",
+        nargs="?",
+        type=float,
+        const=10.0,
+        help="trace Python allocations; print what is held per active reply this many "
+        "seconds after the burst (default %(const)s)",
+    )
     parser.add_argument("--log", help="chatrelay's warnings (default: a temporary file)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -742,6 +839,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
     if args.profile:
         print_profile(args.profile)
+    if figures.memory is not None:
+        print_memory(figures.memory)
 
 
 def commit() -> str:
