@@ -29,6 +29,19 @@ class Clock(Protocol):
         ...
 
 
+class SlimEvent(asyncio.Event):
+    """An ``asyncio.Event`` that keeps its waiters in a list.
+
+    asyncio's own starts with an empty ``deque`` (760 bytes, an Event 860 in all)
+    and a streaming reply holds four Events: 3 KB of each reply's memory. The
+    Event's methods only append, remove and iterate its waiters, which a list
+    does in 56 bytes (one waiter is the usual most)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters = []  # type: ignore[assignment]
+
+
 class MonotonicClock:
     """The event loop's monotonic clock.
 

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from core.clock import Clock, MonotonicClock
+from core.clock import Clock, MonotonicClock, SlimEvent
 from core.llm.events import (
     Event,
     Finish,
@@ -113,6 +113,47 @@ class ReplyResult:
 class Reply:
     """One reply streaming into one sink. ``run`` it once; ``stop`` it from anywhere."""
 
+    # Slots: a reply has more attributes than an instance dict shares keys for
+    # (30), so each one's dict would cost 1.4 KB of every active reply.
+    __slots__ = (
+        "_append_only",
+        "_arrivals",
+        "_budget",
+        "_calls",
+        "_clock",
+        "_covered",
+        "_created",
+        "_ended",
+        "_error",
+        "_finish",
+        "_held",
+        "_last_call_end",
+        "_length",
+        "_located",
+        "_pacing",
+        "_paged",
+        "_paged_pages",
+        "_pages_done",
+        "_paginator",
+        "_parts",
+        "_progress",
+        "_reader",
+        "_reasoning",
+        "_reasoning_length",
+        "_retry",
+        "_routes",
+        "_sent",
+        "_shown",
+        "_sink",
+        "_started",
+        "_stop",
+        "_tally",
+        "_undelivered",
+        "_usage",
+        "_wake",
+        "stats",
+    )
+
     def __init__(
         self,
         sink: Sink,
@@ -151,8 +192,8 @@ class Reply:
         self._finish: Finish | None = None
         self._error: StreamError | None = None
         self._stop: Outcome | None = None
-        self._wake = asyncio.Event()  # something new to show, or the end
-        self._ended = asyncio.Event()  # the stream is over (finished, failed or stopped)
+        self._wake = SlimEvent()  # something new to show, or the end
+        self._ended = SlimEvent()  # the stream is over (finished, failed or stopped)
 
         # Owned by the writer.
         self._shown = -1  # text + reasoning length last shown; -1: nothing shown yet

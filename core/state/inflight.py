@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.clock import Clock, MonotonicClock
+from core.clock import Clock, MonotonicClock, SlimEvent
 from core.reply.sink import MessageGone
 from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES
@@ -286,7 +286,7 @@ class Tracker:
         self._record = record
         self._dirty = True  # the stored record is behind ours
         self._closed = False  # the reply ended: writing now would resurrect its record
-        self._wake = asyncio.Event()
+        self._wake = SlimEvent()
         self.settled = False
         """The reply's final state was shown (or its message is gone): forget it."""
 

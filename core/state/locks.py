@@ -51,7 +51,7 @@ import logging
 import secrets
 from types import TracebackType
 
-from core.clock import Clock, MonotonicClock
+from core.clock import Clock, MonotonicClock, SlimEvent
 from core.state.batch import WriteBatch
 from core.state.connection import REDIS_FAILURES, REPLY_PATH_TIMEOUT, bounded
 from core.state.keys import ConversationKey, Keys
@@ -192,7 +192,7 @@ class Lease:
         """When the lock expires in Redis unless extended; on our clock, early
         rather than late, because it counts from when the command was sent."""
         self._unreachable = False
-        self._lost = asyncio.Event()
+        self._lost = SlimEvent()
         self._released = False
         self._keeper: asyncio.Task[None] | None = None
 
