@@ -23,6 +23,7 @@ service at start with one line, like any other setting::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from pathlib import Path
 from typing import Literal, Protocol
@@ -70,7 +71,10 @@ class Defaults(BaseModel):
 
 
 class ChannelPolicy(BaseModel):
-    """The rule in force for one channel, defaults filled in."""
+    """The rule in force for one channel, defaults filled in. Frozen: channels
+    without a rule of their own share one (``default_policy``)."""
+
+    model_config = ConfigDict(frozen=True)
 
     mode: Mode
     system_prompt: str | None
@@ -131,20 +135,22 @@ class ChannelRules(BaseSettings):
             (r for r in self.channels if r.platform == platform and r.id == channel_id), None
         )
         d = self.defaults
+        if rule is None:
+            return default_policy(d.mode, d.handoff_quiet_minutes, d.thread_per_message)
         return ChannelPolicy(
-            mode=(rule.mode if rule and rule.mode else d.mode),
-            system_prompt=rule.system_prompt if rule else None,
-            model=rule.model if rule else None,
-            agents=frozenset(rule.agents if rule else ()),
-            agent_groups=frozenset(rule.agent_groups if rule else ()),
+            mode=rule.mode or d.mode,
+            system_prompt=rule.system_prompt,
+            model=rule.model,
+            agents=frozenset(rule.agents),
+            agent_groups=frozenset(rule.agent_groups),
             handoff_quiet_minutes=(
                 rule.handoff_quiet_minutes
-                if rule and rule.handoff_quiet_minutes is not None
+                if rule.handoff_quiet_minutes is not None
                 else d.handoff_quiet_minutes
             ),
             thread_per_message=(
                 rule.thread_per_message
-                if rule and rule.thread_per_message is not None
+                if rule.thread_per_message is not None
                 else d.thread_per_message
             ),
         )
@@ -155,6 +161,23 @@ class ChannelRules(BaseSettings):
             for r in self.channels
             if r.platform == platform and self.policy(platform, r.id).mode == "auto"
         ]
+
+
+@functools.lru_cache(maxsize=16)
+def default_policy(
+    mode: Mode, handoff_quiet_minutes: float, thread_per_message: bool
+) -> ChannelPolicy:
+    """The policy of a channel without a rule: one per set of defaults, not one
+    per event (every reply holds its policy while it streams, 1.5 KB each)."""
+    return ChannelPolicy(
+        mode=mode,
+        system_prompt=None,
+        model=None,
+        agents=frozenset(),
+        agent_groups=frozenset(),
+        handoff_quiet_minutes=handoff_quiet_minutes,
+        thread_per_message=thread_per_message,
+    )
 
 
 def load_rules(path: str | Path | None) -> ChannelRules:

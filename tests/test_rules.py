@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from core.config import ConfigError
 from core.rules import LiveRules, load_rules
@@ -56,6 +57,18 @@ def test_unlisted_channel_and_same_id_other_platform_get_defaults(tmp_path: Path
     rules = load_rules(write(tmp_path, EXAMPLE))
     assert rules.policy("slack", "C999").mode == "mention"
     assert rules.policy("discord", "C1").mode == "mention"
+
+
+def test_channels_without_a_rule_share_one_frozen_policy(tmp_path: Path) -> None:
+    """Every reply holds its channel's policy while it streams: those of channels
+    without a rule are one object, not one per event, and no one can change it."""
+    rules = load_rules(write(tmp_path, EXAMPLE))
+    shared = rules.policy("discord", "7")
+    assert rules.policy("discord", "8") is shared
+    assert rules.policy("slack", "C999") is shared
+    assert rules.policy("slack", "C1") is not shared  # a rule of its own
+    with pytest.raises(ValidationError):
+        shared.mode = "auto"
 
 
 def test_missing_file_means_defaults(tmp_path: Path) -> None:
