@@ -414,6 +414,10 @@ def make_client(
         allowed_mentions=discord.AllowedMentions.none(),
         guild_ready_timeout=guild_ready_timeout,
         chunk_guilds_at_startup=False,
+        # No message cache: chatrelay never reads it (a reply's text is the engine's,
+        # a message's parent comes in its payload or is fetched), and at its default
+        # it holds the last 1,000 messages the gateway sent, the bot's own included.
+        max_messages=None,
         **options,
     )
 

@@ -153,11 +153,10 @@ class Controls:
             await interaction.response.send_message(NOT_ALLOWED_TEXT, ephemeral=True)
             return
         try:
-            deferral = await interaction.response.defer(thinking=True)
+            response_id = await _defer(interaction)
         except discord.HTTPException as exc:  # too late, or another process took it
             log.warning("could not defer /ask %s: %s", interaction.id, exc)
             return
-        response_id = deferral.message_id if deferral is not None else None
         channel_id = interaction.channel_id or 0
         guild_id = interaction.guild_id
         conversation = command_conversation(interaction)
@@ -232,6 +231,14 @@ class Controls:
         forgot = await self.state.conversations.reset(conversation)
         await self.state.resets.mark(conversation, str(interaction.id))
         return forgot
+
+
+async def _defer(interaction: discord.Interaction[Any]) -> int | None:
+    """Defer an ``/ask`` ("thinking…"): the id of its response, when Discord says.
+    Only the id is kept: discord.py's answer (the whole response message) would
+    otherwise stay in ``_ask``'s frame for as long as the reply streams."""
+    deferral = await interaction.response.defer(thinking=True)
+    return deferral.message_id if deferral is not None else None
 
 
 def build_tree(

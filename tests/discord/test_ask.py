@@ -3,6 +3,10 @@ followups, and moved to a channel message when the interaction token dies."""
 
 from __future__ import annotations
 
+import gc
+
+import discord
+
 from tests.discord.conftest import (
     StartBot,
     answer,
@@ -53,6 +57,24 @@ async def test_ask_defers_then_grows_the_original_response_to_exactly_the_answer
     assert llm_server.requests[0].json["messages"][-1]["content"] == "say hello"
     assert all(pings_nobody(r.allowed_mentions) for r in original.edits)
     assert sum(fake.rate_limited.values()) == 0
+
+
+async def test_a_streaming_ask_holds_neither_its_deferral_nor_cached_messages(
+    fake: FakeDiscord, llm_server: FakeLLMServer, start_bot: StartBot
+) -> None:
+    """Memory per active reply: once the deferral's id is taken, discord.py's answer
+    (the whole response message) is let go, and no message cache keeps the
+    reply's messages (chatrelay reads neither)."""
+    llm_server.enqueue(stream(PIECES, delay=0.3))
+    async with start_bot() as app:
+        interaction = await fake.inject_slash_command("ask", {"prompt": "say hello"})
+        await eventually(lambda: interaction.original is not None and interaction.original.edits)
+        assert not finished(interaction.original)  # still streaming
+        gc.collect()
+        held = [o for o in gc.get_objects() if isinstance(o, discord.InteractionCallbackResponse)]
+        assert held == []
+        assert list(app.client.cached_messages) == []
+        await eventually(lambda: finished(interaction.original))
 
 
 def long_answer(paragraphs: int = 32) -> list[str]:
