@@ -211,24 +211,29 @@ async def test_a_connection_cut_after_the_end_still_ends_the_reply(
 
 
 async def test_a_stop_while_waiting_for_the_body_s_end_closes_the_connection(
-    server: CountingLLMServer,
+    server: CountingLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pieces = split_events(STREAMS["chat"])
     server.enqueue(FakeResponse(chunks=pieces, stall_after=len(pieces)))
     client = client_for(server, idle=10, body_end=10)
     seen: list[Event] = []
-    whole = asyncio.Event()
+    waiting = asyncio.Event()
+    finish_body = LLMClient._finish_body
+
+    async def noted(self: LLMClient, *args: Any) -> None:
+        waiting.set()  # the Stop below comes while the client waits for the body's end
+        await finish_body(self, *args)
+
+    monkeypatch.setattr(LLMClient, "_finish_body", noted)
 
     async def read() -> None:
         async for event in client.stream(MESSAGES):
             seen.append(event)
-            if text_of(seen) == TEXT:
-                whole.set()
 
     task = asyncio.create_task(read())
     try:
-        await asyncio.wait_for(whole.wait(), 2)
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(waiting.wait(), 2)
+        assert text_of(seen) == TEXT
         assert not task.done() and not any(isinstance(e, Finish) for e in seen)
         task.cancel()  # a user's Stop
         with pytest.raises(asyncio.CancelledError):

@@ -5,7 +5,7 @@ shared out, and closing the client closes every connection."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -27,9 +27,9 @@ def open_counts(transport: ShardedTransport) -> list[int]:
     return [_open_requests(pool) for pool in transport.pools]
 
 
-async def until(condition: object, timeout: float = 2.0) -> None:  # noqa: ASYNC109
+async def until(condition: Callable[[], object], timeout: float = 2.0) -> None:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
-        while not condition():  # type: ignore[operator]  # noqa: ASYNC110
+        while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
 
